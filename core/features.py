@@ -1,0 +1,160 @@
+"""Features of a review batch: text descriptors, scaled numeric and encoded categorical columns, embeddings.
+
+A `FeaturePipeline` is fitted on a reference batch and applied to any batch. It copes with columns the batch
+lacks (imputed, and reported) and categories it has never seen (encoded as all-zero).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from core.embed import Embedder, ProgressCallback, embedding_text
+from core.errors import NotFittedError
+
+#: Descriptors of the text alone, used as features, as shift features and by the text-quality signal.
+DESCRIPTORS: tuple[str, ...] = (
+    "n_chars",
+    "n_words",
+    "share_non_letters",
+    "share_upper",
+    "max_char_run",
+    "type_token_ratio",
+    "mean_word_length",
+    "n_exclamations",
+)
+NUMERIC_INPUTS: tuple[str, ...] = ("rating", "log_helpful_vote")
+CATEGORICAL_INPUTS: tuple[str, ...] = ("verified_purchase", "category")
+
+_RUN = re.compile(r"(.)\1{2,}", re.DOTALL)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def text_descriptors(texts: pd.Series) -> pd.DataFrame:
+    """Per-text descriptors: length, words, share of non-letters and capitals, longest repeated run, ..."""
+    texts = texts.astype("string").fillna("")
+    n_chars = texts.str.len().astype("float64")
+    letters = texts.str.count(r"[^\W\d_]").astype("float64")
+    non_space = n_chars - texts.str.count(r"\s").astype("float64")
+    upper = texts.str.count(r"[A-Z]").astype("float64")
+    words = [_WORD.findall(t.lower()) for t in texts.tolist()]
+    n_words = np.array([len(w) for w in words], dtype=np.float64)
+    unique = np.array([len(set(w)) for w in words], dtype=np.float64)
+    word_chars = np.array([sum(map(len, w)) for w in words], dtype=np.float64)
+    runs = np.array(
+        [max((len(m.group(0)) for m in _RUN.finditer(t)), default=1) for t in texts.tolist()], dtype=np.float64
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frame = pd.DataFrame(
+            {
+                "n_chars": n_chars.to_numpy(),
+                "n_words": n_words,
+                "share_non_letters": np.where(non_space > 0, 1 - letters / np.maximum(non_space, 1), 1.0),
+                "share_upper": np.where(letters > 0, upper / np.maximum(letters, 1), 0.0),
+                "max_char_run": runs,
+                "type_token_ratio": np.where(n_words > 0, unique / np.maximum(n_words, 1), 0.0),
+                "mean_word_length": np.where(n_words > 0, word_chars / np.maximum(n_words, 1), 0.0),
+                "n_exclamations": texts.str.count("!").astype("float64").to_numpy(),
+            },
+            index=texts.index,
+        )
+    return frame
+
+
+def tabular_inputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The raw (unscaled) numeric, categorical and descriptor columns of a canonical frame."""
+    out = text_descriptors(frame["text"])
+    out["rating"] = pd.to_numeric(frame.get("rating"), errors="coerce") if "rating" in frame else np.nan
+    votes = pd.to_numeric(frame["helpful_vote"], errors="coerce") if "helpful_vote" in frame else np.nan
+    out["log_helpful_vote"] = np.log1p(np.clip(votes, 0, None)) if "helpful_vote" in frame else np.nan
+    for col in CATEGORICAL_INPUTS:
+        values = frame[col] if col in frame else pd.Series(pd.NA, index=frame.index)
+        out[col] = values.astype("string").str.lower()
+    return out
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features of one batch, aligned with its rows."""
+
+    embeddings: np.ndarray
+    tabular: np.ndarray
+    tabular_names: list[str]
+    raw: pd.DataFrame
+    missing: list[str] = field(default_factory=list)
+
+    def matrix(self, embedding_weight: float = 1.0) -> np.ndarray:
+        """Embeddings and scaled tabular features side by side."""
+        return np.hstack([self.embeddings * embedding_weight, self.tabular]).astype(np.float32)
+
+
+class FeaturePipeline:
+    """Fit on a reference batch, transform any batch.
+
+    Parameters
+    ----------
+    embed_fields
+        Canonical columns joined into the embedded text.
+    """
+
+    def __init__(self, embed_fields: Sequence[str] = ("title", "text")) -> None:
+        self.embed_fields = tuple(embed_fields)
+
+    def fit(self, frame: pd.DataFrame) -> FeaturePipeline:
+        raw = tabular_inputs(frame)
+        # A column counts as present when the reference has at least one value for it.
+        self.numeric_ = [c for c in (*NUMERIC_INPUTS, *DESCRIPTORS) if raw[c].notna().any()]
+        self.categorical_ = [c for c in CATEGORICAL_INPUTS if raw[c].notna().any()]
+        transformers = [
+            ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+             self.numeric_),
+        ]
+        if self.categorical_:
+            transformers.append((
+                "cat",
+                Pipeline([
+                    ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+                    ("encode", OneHotEncoder(handle_unknown="ignore", max_categories=20, sparse_output=False)),
+                ]),
+                self.categorical_,
+            ))
+        self.transformer_ = ColumnTransformer(transformers, sparse_threshold=0.0)
+        self.transformer_.fit(self._prepare(raw))
+        self.tabular_names_ = [str(n) for n in self.transformer_.get_feature_names_out()]
+        return self
+
+    def _prepare(self, raw: pd.DataFrame) -> pd.DataFrame:
+        prepared = raw[self.numeric_ + self.categorical_].copy()
+        for col in self.categorical_:
+            prepared[col] = prepared[col].astype(object).where(prepared[col].notna(), np.nan)
+        return prepared
+
+    def missing_columns(self, frame: pd.DataFrame) -> list[str]:
+        """Columns the reference had and `frame` lacks (all values missing)."""
+        self._check_fitted()
+        raw = tabular_inputs(frame)
+        return [c for c in self.numeric_ + self.categorical_ if raw[c].isna().all()]
+
+    def transform(
+        self, frame: pd.DataFrame, embedder: Embedder, progress: ProgressCallback | None = None
+    ) -> FeatureSet:
+        """Features of `frame`; embeddings come from `embedder` (and its cache)."""
+        self._check_fitted()
+        raw = tabular_inputs(frame)
+        missing = [c for c in self.numeric_ + self.categorical_ if raw[c].isna().all()]
+        tabular = self.transformer_.transform(self._prepare(raw)).astype(np.float32)
+        embeddings = embedder.encode(embedding_text(frame, self.embed_fields), progress=progress)
+        return FeatureSet(embeddings=embeddings, tabular=tabular, tabular_names=self.tabular_names_,
+                          raw=raw, missing=missing)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "transformer_"):
+            raise NotFittedError("this FeaturePipeline is not fitted yet; call fit(reference_frame) first")

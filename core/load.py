@@ -1,0 +1,507 @@
+"""Read review files (CSV, TSV, JSON, JSONL, their .gz, Parquet) into the canonical frame, with a validation report.
+
+Rows that cannot be used are never dropped silently: they are returned as quarantined rows with the line they
+came from and the reason, and can be exported. Files that cannot be read at all raise one `InputFileError`
+naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import math
+import sys
+import zlib
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.errors import InputFileError, SchemaError
+from core.schema import CANONICAL_COLUMNS, QuarantinedRow, ValidationReport, resolve_columns
+
+FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+_TRUE = {"true", "t", "1", "yes", "y", "1.0"}
+_FALSE = {"false", "f", "0", "no", "n", "0.0"}
+#: Quarantined rows kept inside the report; the full set is always in `LoadResult.quarantined`.
+REPORT_QUARANTINE_LIMIT = 200
+
+csv.field_size_limit(sys.maxsize)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """A loaded batch: the kept rows in canonical form, the quarantined rows and the report."""
+
+    frame: pd.DataFrame
+    quarantined: pd.DataFrame
+    report: ValidationReport
+
+
+def load_path(
+    path: str | Path,
+    mapping: Mapping[str, str] | None = None,
+    encoding: str | None = None,
+    fmt: str | None = None,
+) -> LoadResult:
+    """Load a review file from disk.
+
+    Parameters
+    ----------
+    path
+        File to read; the format comes from the extension (``.csv``, ``.tsv``, ``.json``, ``.jsonl``,
+        ``.parquet``, each optionally ``.gz``) or, failing that, from the content.
+    mapping
+        Explicit ``canonical -> source column`` choices for layouts that are not recognised.
+    encoding
+        Text encoding; UTF-8 by default.
+    fmt
+        Force a format instead of guessing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(str(path), "file not found")
+    if path.is_dir():
+        raise InputFileError(str(path), "is a folder, expected a review file")
+    return load_bytes(path.read_bytes(), name=str(path), mapping=mapping, encoding=encoding, fmt=fmt)
+
+
+def load_bytes(
+    data: bytes,
+    name: str,
+    mapping: Mapping[str, str] | None = None,
+    encoding: str | None = None,
+    fmt: str | None = None,
+) -> LoadResult:
+    """Load a review file given as bytes (an upload or an object from storage); `name` gives its extension."""
+    if fmt is not None and fmt not in FORMATS:
+        raise InputFileError(name, f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    data = _decompress(data, name)
+    if not data.strip():
+        raise InputFileError(name, "the file is empty")
+    fmt = fmt or _guess_format(name, data)
+    if fmt == "parquet":
+        raw, lines, bad = _read_parquet(data, name)
+    else:
+        if b"\x00" in data[:8192]:
+            raise InputFileError(name, "looks like a binary file, not CSV, TSV, JSON lines or Parquet")
+        text = _decode(data, name, encoding)
+        if fmt in ("json", "jsonl"):
+            raw, lines, bad = _read_json(text, name)
+        else:
+            raw, lines, bad = _read_delimited(text, name, "\t" if fmt == "tsv" else ",")
+    if raw.empty and not bad:
+        raise InputFileError(name, "the file has a header but no rows")
+    try:
+        columns = resolve_columns([str(c) for c in raw.columns], mapping)
+    except SchemaError as err:
+        if raw.empty:
+            raise InputFileError(name, f"no row could be read ({bad[0].reason} at line {bad[0].line})") from err
+        raise InputFileError(name, str(err)) from err
+    frame, quarantined_rows = _canonicalise(raw, lines, columns)
+    quarantined_rows = sorted(bad + quarantined_rows, key=lambda q: q.line)
+    quarantined = _quarantine_frame(quarantined_rows)
+    report = ValidationReport(
+        source=name,
+        format=fmt,
+        rows_read=len(raw) + len(bad),
+        rows_kept=len(frame),
+        rows_quarantined=len(quarantined_rows),
+        duplicates=int(frame["is_duplicate"].sum()),
+        columns=columns,
+        missing_columns=[c for c in CANONICAL_COLUMNS if c not in columns and c != "review_id"],
+        extra_columns=[c for c in raw.columns if c not in columns.values()],
+        quarantine_reasons=dict(Counter(_reason_kind(q.reason) for q in quarantined_rows)),
+        quarantined=quarantined_rows[:REPORT_QUARANTINE_LIMIT],
+    )
+    return LoadResult(frame=frame, quarantined=quarantined, report=report)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bytes -> raw table
+# --------------------------------------------------------------------------------------------------
+
+
+def _decompress(data: bytes, name: str) -> bytes:
+    if not data.startswith(_GZIP_MAGIC):
+        if name.endswith(".gz") and data:
+            raise InputFileError(name, "named .gz but is not gzip-compressed")
+        return data
+    try:
+        return gzip.decompress(data)
+    except EOFError as err:
+        raise InputFileError(name, "gzip data is truncated (the file was cut off); re-download or re-export it") from err
+    except (OSError, zlib.error) as err:
+        raise InputFileError(name, f"gzip data is corrupt ({err})") from err
+
+
+def _strip_gz(name: str) -> str:
+    lowered = name.lower()
+    return lowered[:-3] if lowered.endswith(".gz") else lowered
+
+
+def _guess_format(name: str, data: bytes) -> str:
+    if data.startswith(_PARQUET_MAGIC):
+        return "parquet"
+    stem = _strip_gz(name)
+    for ext, fmt in ((".csv", "csv"), (".tsv", "tsv"), (".tab", "tsv"), (".jsonl", "jsonl"),
+                     (".ndjson", "jsonl"), (".json", "json"), (".parquet", "parquet"), (".pq", "parquet")):
+        if stem.endswith(ext):
+            return fmt
+    head = data[:4096].lstrip()
+    if head[:1] in (b"{", b"["):
+        return "jsonl"
+    first_line = head.split(b"\n", 1)[0]
+    return "tsv" if first_line.count(b"\t") > first_line.count(b",") else "csv"
+
+
+def _decode(data: bytes, name: str, encoding: str | None) -> str:
+    try:
+        return data.decode(encoding or "utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise InputFileError(
+            name,
+            f"not valid {encoding or 'UTF-8'} text (byte 0x{data[err.start]:02x} on line {line}); "
+            "save it as UTF-8 or pass the encoding (for example --encoding latin-1)",
+        ) from err
+    except LookupError as err:
+        raise InputFileError(name, f"unknown encoding {encoding!r}") from err
+
+
+def _read_parquet(data: bytes, name: str) -> tuple[pd.DataFrame, np.ndarray, list[QuarantinedRow]]:
+    try:
+        raw = pd.read_parquet(io.BytesIO(data))
+    except Exception as err:  # pyarrow raises several unrelated types for damaged files
+        raise InputFileError(name, f"not a readable Parquet file ({type(err).__name__}: {err})") from err
+    raw.columns = [str(c) for c in raw.columns]
+    return raw.reset_index(drop=True), np.arange(1, len(raw) + 1), []
+
+
+def _read_json(text: str, name: str) -> tuple[pd.DataFrame, np.ndarray, list[QuarantinedRow]]:
+    stripped = text.lstrip()
+    records: list[dict] = []
+    lines: list[int] = []
+    bad: list[QuarantinedRow] = []
+    if stripped.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputFileError(name, f"invalid JSON at line {err.lineno}: {err.msg}") from err
+        for index, item in enumerate(items, start=1):
+            if isinstance(item, dict):
+                records.append(item)
+                lines.append(index)
+            else:
+                bad.append(QuarantinedRow(line=index, reason="wrong type: record is not a JSON object",
+                                          raw={"value": _jsonable(item)}))
+    else:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as err:
+                bad.append(QuarantinedRow(line=number, reason=f"invalid JSON: {err.msg}", raw={"line": line[:2000]}))
+                continue
+            if isinstance(item, dict):
+                records.append(item)
+                lines.append(number)
+            else:
+                bad.append(QuarantinedRow(line=number, reason="wrong type: record is not a JSON object",
+                                          raw={"line": line[:2000]}))
+        if not records and bad:
+            raise InputFileError(name, f"not JSON lines: line {bad[0].line}: {bad[0].reason}")
+    return pd.DataFrame.from_records(records), np.asarray(lines, dtype=np.int64), bad
+
+
+def _read_delimited(text: str, name: str, delimiter: str) -> tuple[pd.DataFrame, np.ndarray, list[QuarantinedRow]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration as err:
+        raise InputFileError(name, "the file is empty") from err
+    except csv.Error as err:
+        raise InputFileError(name, f"unreadable header: {err}") from err
+    header = _unique_names([h.strip() for h in header])
+    width = len(header)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    bad: list[QuarantinedRow] = []
+    previous_end = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise InputFileError(name, f"unreadable at line {reader.line_num}: {err}") from err
+        start = previous_end + 1
+        previous_end = reader.line_num
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != width:
+            bad.append(QuarantinedRow(
+                line=start,
+                reason=f"wrong number of fields: expected {width}, found {len(row)}",
+                raw={"fields": row[:50]},
+            ))
+            continue
+        rows.append(row)
+        lines.append(start)
+    raw = pd.DataFrame(rows, columns=header, dtype=object)
+    raw = raw.replace({"": None})
+    return raw, np.asarray(lines, dtype=np.int64), bad
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: Counter[str] = Counter()
+    out = []
+    for index, col in enumerate(names):
+        col = col or f"column_{index + 1}"
+        seen[col] += 1
+        out.append(col if seen[col] == 1 else f"{col}.{seen[col] - 1}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Raw table -> canonical frame
+# --------------------------------------------------------------------------------------------------
+
+
+def _canonicalise(
+    raw: pd.DataFrame, lines: np.ndarray, columns: dict[str, str]
+) -> tuple[pd.DataFrame, list[QuarantinedRow]]:
+    raw = raw.reset_index(drop=True)
+    n = len(raw)
+    problems: list[tuple[np.ndarray, pd.Series | str]] = []  # (mask, reason per row or constant)
+    out: dict[str, pd.Series] = {}
+
+    text = raw[columns["text"]]
+    not_string = text.notna() & ~text.map(lambda v: isinstance(v, str))
+    problems.append((not_string.to_numpy(), "wrong type: text is not a string"))
+    text_str = text.where(~not_string).astype("string").str.strip()
+    empty = text_str.isna() | (text_str == "")
+    problems.append(((empty & ~not_string).to_numpy(), "empty text"))
+    out["text"] = text_str
+
+    for name in ("title", "product_title", "category", "user_id", "product_id", "review_id"):
+        if name in columns:
+            out[name] = _as_string(raw[columns[name]])
+
+    if "rating" in columns:
+        rating, bad_type, outside = _parse_rating(raw[columns["rating"]])
+        problems.append((bad_type, _reason_with_value("wrong type: rating is not a number", raw[columns["rating"]])))
+        problems.append((outside, _reason_with_value("rating outside 1-5", raw[columns["rating"]])))
+        out["rating"] = rating
+
+    if "helpful_vote" in columns:
+        votes, bad_type, negative = _parse_votes(raw[columns["helpful_vote"]])
+        source = raw[columns["helpful_vote"]]
+        problems.append((bad_type, _reason_with_value("wrong type: helpful_vote is not a number", source)))
+        problems.append((negative, _reason_with_value("helpful_vote is negative", source)))
+        out["helpful_vote"] = votes
+
+    if "verified_purchase" in columns:
+        verified, bad = _parse_bool(raw[columns["verified_purchase"]])
+        problems.append((bad, _reason_with_value("wrong type: verified_purchase is not true/false",
+                                                 raw[columns["verified_purchase"]])))
+        out["verified_purchase"] = verified
+
+    if "timestamp" in columns:
+        stamps, bad = _parse_timestamp(raw[columns["timestamp"]])
+        problems.append((bad, _reason_with_value("unparsable timestamp", raw[columns["timestamp"]])))
+        out["timestamp"] = stamps
+
+    reasons = np.full(n, "", dtype=object)
+    for mask, reason in problems:
+        if not mask.any():
+            continue
+        idx = np.flatnonzero(mask)
+        values = reason.to_numpy()[idx] if isinstance(reason, pd.Series) else np.full(len(idx), reason, dtype=object)
+        reasons[idx] = np.where(reasons[idx] == "", values, reasons[idx] + "; " + values)
+    bad_rows = reasons != ""
+
+    quarantined = [
+        QuarantinedRow(line=int(lines[i]), reason=str(reasons[i]),
+                       raw={str(k): _jsonable(v) for k, v in raw.iloc[i].items()})
+        for i in np.flatnonzero(bad_rows)
+    ]
+
+    frame = pd.DataFrame(out)
+    keep = ~bad_rows
+    used = set(columns.values())
+    extras = [c for c in raw.columns if c not in used and c not in frame.columns]
+    frame = pd.concat([frame, raw[extras].map(_jsonable_cell) if extras else raw[[]]], axis=1)
+    frame = frame.loc[keep].reset_index(drop=True)
+    frame["source_line"] = lines[keep]
+    for name in CANONICAL_COLUMNS:
+        if name not in frame.columns and name != "review_id":
+            frame[name] = _missing_column(name, len(frame))
+    frame["is_duplicate"] = frame.duplicated(
+        subset=["text", "title", "rating", "user_id", "product_id"], keep="first"
+    ).to_numpy()
+    if "review_id" not in frame.columns or frame["review_id"].isna().all():
+        frame["review_id"] = _content_ids(frame)
+    else:
+        frame["review_id"] = frame["review_id"].fillna(pd.Series(_content_ids(frame), index=frame.index))
+    ordered = [c for c in CANONICAL_COLUMNS if c in frame.columns] + ["is_duplicate", "source_line"]
+    ordered += [c for c in frame.columns if c not in ordered]
+    return frame[ordered], quarantined
+
+
+def _missing_column(name: str, n: int) -> pd.Series:
+    if name in ("rating", "helpful_vote"):
+        return pd.Series(np.full(n, np.nan), dtype="float64")
+    if name == "verified_purchase":
+        return pd.Series(pd.array([pd.NA] * n, dtype="boolean"))
+    if name == "timestamp":
+        return pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]")
+    return pd.Series(pd.array([pd.NA] * n, dtype="string"))
+
+
+def _as_string(values: pd.Series) -> pd.Series:
+    def convert(v: object) -> object:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return pd.NA
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v).strip() if not isinstance(v, list | dict) else json.dumps(v)
+
+    return values.map(convert).astype("string")
+
+
+def _reason_with_value(reason: str, source: pd.Series) -> pd.Series:
+    return reason + " (" + source.map(lambda v: repr(v)[:60]) + ")"
+
+
+def _parse_rating(values: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    numbers = pd.to_numeric(values.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
+    numbers = numbers.astype("float64")
+    bad_type = (values.notna() & numbers.isna()).to_numpy()
+    outside = (numbers.notna() & ((numbers < 1) | (numbers > 5))).to_numpy()
+    return numbers, bad_type, outside
+
+
+def _parse_votes(values: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    def first(v: object) -> object:
+        # Amazon 2014 "helpful" is [helpful, total]; 2018 "vote" is a string such as "1,234".
+        if isinstance(v, list | tuple | np.ndarray):
+            return v[0] if len(v) else None
+        if isinstance(v, str):
+            return v.replace(",", "").strip()
+        return v
+
+    cleaned = values.map(first)
+    numbers = pd.to_numeric(cleaned, errors="coerce").astype("float64")
+    bad_type = (cleaned.notna() & numbers.isna()).to_numpy()
+    negative = (numbers < 0).to_numpy()
+    # A null vote means nobody voted (Amazon 2018 convention).
+    return numbers.fillna(0.0), bad_type, negative
+
+
+def _parse_bool(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    def convert(v: object) -> object:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return None
+        if isinstance(v, bool | np.bool_):
+            return bool(v)
+        key = str(v).strip().lower()
+        if key in _TRUE:
+            return True
+        if key in _FALSE:
+            return False
+        return "bad"
+
+    converted = values.map(convert)
+    bad = (converted == "bad").to_numpy()
+    result = pd.array([None if x == "bad" else x for x in converted], dtype="boolean")
+    return pd.Series(result, index=values.index), bad
+
+
+def _parse_timestamp(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    stripped = values.map(lambda v: v.strip() if isinstance(v, str) else v)
+    numeric = pd.to_numeric(stripped, errors="coerce")
+    result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    is_num = numeric.notna()
+    if is_num.any():
+        nums = numeric[is_num].astype("float64")
+        # Epoch numbers come in seconds (2018), milliseconds (2023) or finer; the magnitude says which.
+        for low, high, unit in ((0, 1e11, "s"), (1e11, 1e14, "ms"), (1e14, 1e17, "us"), (1e17, np.inf, "ns")):
+            part = nums[(nums.abs() >= low) & (nums.abs() < high)]
+            if len(part):
+                result[part.index] = pd.to_datetime(part, unit=unit, utc=True, errors="coerce")
+    is_text = stripped.notna() & ~is_num
+    if is_text.any():
+        texts = stripped[is_text].astype(str)
+        parsed = pd.to_datetime(texts, utc=True, errors="coerce")
+        retry = parsed.isna()
+        if retry.any():
+            parsed[retry] = pd.to_datetime(texts[retry], utc=True, errors="coerce", format="mixed")
+        result[is_text] = parsed
+    bad = (stripped.notna() & result.isna()).to_numpy()
+    return result, bad
+
+
+def _content_ids(frame: pd.DataFrame) -> np.ndarray:
+    """Stable ids from the row content; repeats of the same content get a ``-2``, ``-3``... suffix."""
+    parts = ["text", "title", "rating", "user_id", "product_id", "timestamp"]
+    keys = frame[parts].astype("string").fillna("").agg("\x1f".join, axis=1)
+    digests = [hashlib.sha1(k.encode("utf-8")).hexdigest()[:16] for k in keys]
+    seen: Counter[str] = Counter()
+    out = []
+    for digest in digests:
+        seen[digest] += 1
+        out.append(digest if seen[digest] == 1 else f"{digest}-{seen[digest]}")
+    return np.asarray(out, dtype=object)
+
+
+def _reason_kind(reason: str) -> str:
+    """Group reasons for the summary: drop the quoted value of each part."""
+    return "; ".join(part.split(" (")[0] for part in reason.split("; "))
+
+
+def _jsonable(value: object) -> object:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _jsonable_cell(value: object) -> object:
+    # Nested values (Amazon's "style", "image") become JSON text so every batch stores as Parquet.
+    if isinstance(value, list | dict | tuple | np.ndarray):
+        return json.dumps(_jsonable(value))
+    return value
+
+
+def _quarantine_frame(rows: list[QuarantinedRow]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "line": [q.line for q in rows],
+            "reason": [q.reason for q in rows],
+            "raw": [json.dumps(q.raw, ensure_ascii=False) for q in rows],
+        },
+        columns=["line", "reason", "raw"],
+    )

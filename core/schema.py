@@ -1,0 +1,140 @@
+"""The canonical review frame, the column names recognised without configuration, and the validation report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.errors import SchemaError
+
+#: Columns of the canonical frame, in order. Only ``text`` is required in the input.
+CANONICAL_COLUMNS: tuple[str, ...] = (
+    "review_id",
+    "text",
+    "title",
+    "rating",
+    "helpful_vote",
+    "verified_purchase",
+    "product_title",
+    "category",
+    "timestamp",
+    "user_id",
+    "product_id",
+)
+
+#: Columns the loader adds itself; never taken from the input.
+DERIVED_COLUMNS: tuple[str, ...] = ("is_duplicate", "source_line")
+
+#: Source names recognised per canonical column, most specific first. Matching ignores case.
+#: Amazon Reviews 2023 (rating, title, text, helpful_vote, verified_purchase, main_category, ...),
+#: the 2023 review+metadata join (title_x = review title, title_y = product title) and
+#: Amazon 2018/2014 (overall, summary, reviewText, reviewerID, unixReviewTime, vote, verified, helpful).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "review_id": ("review_id", "id", "reviewid"),
+    "text": ("text", "reviewtext", "review_text", "review_body", "review", "body", "content", "comment"),
+    "title": ("title_x", "summary", "review_title", "review_headline", "headline", "title"),
+    "rating": ("rating", "overall", "star_rating", "stars", "score"),
+    "helpful_vote": ("helpful_vote", "helpful_votes", "vote", "helpful"),
+    "verified_purchase": ("verified_purchase", "verified"),
+    "product_title": ("title_y", "product_title", "product_name"),
+    "category": ("main_category", "category", "product_category", "main_cat"),
+    "timestamp": ("timestamp", "unixreviewtime", "review_date", "date", "time", "reviewtime"),
+    "user_id": ("user_id", "reviewerid", "customer_id", "author"),
+    "product_id": ("parent_asin", "asin", "product_id"),
+}
+
+
+def resolve_columns(
+    source_columns: list[str], mapping: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Decide which source column feeds each canonical column.
+
+    Parameters
+    ----------
+    source_columns
+        Column names as they appear in the input.
+    mapping
+        Explicit ``canonical -> source`` choices; they win over the recognised names.
+
+    Returns
+    -------
+    dict
+        ``canonical -> source`` for every canonical column that could be filled.
+
+    Raises
+    ------
+    SchemaError
+        When a mapping names an unknown canonical column or a missing source column, or no text column exists.
+    """
+    mapping = dict(mapping or {})
+    unknown = sorted(set(mapping) - set(CANONICAL_COLUMNS))
+    if unknown:
+        raise SchemaError(
+            f"unknown canonical column(s) in mapping: {', '.join(unknown)}; "
+            f"expected some of {', '.join(CANONICAL_COLUMNS)}"
+        )
+    missing = sorted(src for src in mapping.values() if src not in source_columns)
+    if missing:
+        raise SchemaError(
+            f"mapped column(s) not in the file: {', '.join(missing)}; the file has {', '.join(source_columns)}"
+        )
+    lowered = {col.lower(): col for col in source_columns}
+    used = set(mapping.values())
+    resolved = dict(mapping)
+    for canonical in CANONICAL_COLUMNS:
+        if canonical in resolved:
+            continue
+        for alias in ALIASES[canonical]:
+            source = lowered.get(alias)
+            if source is not None and source not in used:
+                resolved[canonical] = source
+                used.add(source)
+                break
+    if "text" not in resolved:
+        raise SchemaError(
+            "no review text column found; expected one of "
+            f"{', '.join(ALIASES['text'])} (got {', '.join(source_columns) or 'no columns'}). "
+            "Pass a mapping such as --map text=YOUR_COLUMN."
+        )
+    return {canonical: resolved[canonical] for canonical in CANONICAL_COLUMNS if canonical in resolved}
+
+
+class QuarantinedRow(BaseModel):
+    """One input row set aside, with where it was and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    line: int = Field(description="1-based line in the file (record number for Parquet)")
+    reason: str
+    raw: dict[str, object] = Field(default_factory=dict, description="the row as read, untouched")
+
+
+class ValidationReport(BaseModel):
+    """What loading a batch found. Serialises to the JSON printed by ``workbench ingest --json``."""
+
+    source: str
+    format: str
+    rows_read: int
+    rows_kept: int
+    rows_quarantined: int
+    duplicates: int = Field(description="kept rows that repeat an earlier row exactly (flagged, not removed)")
+    columns: dict[str, str] = Field(description="canonical name -> source column")
+    missing_columns: list[str] = Field(description="canonical columns the input does not have")
+    extra_columns: list[str]
+    quarantine_reasons: dict[str, int] = Field(default_factory=dict)
+    quarantined: list[QuarantinedRow] = Field(default_factory=list)
+    batch: str | None = None
+
+    def summary_lines(self) -> list[str]:
+        """Short human-readable lines for terminals and the workbench."""
+        lines = [
+            f"{self.source} ({self.format}): {self.rows_read} rows read, {self.rows_kept} kept, "
+            f"{self.rows_quarantined} quarantined, {self.duplicates} exact duplicates flagged",
+            "columns: " + ", ".join(f"{k} <- {v}" for k, v in self.columns.items()),
+        ]
+        if self.missing_columns:
+            lines.append("not in this file: " + ", ".join(self.missing_columns))
+        for reason, count in sorted(self.quarantine_reasons.items(), key=lambda kv: -kv[1]):
+            lines.append(f"quarantined {count}: {reason}")
+        return lines

