@@ -7,7 +7,6 @@ leaves no batch that reads as valid, and an earlier batch of the same name stays
 from __future__ import annotations
 
 import io
-import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path

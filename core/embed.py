@@ -177,8 +177,10 @@ class Embedder:
                 return
             path = resolve_model_path(self.model)
             try:
+                import transformers
                 from sentence_transformers import SentenceTransformer
 
+                transformers.logging.disable_progress_bar()  # its "Loading weights" bar is noise on stderr
                 st_model = SentenceTransformer(path, device="cpu")
             except Exception as err:
                 raise WorkbenchError(

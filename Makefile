@@ -1,0 +1,23 @@
+# The two commands of the README. Both create and use the virtual environment in .venv/.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test setup lint
+
+$(BIN)/workbench: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	touch $(BIN)/workbench
+
+setup: $(BIN)/workbench
+
+run: setup  ## the main job on the embedded defaults: demo data loaded, model trained, workbench started
+	$(BIN)/workbench demo
+
+test: setup  ## the whole test suite, real model and real servers included
+	bash scripts/system-deps.sh
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check core api workbench pages tests bench

@@ -1,0 +1,78 @@
+"""The `workbench` command as a user runs it: real process, exit codes, one-line errors, --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WORKBENCH_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
+
+
+def test_every_subcommand_has_help(tmp_path: Path) -> None:
+    from typer.main import get_command
+
+    from core.cli import app
+
+    group = get_command(app)
+    names = list(group.commands)  # type: ignore[attr-defined]
+    assert {"ingest", "batches", "embed"} <= set(names)
+    for name in names:
+        result = run_cli(name, "--help", home=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "Usage" in result.stdout
+
+
+def test_ingest_json_report_and_batch_listing(tmp_path: Path, giftcards_path: Path) -> None:
+    result = run_cli("ingest", str(giftcards_path), "--name", "gift", "--json", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["batch"] == "gift"
+    assert report["rows_read"] == 2972
+    assert report["rows_kept"] + report["rows_quarantined"] == 2972
+    assert report["columns"]["text"] == "reviewText"
+    assert isinstance(report["duplicates"], int)
+    listing = json.loads(run_cli("batches", "--json", home=tmp_path).stdout)
+    assert [b["name"] for b in listing["batches"]] == ["gift"]
+
+
+def test_unreadable_file_exits_nonzero_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "reviews.csv.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00broken")
+    result = run_cli("ingest", str(bad), home=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in result.stderr
+
+
+def test_quarantine_export(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("text,rating\nfine,4\n,2\nodd,8\n")
+    out = tmp_path / "q.csv"
+    result = run_cli("ingest", str(src), "--quarantine-out", str(out), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 quarantined rows" in result.stdout
+    assert out.read_text().count("\n") == 3
+
+
+@pytest.mark.slow
+def test_embed_reports_cache_hits(tmp_path: Path, vgames_path: Path) -> None:
+    src = tmp_path / "small.csv"
+    import pandas as pd
+
+    pd.read_csv(vgames_path).head(20).to_csv(src, index=False)
+    first = json.loads(run_cli("embed", str(src), "--json", home=tmp_path).stdout)
+    second = json.loads(run_cli("embed", str(src), "--json", home=tmp_path).stdout)
+    assert first["computed"] == 20 and second["computed"] == 0 and second["from_cache"] == 20

@@ -1,0 +1,85 @@
+"""The real embedding model, loaded offline, and its persistent cache shared between processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.embed import Embedder, EmbeddingCache, embedding_text
+from core.errors import ParameterError
+from core.load import load_path
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sample_texts(vgames_path: Path) -> list[str]:
+    return embedding_text(load_path(vgames_path).frame.head(40))
+
+
+def test_real_model_gives_unit_vectors_with_meaning(embedder: Embedder) -> None:
+    vectors = embedder.encode(["The battery died after two days.", "Battery life is terrible, it died quickly.",
+                               "Lovely scarf, soft wool, great colour."])
+    assert vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    similar, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
+    assert similar > 0.6 > unrelated
+
+
+def test_embedding_is_deterministic_and_cache_returns_same_vectors(
+    embedder: Embedder, sample_texts: list[str], tmp_path: Path
+) -> None:
+    uncached = Embedder(cache=None)
+    uncached._encoder, uncached._dim = embedder._encoder, embedder._dim  # same loaded model, no cache
+    direct = uncached.encode(sample_texts)
+    first = embedder.encode(sample_texts)
+    second = embedder.encode(sample_texts)
+    assert np.allclose(direct, first, atol=1e-5)
+    assert np.array_equal(first, second)
+
+
+def test_progress_is_reported(embedder: Embedder) -> None:
+    calls: list[tuple[int, int]] = []
+    embedder.encode([f"progress check review number {i}" for i in range(5)], progress=lambda d, t: calls.append((d, t)))
+    assert calls[0] == (0, 5) and calls[-1] == (5, 5)
+
+
+def test_cache_is_shared_between_processes(tmp_path: Path, sample_texts: list[str]) -> None:
+    cache_path = tmp_path / "embeddings.sqlite"
+    texts_file = tmp_path / "texts.txt"
+    texts_file.write_text("\n".join(t.replace("\n", " ") for t in sample_texts[:10]))
+    script = textwrap.dedent(
+        f"""
+        from core.embed import Embedder, EmbeddingCache
+        texts = open({str(texts_file)!r}).read().split("\\n")
+        Embedder(cache=EmbeddingCache({str(cache_path)!r})).encode(texts)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[1])
+    cache = EmbeddingCache(cache_path)
+    assert cache.count("sentence-transformers/all-MiniLM-L6-v2|torch") == 10
+
+    class NoModel(Embedder):
+        def _load(self) -> None:  # a cache hit must not need the model beyond its dimension
+            self._dim = 384
+            self._encoder = lambda texts: (_ for _ in ()).throw(AssertionError("recomputed a cached text"))
+
+    vectors = NoModel(cache=cache).encode(texts_file.read_text().split("\n"))
+    assert vectors.shape == (10, 384)
+
+
+def test_embedding_text_joins_title_and_text() -> None:
+    frame = pd.DataFrame({"title": ["Great value", "Works!", None], "text": ["Cheap.", "Yes", "No title"]})
+    assert embedding_text(frame) == ["Great value. Cheap.", "Works! Yes", "No title"]
+    assert embedding_text(frame, ("text",)) == ["Cheap.", "Yes", "No title"]
+
+
+def test_bad_backend_is_rejected() -> None:
+    with pytest.raises(ParameterError, match="backend must be one of"):
+        Embedder(backend="gpu")
