@@ -206,6 +206,211 @@ def main() -> None:  # pragma: no cover - console script entry
     app()
 
 
+DETECTOR_HELP = "Detectors, comma-separated: knn, lof, iforest, autoencoder."
+
+
+def _stage_progress(update):
+    return lambda stage, fraction: update(stage, round(fraction * 100), 100)
+
+
+@app.command()
+@handle_errors
+def train(
+    reference: Annotated[str, typer.Option(help="Reference batch name or review file the model learns from.")],
+    detectors: Annotated[str, typer.Option(help=DETECTOR_HELP)] = "knn,lof,iforest,autoencoder",
+    contamination: Annotated[float | None, typer.Option(help="Expected outlier share (sets the threshold).")] = None,
+    no_projection: Annotated[bool, typer.Option("--no-projection", help="Skip the 2-D map (faster).")] = False,
+    no_labels: Annotated[bool, typer.Option("--no-labels", help="Ignore stored labels.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit features, detectors, calibration (and the 2-D map); track the run in MLflow; register a challenger.
+
+    The first model ever registered also becomes champion; later ones wait for `workbench models promote`.
+    """
+    from core.pipeline import Workspace
+
+    ws = Workspace.open()
+    names = tuple(d.strip() for d in detectors.split(",") if d.strip())
+    with progress_bar(not as_json) as update:
+        outcome = ws.train(reference, detectors=names, contamination=contamination, project=not no_projection,
+                           use_labels=not no_labels, progress=_stage_progress(update))
+    rec = outcome.record
+    summary = {"run_id": rec.run_id, "version": rec.version, "aliases": rec.aliases, "model_uri": rec.model_uri,
+               "tracking_uri": rec.tracking_uri, "reference": reference, "n_reference": outcome.bundle.meta["n_reference"],
+               "detectors": outcome.bundle.meta["detectors"], "signals": outcome.bundle.meta["signals"],
+               "seconds": round(outcome.seconds, 1), "labels": outcome.label_note}
+    if as_json:
+        _print_json(summary)
+        return
+    out.print(f"trained on {summary['n_reference']} reviews in {summary['seconds']} s; "
+              f"registered version {rec.version} ({', '.join(rec.aliases)}), run {rec.run_id}", highlight=False)
+    out.print(f"detectors: {', '.join(summary['detectors'])}; signals: {', '.join(summary['signals'])}", highlight=False)
+    if outcome.label_note:
+        out.print(f"labels: {outcome.label_note}", highlight=False)
+    if "champion" not in rec.aliases:
+        out.print(f"serve it with: workbench models promote {rec.version}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def score(
+    source: Annotated[str, typer.Argument(help="Review file or stored batch to score.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output .csv or .parquet.")],
+    model: Annotated[str, typer.Option(help="Model alias or version.")] = "champion",
+    as_json: JsonOption = False,
+) -> None:
+    """Score reviews with the champion: one column per detector and signal, score (0-1), is_outlier, reason."""
+    from core.pipeline import Workspace
+
+    if out_path.suffix.lower() not in (".csv", ".parquet"):
+        raise WorkbenchError(f"--out must end in .csv or .parquet, got {out_path.name}")
+    ws = Workspace.open()
+    with progress_bar(not as_json) as update:
+        scores, version = ws.score(source, alias=model, progress=_stage_progress(update))
+    table = scores.frame
+    if out_path.suffix.lower() == ".csv":
+        table.to_csv(out_path, index=False)
+    else:
+        table.to_parquet(out_path, index=False)
+    summary = {"out": str(out_path), "rows": len(table), "flagged": int(table["is_outlier"].sum()),
+               "model_version": version.version, "missing_columns": scores.missing}
+    if as_json:
+        _print_json(summary)
+        return
+    out.print(f"{summary['rows']} reviews scored with version {version.version}; {summary['flagged']} flagged; "
+              f"written to {out_path}", highlight=False)
+    if scores.missing:
+        out.print(f"not in this batch (signals that need them were left out): {', '.join(scores.missing)}",
+                  highlight=False)
+
+
+@app.command()
+@handle_errors
+def shift(
+    reference: Annotated[str, typer.Option(help="Reference batch name or file.")],
+    current: Annotated[str, typer.Option(help="Current batch name or file.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Report file: .html, .json or .csv (per-review scores).")],
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
+    permutations: Annotated[int, typer.Option(help="Permutations per permutation test.")] = 1000,
+    as_json: JsonOption = False,
+) -> None:
+    """Test whether the current batch differs from the reference; write an HTML, JSON or CSV report."""
+    from core.pipeline import Workspace
+    from core.report import write_report
+
+    if out_path.suffix.lower() not in (".html", ".json", ".csv"):
+        raise WorkbenchError(f"--out must end in .html, .json or .csv, got {out_path.name}")
+    ws = Workspace.open()
+    with progress_bar(not as_json) as update:
+        report = ws.compare(reference, current, alpha=alpha, n_permutations=permutations,
+                            progress=lambda d, t: update("shift tests", d, t))
+    write_report(report, out_path)
+    summary = {"out": str(out_path), "drift": bool(report.drift), "p_value": float(report.p_value),
+               "n_reference": report.n_reference, "n_current": report.n_current,
+               "drifted_features": list(report.drifted_features)}
+    if as_json:
+        _print_json(summary)
+        return
+    verdict = "SHIFT detected" if report.drift else "no significant shift"
+    out.print(f"{verdict} (p = {report.p_value:.3g}, alpha {alpha}); {report.n_reference} reference vs "
+              f"{report.n_current} current reviews; report written to {out_path}", highlight=False)
+    if report.drifted_features:
+        out.print(f"drifted features: {', '.join(report.drifted_features)}", highlight=False)
+
+
+models_app = typer.Typer(help="Registered model versions: list, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@handle_errors
+def models_list(as_json: JsonOption = False) -> None:
+    """List registered versions with aliases, run and metrics."""
+    from core.pipeline import Workspace
+
+    registry = Workspace.open().registry()
+    versions = registry.versions()
+    if as_json:
+        _print_json({"name": registry.name, "tracking_uri": registry.uri,
+                     "versions": [{k: v for k, v in ver.as_dict().items() if k != "tags"} for ver in versions]})
+        return
+    if not versions:
+        out.print(f"no versions of {registry.name!r} in {registry.uri}; run `workbench train --reference BATCH`")
+        return
+    table = Table("version", "aliases", "created", "n_reference", "threshold", "run")
+    for v in versions:
+        table.add_row(v.version, ", ".join(v.aliases), v.created, f"{v.metrics.get('n_reference', float('nan')):.0f}",
+                      f"{v.metrics.get('threshold', float('nan')):.3f}", (v.run_id or "")[:12])
+    out.print(table)
+
+
+@models_app.command("promote")
+@handle_errors
+def models_promote(
+    version: Annotated[str | None, typer.Argument(help="Version to serve; default: the challenger.")] = None,
+) -> None:
+    """Make a version the champion (the one the API and `workbench score` use)."""
+    from core.pipeline import Workspace
+
+    promoted = Workspace.open().registry().promote(version)
+    out.print(f"version {promoted} is now champion")
+
+
+@models_app.command("rollback")
+@handle_errors
+def models_rollback() -> None:
+    """Give the champion alias back to the previous champion."""
+    from core.pipeline import Workspace
+
+    previous = Workspace.open().registry().rollback()
+    out.print(f"rolled back: version {previous} is champion again")
+
+
+label_app = typer.Typer(help="Analysts' labels (outlier / normal).", no_args_is_help=True)
+app.add_typer(label_app, name="label")
+
+
+@label_app.command("import")
+@handle_errors
+def label_import(
+    path: Annotated[Path, typer.Argument(help="CSV with columns review_id,label (label: outlier or normal).")],
+    author: Annotated[str | None, typer.Option(help="Who labelled.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import labels; all rows are checked first, so a bad row stores none and names its line."""
+    from core.pipeline import Workspace
+
+    n = Workspace.open().labels().import_csv(path, author=author)
+    if as_json:
+        _print_json({"imported": n, "path": str(path)})
+    else:
+        out.print(f"{n} labels imported from {path}")
+
+
+@app.command()
+@handle_errors
+def ui(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8501).")] = None,
+) -> None:
+    """Start the analyst workbench (Streamlit) in the browser."""
+    from workbench.launch import run_ui
+
+    run_ui(host=host, port=port)
+
+
+@app.command()
+@handle_errors
+def api(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 3000).")] = None,
+) -> None:
+    """Serve the champion model over REST (POST /predict, /predict/batch, /shift; docs at /docs)."""
+    from api.cli import serve
+
+    serve(host=host, port=port)
+
+
 @app.command()
 @handle_errors
 def demo(
@@ -215,10 +420,24 @@ def demo(
     ] = None,
     serve: Annotated[bool, typer.Option(help="Start the workbench afterwards.")] = True,
 ) -> None:
-    """Load the demo data (a reference and a current batch), embed it, and start the workbench."""
+    """Load demo data (a reference and a current batch), train the first model, and start the workbench."""
     from core.demo import load_demo
+    from core.pipeline import Workspace
 
+    ws = Workspace.open()
     with progress_bar() as update:
-        summary = load_demo(data, progress=update, log=lambda msg: console.print(msg, highlight=False))
+        summary = load_demo(data, progress=update, log=lambda msg: console.print(msg, highlight=False), workspace=ws)
+        state = ws.state()
+        if ws.registry().champion_version() is None:
+            console.print(f"training the first model on {state.reference} ...")
+            outcome = ws.train(state.reference, progress=_stage_progress(update))
+            summary.notes.append(f"model version {outcome.record.version} trained and serving (champion)")
+        else:
+            summary.notes.append(f"champion version {ws.registry().champion_version()} already trained")
     for line in summary.lines():
         out.print(line, highlight=False)
+    if serve:
+        from workbench.launch import run_ui
+
+        out.print("starting the workbench at http://127.0.0.1:8501 (Ctrl+C to stop)")
+        run_ui()

@@ -125,6 +125,35 @@ def load_bytes(
     return LoadResult(frame=frame, quarantined=quarantined, report=report)
 
 
+def load_frame(
+    raw: pd.DataFrame, name: str = "frame", mapping: Mapping[str, str] | None = None, strict: bool = False
+) -> LoadResult:
+    """Canonicalise an in-memory table (an API request, a pyfunc input) like a file.
+
+    With `strict`, any row that would be quarantined raises `InputFileError` naming the rows and reasons,
+    because a caller scoring rows expects one answer per row.
+    """
+    raw = raw.reset_index(drop=True)
+    raw.columns = [str(c) for c in raw.columns]
+    try:
+        columns = resolve_columns(list(raw.columns), mapping)
+    except SchemaError as err:
+        raise InputFileError(name, str(err)) from err
+    frame, bad = _canonicalise(raw, np.arange(1, len(raw) + 1), columns)
+    if strict and bad:
+        listed = "; ".join(f"row {q.line}: {q.reason}" for q in bad[:5])
+        raise InputFileError(name, f"{len(bad)} row(s) cannot be scored: {listed}")
+    report = ValidationReport(
+        source=name, format="frame", rows_read=len(raw), rows_kept=len(frame), rows_quarantined=len(bad),
+        duplicates=int(frame["is_duplicate"].sum()), columns=columns,
+        missing_columns=[c for c in CANONICAL_COLUMNS if c not in columns and c != "review_id"],
+        extra_columns=[c for c in raw.columns if c not in columns.values()],
+        quarantine_reasons=dict(Counter(_reason_kind(q.reason) for q in bad)),
+        quarantined=bad[:REPORT_QUARANTINE_LIMIT],
+    )
+    return LoadResult(frame=frame, quarantined=_quarantine_frame(bad), report=report)
+
+
 # --------------------------------------------------------------------------------------------------
 # Bytes -> raw table
 # --------------------------------------------------------------------------------------------------

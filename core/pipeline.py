@@ -6,7 +6,9 @@ small piece of state that survives restarts (which batch is the reference, which
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +16,7 @@ from pydantic import BaseModel
 
 from core.batches import BatchInfo, BatchStore
 from core.embed import Embedder, make_embedder
-from core.errors import NotFoundError
+from core.errors import ModelUnavailableError, NotFoundError
 from core.load import LoadResult, load_path
 from core.settings import Settings, get_settings
 from core.storage import Storage, make_storage
@@ -100,3 +102,147 @@ class Workspace:
         if key not in _EMBEDDERS:
             _EMBEDDERS[key] = make_embedder(s)
         return _EMBEDDERS[key]
+
+    # Models ---------------------------------------------------------------------------------
+    def registry(self):  # -> core.tracking.Registry (imported lazily: MLflow is slow to import)
+        from core.tracking import Registry
+
+        return Registry(self.settings)
+
+    def labels(self):  # -> core.labels.LabelStore
+        from core.labels import LabelStore
+
+        return LabelStore(self.settings.resolved_labels_url)
+
+    def labelled_reviews(self) -> tuple[pd.DataFrame, pd.Series]:
+        """Every stored review that carries a label, and the labels (latest per review)."""
+        labels = self.labels().as_series()
+        if labels.empty:
+            return pd.DataFrame(), labels
+        frames = []
+        for info in self.batches.list():
+            frame = self.batches.frame(info.name)
+            frames.append(frame[frame["review_id"].astype(str).isin(labels.index.astype(str))])
+        found = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if not found.empty:
+            found = found.drop_duplicates("review_id")
+        return found, labels
+
+    def train(
+        self,
+        reference: str | Path,
+        detectors: tuple[str, ...] = ("knn", "lof", "iforest", "autoencoder"),
+        contamination: float | None = None,
+        project: bool = True,
+        use_labels: bool = True,
+        progress: Callable[[str, float], None] | None = None,
+    ) -> TrainOutcome:
+        """Fit a bundle on a reference (batch name or file), track the run, register it as challenger."""
+        from core.bundle import ModelBundle
+
+        start = time.perf_counter()
+        frame = self.resolve_frame(reference)
+        name = str(reference) if self.batches.exists(str(reference)) else Path(str(reference)).name
+        bundle = ModelBundle.fit(
+            frame, self.embedder(), detectors=tuple(detectors),
+            contamination=contamination if contamination is not None else self.settings.contamination,
+            random_state=self.settings.random_state, project=project, reference_batch=name, progress=progress,
+        )
+        metrics: dict[str, float] = {}
+        label_note = None
+        if use_labels:
+            labelled, labels = self.labelled_reviews()
+            if not labelled.empty:
+                if progress:
+                    progress("learning from labels", 0.0)
+                result = bundle.outlier.fit_labels(labelled, labels, self.embedder())
+                label_note = result.note
+                for prefix, m in (("labels_unsupervised", result.unsupervised), ("labels_label_aware", result.label_aware)):
+                    if m is not None:
+                        for key in ("auroc", "average_precision", "precision_at_k"):
+                            value = getattr(m, key, None)
+                            if value is not None:
+                                metrics[f"{prefix}_{key}"] = float(value)
+                metrics["labels_n"] = float(result.n_labelled)
+        artifacts: dict[str, object] = {}
+        from core.features import tabular_inputs
+
+        stats = tabular_inputs(frame).describe(include="all").T.reset_index().rename(columns={"index": "feature"})
+        artifacts["reference_statistics.csv"] = stats.astype(str)
+        coords = bundle.reference_coords()
+        if coords is not None:
+            artifacts["projection.csv"] = pd.DataFrame(
+                {"review_id": frame["review_id"].to_numpy(), "x": coords[:, 0], "y": coords[:, 1]}
+            )
+        if self.batches.exists(name):
+            artifacts["validation_report.json"] = self.batches.report(name).model_dump(mode="json")
+        if progress:
+            progress("registering (MLflow)", 0.0)
+        record = self.registry().log_training(bundle, metrics=metrics, artifacts=artifacts)
+        if progress:
+            progress("registering (MLflow)", 1.0)
+        return TrainOutcome(record=record, bundle=bundle, seconds=time.perf_counter() - start, label_note=label_note)
+
+    def model(self, alias: str = "champion"):  # -> tuple[ModelBundle, VersionInfo]
+        """The bundle behind an alias, loaded once per process and reloaded when the alias moves."""
+        registry = self.registry()
+        wanted = None
+        for v in registry.versions():
+            if alias in v.aliases or v.version == str(alias):
+                wanted = v
+                break
+        if wanted is None:
+            raise ModelUnavailableError(
+                f"no model with alias or version {alias!r} in {registry.uri}; "
+                "train one with `workbench train --reference BATCH` (or `workbench demo`)"
+            )
+        key = (registry.uri, registry.name, wanted.version)
+        if key not in _MODELS:
+            _MODELS.clear()  # keep one model in memory per process
+            _MODELS[key] = registry.load(wanted.version)
+        return _MODELS[key]
+
+    def score(self, source: str | Path | pd.DataFrame, alias: str = "champion", project: bool = False,
+              progress: Callable[[str, float], None] | None = None):  # -> (BundleScores, VersionInfo)
+        bundle, version = self.model(alias)
+        frame = source if isinstance(source, pd.DataFrame) else self.resolve_frame(source)
+        return bundle.score(frame, self.embedder(), progress=progress, project=project), version
+
+    def compare(
+        self,
+        reference: str | Path | pd.DataFrame,
+        current: str | Path | pd.DataFrame,
+        alpha: float = 0.05,
+        n_permutations: int = 1000,
+        progress: Callable[[int, int], None] | None = None,
+    ):  # -> core.shift.ShiftReport
+        """Shift report of `current` against `reference` (batch names, files or frames)."""
+        from core.embed import embedding_text
+        from core.shift import compare
+
+        ref = reference if isinstance(reference, pd.DataFrame) else self.resolve_frame(reference)
+        cur = current if isinstance(current, pd.DataFrame) else self.resolve_frame(current)
+        embedder = self.embedder()
+        report = compare(
+            reference=ref, current=cur,
+            reference_embeddings=embedder.encode(embedding_text(ref)),
+            current_embeddings=embedder.encode(embedding_text(cur)),
+            alpha=alpha, n_permutations=n_permutations, random_state=self.settings.random_state, progress=progress,
+        )
+        names = [x if isinstance(x, str) else "frame" for x in (reference, current)]
+        self.update_state(last_shift={
+            "reference": names[0], "current": names[1], "drift": bool(report.drift),
+            "p_value": float(report.p_value), "created": report.created.isoformat(),
+        })
+        return report
+
+
+_MODELS: dict[tuple[str, str, str], object] = {}
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    record: object  # core.tracking.TrainingRecord
+    bundle: object  # core.bundle.ModelBundle
+    seconds: float
+    label_note: str | None = None

@@ -88,3 +88,33 @@ class HashingEmbedder:
 @pytest.fixture()
 def hashing_embedder() -> HashingEmbedder:
     return HashingEmbedder()
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tmp_path_factory: pytest.TempPathFactory, subscription_path: Path, vgames_path: Path, embedder):
+    """A workspace with two small real batches (reference + current) and a registered champion model.
+
+    Built once per session; tests that change it must use their own `home` instead. Its folder is
+    ``ws.settings.home``; start servers with ``WORKBENCH_HOME`` set to it.
+    """
+    import pandas as pd
+
+    from core.pipeline import Workspace
+    from core.settings import Settings
+
+    home = tmp_path_factory.mktemp("trained-home")
+    files = tmp_path_factory.mktemp("trained-files")
+    pd.read_csv(subscription_path).head(300).to_csv(files / "reference.csv", index=False)
+    pd.read_csv(vgames_path).head(150).to_csv(files / "current.csv", index=False)
+    settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    ws = Workspace.open(settings)
+    ws.ingest_path(files / "reference.csv", name="reference")
+    ws.ingest_path(files / "current.csv", name="current")
+    ws.update_state(reference="reference", current="current")
+    # Share the session's loaded model and cache instead of loading a second copy.
+    from core import pipeline
+
+    key = (settings.embedding_model, settings.embedding_backend, settings.embedding_batch_size, str(settings.cache_dir))
+    pipeline._EMBEDDERS[key] = embedder
+    ws.train("reference", detectors=("knn", "lof", "iforest"), project=True)
+    return ws

@@ -1,0 +1,169 @@
+"""The trained artefact that is versioned and served: outlier model, per-review shift scorer, 2-D map, reference.
+
+One folder holds it all; `core.tracking` logs that folder as an MLflow pyfunc model. Only folders written by
+`ModelBundle.save` are loaded (joblib runs code when it loads): never load a bundle from an untrusted source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.errors import ModelUnavailableError
+from core.model import OutlierModel, ScoreResult
+from core.projection import Projection
+from core.schema import CANONICAL_COLUMNS
+from core.shift import ReviewShiftScorer
+
+ProgressCallback = Callable[[str, float], None]
+BUNDLE_FORMAT = 1
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    """A short hash of the review ids and texts: the same data gives the same fingerprint."""
+    digest = hashlib.sha256()
+    for rid, text in zip(frame["review_id"].astype(str), frame["text"].astype(str), strict=True):
+        digest.update(rid.encode())
+        digest.update(b"\x1f")
+        digest.update(text.encode())
+        digest.update(b"\x1e")
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BundleScores:
+    """Scores of a batch plus the per-review shift p-value and, when asked, 2-D coordinates."""
+
+    result: ScoreResult
+    frame: pd.DataFrame  # result.scores + shift_p_value (+ x, y)
+
+    @property
+    def missing(self) -> list[str]:
+        return self.result.missing
+
+
+class ModelBundle:
+    """Everything a served model needs, fitted on one reference batch."""
+
+    def __init__(
+        self,
+        outlier: OutlierModel,
+        shift_scorer: ReviewShiftScorer,
+        projection: Projection | None,
+        reference: pd.DataFrame,
+        meta: dict[str, Any],
+    ) -> None:
+        self.outlier = outlier
+        self.shift_scorer = shift_scorer
+        self.projection = projection
+        self.reference = reference
+        self.meta = meta
+
+    @classmethod
+    def fit(
+        cls,
+        reference: pd.DataFrame,
+        embedder: Any,
+        detectors: tuple[str, ...] = ("knn", "lof", "iforest", "autoencoder"),
+        contamination: float = 0.05,
+        random_state: int = 0,
+        project: bool = True,
+        reference_batch: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> ModelBundle:
+        """Fit the outlier model, the per-review shift scorer and (optionally) the UMAP map on `reference`."""
+        outlier = OutlierModel(detectors=detectors, contamination=contamination, random_state=random_state)
+        outlier.fit(reference, embedder, progress=progress)
+        embeddings = outlier.reference_embeddings_
+        if progress:
+            progress("fitting shift scorer", 0.0)
+        shift_scorer = ReviewShiftScorer(random_state=random_state).fit(embeddings)
+        projection = None
+        if project:
+            if progress:
+                progress("projecting (UMAP)", 0.0)
+            projection = Projection(random_state=random_state).fit(embeddings)
+            if progress:
+                progress("projecting (UMAP)", 1.0)
+        kept = [c for c in (*CANONICAL_COLUMNS, "is_duplicate") if c in reference.columns]
+        meta = {
+            "format": BUNDLE_FORMAT,
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "reference_batch": reference_batch,
+            "n_reference": len(reference),
+            "data_fingerprint": data_fingerprint(reference),
+            "detectors": list(outlier.detector_names_),
+            "signals": list(outlier.signal_names_),
+            "embedding_model": outlier.embedding_model_,
+            "contamination": contamination,
+            "random_state": random_state,
+            "projection": projection is not None,
+        }
+        return cls(outlier, shift_scorer, projection, reference[kept].reset_index(drop=True), meta)
+
+    @property
+    def reference_embeddings(self) -> np.ndarray:
+        return self.outlier.reference_embeddings_
+
+    def score(
+        self, frame: pd.DataFrame, embedder: Any, progress: ProgressCallback | None = None, project: bool = False
+    ) -> BundleScores:
+        """Outlier scores, reasons and the per-review shift p-value of every row of `frame`."""
+        result = self.outlier.score(frame, embedder, progress=progress)
+        table = result.scores.copy()
+        embeddings = self._embeddings_of(frame, embedder)
+        table["shift_p_value"] = self.shift_scorer.score(embeddings) if len(frame) else np.zeros(0)
+        if project and self.projection is not None:
+            coords = self.projection.transform(embeddings)
+            table["x"], table["y"] = coords[:, 0], coords[:, 1]
+        return BundleScores(result=result, frame=table)
+
+    def _embeddings_of(self, frame: pd.DataFrame, embedder: Any) -> np.ndarray:
+        from core.embed import embedding_text
+
+        if not len(frame):
+            return np.zeros((0, self.reference_embeddings.shape[1]), dtype=np.float32)
+        return embedder.encode(embedding_text(frame, self.outlier.embed_fields))  # cached: already embedded
+
+    def reference_coords(self) -> np.ndarray | None:
+        return None if self.projection is None else self.projection.reference_coords_
+
+    # Persistence ------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        import joblib
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.outlier.save(folder / "outlier")
+        joblib.dump({"shift_scorer": self.shift_scorer, "projection": self.projection}, folder / "extras.joblib")
+        self.reference.to_parquet(folder / "reference.parquet", index=False)
+        (folder / "bundle.json").write_text(json.dumps(self.meta, indent=2, default=str), encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ModelBundle:
+        import joblib
+
+        folder = Path(folder)
+        meta_path = folder / "bundle.json"
+        if not meta_path.is_file():
+            raise ModelUnavailableError(f"no model bundle in {folder} (bundle.json missing)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != BUNDLE_FORMAT:
+            raise ModelUnavailableError(f"{folder} holds bundle format {meta.get('format')!r}, expected {BUNDLE_FORMAT}")
+        extras = joblib.load(folder / "extras.joblib")
+        return cls(
+            outlier=OutlierModel.load(folder / "outlier"),
+            shift_scorer=extras["shift_scorer"],
+            projection=extras["projection"],
+            reference=pd.read_parquet(folder / "reference.parquet"),
+            meta=meta,
+        )

@@ -1,0 +1,147 @@
+"""Calibration of raw outlier scores against held-out reference scores, thresholds, and score combination.
+
+A raw score means nothing to an analyst ("LOF = 1.37"); its rank among reference reviews does. Every raw
+score is therefore mapped, against scores of reference reviews that were *not* used to fit the scorer
+(cross-fitting), to
+
+* a conformal p-value ``(1 + #{cal >= s}) / (n_cal + 1)``: valid under exchangeability, and
+* a calibrated score in [0, 1]: "more unusual than this share of reference reviews". Beyond the
+  reference's extreme tail the empirical CDF is flat (every score past the maximum would tie at 1.0,
+  which loses the ranking among the most unusual reviews), so the upper tail is extrapolated with an
+  exponential fitted to the exceedances over the upper ``tail_share`` quantile (peaks over threshold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from core.errors import NotFittedError, ParameterError
+
+#: How calibrated scores of several groups are combined into one statistic.
+COMBINATIONS: tuple[str, ...] = ("max", "mean", "fisher")
+
+_MIN_CALIBRATION = 20
+
+
+class ScoreCalibrator:
+    """Map raw scores (higher = more abnormal) to calibrated scores and conformal p-values.
+
+    Parameters
+    ----------
+    tail_share
+        Share of the largest calibration scores used to fit the exponential tail beyond them.
+    """
+
+    def __init__(self, tail_share: float = 0.1) -> None:
+        self.tail_share = tail_share
+
+    def fit(self, calibration_scores: np.ndarray) -> ScoreCalibrator:
+        """Store the held-out reference scores.
+
+        Parameters
+        ----------
+        calibration_scores
+            Raw scores of reference reviews that the scorer did not see when fitted. NaN are ignored.
+        """
+        if not 0 < self.tail_share < 1:
+            raise ParameterError(f"tail_share must be in (0, 1), got {self.tail_share}")
+        scores = np.asarray(calibration_scores, dtype=np.float64).ravel()
+        scores = scores[np.isfinite(scores)]
+        if scores.size < _MIN_CALIBRATION:
+            raise ParameterError(
+                f"calibration needs at least {_MIN_CALIBRATION} held-out reference scores, got {scores.size}; "
+                "use a larger reference batch"
+            )
+        self.calibration_scores_ = np.sort(scores)
+        self.n_calibration_ = int(scores.size)
+        q = float(np.quantile(scores, 1 - self.tail_share))
+        excess = scores[scores > q] - q
+        self.tail_start_ = q
+        # A constant tail (e.g. every reference score is 0) gets a tiny scale so that anything above
+        # it is still ordered and very surprising.
+        spread = float(np.std(scores)) or 1.0
+        self.tail_scale_ = float(excess.mean()) if excess.size and excess.mean() > 0 else 1e-3 * spread
+        self.tail_mass_ = float((scores > q).mean()) or 1.0 / (scores.size + 1)
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "calibration_scores_"):
+            raise NotFittedError("this ScoreCalibrator is not fitted yet; call fit(calibration_scores) first")
+
+    def p_value(self, scores: np.ndarray) -> np.ndarray:
+        """Conformal p-values ``(1 + #{cal >= s}) / (n_cal + 1)``; NaN scores get 1 (no evidence)."""
+        self._check()
+        s = np.asarray(scores, dtype=np.float64)
+        n = self.n_calibration_
+        at_least = n - np.searchsorted(self.calibration_scores_, np.nan_to_num(s, nan=-np.inf), side="left")
+        p = (1.0 + at_least) / (n + 1.0)
+        return np.where(np.isnan(s), 1.0, p)
+
+    def smooth_p_value(self, scores: np.ndarray) -> np.ndarray:
+        """The conformal p-value, continued beyond the reference's tail by the fitted exponential.
+
+        Non-increasing in the score, never above the conformal p-value, strictly decreasing past the tail.
+        """
+        p = self.p_value(scores)
+        s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+        with np.errstate(over="ignore", invalid="ignore"):
+            tail = self.tail_mass_ * np.exp(-(s - self.tail_start_) / self.tail_scale_)
+        return np.where(s > self.tail_start_, np.minimum(p, tail), p)
+
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        """Calibrated scores in [0, 1]: about the share of reference reviews less unusual than each one."""
+        return 1.0 - self.smooth_p_value(scores)
+
+    def surprise(self, scores: np.ndarray) -> np.ndarray:
+        """``-log`` of the smoothed p-value: additive evidence, used to combine groups."""
+        return -np.log(np.clip(self.smooth_p_value(scores), 1e-300, 1.0))
+
+
+def threshold_from_contamination(calibration_scores: np.ndarray, contamination: float) -> float:
+    """The score above which about `contamination` of the reference would be flagged."""
+    validate_share("contamination", contamination, upper=0.5)
+    scores = np.asarray(calibration_scores, dtype=np.float64)
+    return float(np.quantile(scores[np.isfinite(scores)], 1.0 - contamination))
+
+
+def validate_share(name: str, value: float, upper: float = 1.0) -> float:
+    """Check that a share is in ``(0, upper]``; the message says what came."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < float(value) <= upper:
+        raise ParameterError(f"{name} must be a number in (0, {upper}], got {value!r}")
+    return float(value)
+
+
+def combine(
+    surprises: Mapping[str, np.ndarray],
+    groups: Mapping[str, Sequence[str]],
+    method: str = "max",
+) -> np.ndarray:
+    """Combine per-member surprises (``-log p``) into one statistic, group by group.
+
+    Members of one group (e.g. the four embedding detectors, which all measure novelty) are averaged
+    first; groups are then combined by `method`:
+
+    ``max``
+        the strongest group wins (min-p). An anomaly that trips one group is not diluted by the others.
+    ``mean``
+        the average over groups: rewards anomalies that several groups agree on.
+    ``fisher``
+        Fisher's ``sum(-log p)``, the sum of surprises.
+    """
+    if method not in COMBINATIONS:
+        raise ParameterError(f"combination must be one of {', '.join(COMBINATIONS)}, got {method!r}")
+    group_stats = []
+    for members in groups.values():
+        present = [surprises[m] for m in members if m in surprises]
+        if present:
+            group_stats.append(np.mean(np.vstack(present), axis=0))
+    if not group_stats:
+        raise ParameterError("nothing to combine: no detector or signal produced scores")
+    stacked = np.vstack(group_stats)
+    if method == "max":
+        return stacked.max(axis=0)
+    if method == "mean":
+        return stacked.mean(axis=0)
+    return stacked.sum(axis=0)

@@ -1,0 +1,585 @@
+"""The outlier model: detectors + signals, calibrated against the reference, combined, explained, label-aware.
+
+`OutlierModel.fit` embeds a reference batch, fits every detector and signal, and calibrates each against
+held-out reference scores (leave-one-out or K-fold cross-fitting). `OutlierModel.score` turns any batch
+(only ``text`` is required) into a `ScoreResult`: one calibrated 0-1 column per detector and signal,
+the headline ``score`` with its conformal ``p_value``, ``is_outlier`` and a short ``reason``; full
+`core.explain.Reasons` per review come from `ScoreResult.reasons`.
+
+Ensemble (why ``max`` over groups is the default): the four embedding detectors all measure one thing,
+novelty, so they are averaged into one group first (in surprise units, ``-log p``); rating mismatch,
+duplicates and text quality are groups of their own. Real anomalies tend to trip one group (an off-topic
+review is novel but well-formed and honestly rated; a copied review is the opposite of novel), so averaging
+over groups dilutes the one that fired, while the maximum keeps it. The combined statistic is calibrated
+once more against the reference, so the headline score reads like every other: "more unusual than this
+share of reference reviews". bench/detect.py measures max, mean and Fisher's sum on every benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from core.calibration import COMBINATIONS, ScoreCalibrator, combine, validate_share
+from core.detectors import DETECTORS, make_detector
+from core.embed import embedding_text
+from core.errors import ModelUnavailableError, NotFittedError, ParameterError, SchemaError
+from core.explain import GROUP_LABELS, Reasons, contributions, nearest_reviews, neighbours_of, summary_line
+from core.features import FeaturePipeline
+from core.labels import LabelAwareScorer, LabelMetrics, as_binary, score_metrics
+from core.signals import SIGNALS, SignalInputs, all_descriptors, make_signal
+
+ProgressCallback = Callable[[str, float], None]
+NOVELTY = "novelty"
+FORMAT_VERSION = 1
+_REFERENCE_COLUMNS = ("review_id", "text", "title", "rating")
+_LABEL_REFERENCE_ROWS = 2000
+_LABEL_PCA = 16
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return (X / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Scores of one batch.
+
+    Attributes
+    ----------
+    scores
+        One row per input review, in input order: ``review_id``, one calibrated 0-1 column per detector and
+        signal (NaN where a signal does not apply), ``score`` (headline, 0-1), ``p_value`` (conformal, of
+        the unsupervised ensemble), ``is_outlier``, ``reason``; ``unsupervised_score`` too when the
+        label-aware scorer is the headline.
+    missing
+        Columns the reference had and this batch lacks; the signals that need them were left out.
+    threshold
+        Headline score from which a review is flagged.
+    group_scores, surprises
+        Calibrated 0-1 score per ensemble group, and ``-log p`` per detector and signal (0 = not applicable).
+    """
+
+    scores: pd.DataFrame
+    missing: list[str]
+    threshold: float
+    detector_names: tuple[str, ...]
+    signal_names: tuple[str, ...]
+    group_scores: pd.DataFrame = field(repr=False)
+    surprises: pd.DataFrame = field(repr=False)
+    details: dict[str, list[str]] = field(repr=False)
+    neighbour_index: np.ndarray = field(repr=False)
+    neighbour_similarity: np.ndarray = field(repr=False)
+    reference_frame: pd.DataFrame = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def reasons(self, i: int) -> Reasons:
+        """Structured reasons of the review at position `i`: contributions, 3 nearest reference reviews,
+        every detector's and signal's calibrated score."""
+        if not -len(self.scores) <= i < len(self.scores):
+            raise ParameterError(f"row {i} is out of range: the result has {len(self.scores)} rows")
+        row = self.scores.iloc[i]
+        groups = self.group_scores.iloc[i].to_dict()
+        items = contributions(groups, {g: d[i] for g, d in self.details.items()})
+        return Reasons(
+            review_id=str(row["review_id"]),
+            score=float(row["score"]),
+            p_value=float(row["p_value"]),
+            is_outlier=bool(row["is_outlier"]),
+            summary=str(row["reason"]),
+            contributions=items,
+            neighbours=neighbours_of(self.reference_frame, self.neighbour_index[i], self.neighbour_similarity[i]),
+            detector_scores={d: float(row[d]) for d in self.detector_names},
+            signal_scores={s: float(row[s]) for s in self.signal_names},
+        )
+
+    def flagged(self) -> pd.DataFrame:
+        """The flagged reviews, most unusual first."""
+        return self.scores[self.scores["is_outlier"]].sort_values("score", ascending=False)
+
+
+class OutlierModel:
+    """Detectors and signals fitted on a reference batch, calibrated, combined and explained.
+
+    Parameters
+    ----------
+    detectors
+        Names from `core.detectors.DETECTORS`.
+    contamination
+        Expected share of outliers in a batch; the threshold flags about this share of reference-like reviews.
+    embed_fields
+        Canonical columns joined into the embedded text.
+    random_state
+        Seed of every random step.
+    signals
+        Names from `core.signals.SIGNALS`; each is used only when the reference has its inputs.
+    combination
+        How groups are combined into the headline score: ``max`` (default), ``mean`` or ``fisher``.
+    false_alarm_rate
+        When set, flag reviews whose conformal p-value is at most this (instead of using `contamination`).
+    calibration_folds
+        Folds of the cross-fitting that gives held-out reference scores (detectors without leave-one-out).
+    detector_params
+        Per-detector parameters, e.g. ``{"knn": {"n_neighbors": 5}}``.
+    min_reference
+        Fewest reference reviews accepted.
+    blas_threads
+        BLAS/OpenMP threads while fitting and scoring; 1 measured fastest on the shared 2-core machines.
+    novelty_detectors
+        The fitted detectors whose mean surprise forms the headline's novelty group; the others are still
+        scored, calibrated and shown in the reasons. Default kNN + LOF: on bench/detect.py the headline with
+        all four averaged lost 0.03-0.08 AUROC on category injection against kNN + LOF (Isolation Forest is
+        near chance on these embeddings and the autoencoder weaker), and never won elsewhere. When none of
+        them is fitted, every fitted detector is used.
+    """
+
+    def __init__(
+        self,
+        detectors: Sequence[str] = DETECTORS,
+        contamination: float = 0.05,
+        embed_fields: Sequence[str] = ("title", "text"),
+        random_state: int = 0,
+        signals: Sequence[str] = SIGNALS,
+        combination: str = "max",
+        false_alarm_rate: float | None = None,
+        calibration_folds: int = 3,
+        detector_params: dict[str, dict[str, Any]] | None = None,
+        min_reference: int = 50,
+        blas_threads: int | None = 1,
+        novelty_detectors: Sequence[str] = ("knn", "lof"),
+    ) -> None:
+        self.detectors = tuple(detectors)
+        self.contamination = contamination
+        self.embed_fields = tuple(embed_fields)
+        self.random_state = random_state
+        self.signals = tuple(signals)
+        self.combination = combination
+        self.false_alarm_rate = false_alarm_rate
+        self.calibration_folds = calibration_folds
+        self.detector_params = detector_params
+        self.min_reference = min_reference
+        self.blas_threads = blas_threads
+        self.novelty_detectors = tuple(novelty_detectors)
+
+    # -- validation --------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        unknown = [d for d in self.detectors if d not in DETECTORS]
+        if unknown:
+            raise ParameterError(f"unknown detector(s) {unknown}; expected some of {list(DETECTORS)}")
+        unknown = [d for d in self.novelty_detectors if d not in DETECTORS]
+        if unknown:
+            raise ParameterError(f"unknown novelty detector(s) {unknown}; expected some of {list(DETECTORS)}")
+        unknown = [s for s in self.signals if s not in SIGNALS]
+        if unknown:
+            raise ParameterError(f"unknown signal(s) {unknown}; expected some of {list(SIGNALS)}")
+        if not self.detectors and not self.signals:
+            raise ParameterError("at least one detector or signal is needed, got none")
+        validate_share("contamination", self.contamination, upper=0.5)
+        if self.false_alarm_rate is not None:
+            validate_share("false_alarm_rate", self.false_alarm_rate, upper=0.5)
+        if self.combination not in COMBINATIONS:
+            raise ParameterError(f"combination must be one of {', '.join(COMBINATIONS)}, got {self.combination!r}")
+        if isinstance(self.calibration_folds, bool) or not isinstance(self.calibration_folds, int) or self.calibration_folds < 2:
+            raise ParameterError(f"calibration_folds must be an integer >= 2, got {self.calibration_folds!r}")
+        if isinstance(self.min_reference, bool) or not isinstance(self.min_reference, int) or self.min_reference < 20:
+            raise ParameterError(f"min_reference must be an integer >= 20, got {self.min_reference!r}")
+        extra = set(self.detector_params or {}) - set(self.detectors)
+        if extra:
+            raise ParameterError(f"detector_params names detector(s) not in use: {sorted(extra)}")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "calibrators_"):
+            raise NotFittedError("this OutlierModel is not fitted yet; call fit(reference, embedder) first")
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _embed(self, frame: pd.DataFrame, embedder: Any, progress: ProgressCallback | None) -> np.ndarray:
+        def report(done: int, total: int) -> None:
+            if progress:
+                progress("embedding", 1.0 if total == 0 else done / total)
+
+        vectors = embedder.encode(embedding_text(frame, self.embed_fields), progress=report)
+        if progress:
+            progress("embedding", 1.0)
+        return np.asarray(vectors, dtype=np.float32)
+
+    @staticmethod
+    def _canonical(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+        if not isinstance(frame, pd.DataFrame):
+            raise ParameterError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}")
+        if "text" not in frame.columns:
+            raise SchemaError(f"{what} has no 'text' column (got {', '.join(map(str, frame.columns)) or 'no columns'})")
+        out = frame.reset_index(drop=True).copy()
+        if "review_id" not in out.columns:
+            out["review_id"] = [f"row-{i}" for i in range(len(out))]
+        return out
+
+    def _threads(self) -> Any:
+        return threadpool_limits(self.blas_threads) if self.blas_threads else threadpool_limits(None)
+
+    # -- fit ---------------------------------------------------------------------------------------
+    def fit(self, reference: pd.DataFrame, embedder: Any, progress: ProgressCallback | None = None) -> OutlierModel:
+        """Fit every detector and signal on `reference` and calibrate them against held-out reference scores.
+
+        Parameters
+        ----------
+        reference
+            Canonical review frame (``core.load``); only ``text`` is required.
+        embedder
+            A `core.embed.Embedder` (or anything with ``encode(texts, progress)``).
+        progress
+            Called as ``progress(stage, fraction_done)``.
+
+        Raises
+        ------
+        ParameterError
+            Parameters out of range, or a reference smaller than `min_reference`.
+        SchemaError
+            The reference has no text column.
+        """
+        self._validate()
+        ref = self._canonical(reference, "the reference")
+        if len(ref) < self.min_reference:
+            raise ParameterError(
+                f"the reference has {len(ref)} reviews; at least {self.min_reference} are needed to fit and "
+                "calibrate the detectors (pass a larger reference batch)"
+            )
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        if progress:
+            progress("features", 0.0)
+        self.feature_pipeline_ = FeaturePipeline(self.embed_fields).fit(ref)
+        embeddings = self._embed(ref, embedder, progress)
+        timings["embedding"] = time.perf_counter() - start
+        self.embedding_model_ = str(getattr(embedder, "model_key", type(embedder).__name__))
+        self.reference_embeddings_ = embeddings
+        self.reference_frame_ = ref[[c for c in _REFERENCE_COLUMNS if c in ref.columns]].copy()
+        params = self.detector_params or {}
+        self.detectors_: dict[str, Any] = {}
+        self.calibrators_: dict[str, ScoreCalibrator] = {}
+        held_surprise: dict[str, np.ndarray] = {}
+        with self._threads():
+            for name in self.detectors:
+                t0 = time.perf_counter()
+                stage = f"fitting {name}"
+                if progress:
+                    progress(stage, 0.0)
+                detector = make_detector(name, random_state=self.random_state, **params.get(name, {}))
+                held = detector.fit_held_out(embeddings, n_splits=self.calibration_folds)
+                self.detectors_[name] = detector
+                self.calibrators_[name] = ScoreCalibrator().fit(held)
+                held_surprise[name] = self.calibrators_[name].surprise(held)
+                timings[name] = time.perf_counter() - t0
+                if progress:
+                    progress(stage, 1.0)
+            inputs = SignalInputs(frame=ref, embeddings=embeddings)
+            self.signals_: dict[str, Any] = {}
+            for name in self.signals:
+                t0 = time.perf_counter()
+                stage = f"fitting {name}"
+                if progress:
+                    progress(stage, 0.0)
+                signal = make_signal(name, **({"random_state": self.random_state} if name == "rating_mismatch" else {}))
+                signal.fit(inputs)
+                if signal.available_:
+                    held = signal.held_out_scores(inputs)
+                    if np.isfinite(held).sum() >= 20:
+                        self.signals_[name] = signal
+                        self.calibrators_[name] = ScoreCalibrator().fit(held)
+                        held_surprise[name] = np.nan_to_num(self.calibrators_[name].surprise(held), nan=0.0)
+                timings[name] = time.perf_counter() - t0
+                if progress:
+                    progress(stage, 1.0)
+            self.detector_names_ = tuple(self.detectors_)
+            self.signal_names_ = tuple(self.signals_)
+            novelty = tuple(d for d in self.detector_names_ if d in self.novelty_detectors) or self.detector_names_
+            self.groups_ = self._groups(novelty, self.signal_names_)
+            statistic = combine(held_surprise, self.groups_, self.combination)
+            self.ensemble_calibrator_ = ScoreCalibrator().fit(statistic)
+            if self.false_alarm_rate is not None:
+                self.threshold_ = 1.0 - float(self.false_alarm_rate)
+            else:
+                raw = float(np.quantile(statistic, 1.0 - self.contamination))
+                self.threshold_ = float(self.ensemble_calibrator_.transform(np.array([raw]))[0])
+            self._fit_label_space(ref, embeddings, held_surprise)
+        self.label_scorer_: LabelAwareScorer | None = None
+        self.label_metrics_: LabelMetrics | None = None
+        self.n_reference_ = len(ref)
+        self.timings_ = {k: round(v, 3) for k, v in timings.items()}
+        self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
+        return self
+
+    @staticmethod
+    def _groups(detectors: Sequence[str], signals: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        groups: dict[str, tuple[str, ...]] = {}
+        if detectors:
+            groups[NOVELTY] = tuple(detectors)
+        for name in signals:
+            groups[name] = (name,)
+        return groups
+
+    # -- label-aware feature space -----------------------------------------------------------------
+    def _fit_label_space(self, ref: pd.DataFrame, embeddings: np.ndarray, surprise: dict[str, np.ndarray]) -> None:
+        from sklearn.decomposition import PCA
+
+        n_comp = min(_LABEL_PCA, embeddings.shape[1], len(ref) - 1)
+        self.label_pca_ = PCA(n_components=n_comp, svd_solver="covariance_eigh", random_state=self.random_state)
+        self.label_pca_.fit(embeddings)
+        rng = np.random.default_rng(self.random_state)
+        take = np.sort(rng.choice(len(ref), size=min(len(ref), _LABEL_REFERENCE_ROWS), replace=False))
+        members = {k: v[take] for k, v in surprise.items()}
+        self.label_reference_features_ = self._label_features(ref.iloc[take], embeddings[take], members)
+
+    def _label_features(self, frame: pd.DataFrame, embeddings: np.ndarray, surprise: dict[str, np.ndarray]) -> np.ndarray:
+        members = [np.nan_to_num(surprise[m], nan=0.0) for m in (*self.detector_names_, *self.signal_names_)]
+        group_stat = combine(surprise, self.groups_, self.combination)
+        descriptors = np.log1p(np.clip(all_descriptors(frame["text"].reset_index(drop=True)).to_numpy(), 0, None))
+        parts = [np.column_stack([*members, group_stat]), descriptors, self.label_pca_.transform(embeddings)]
+        return np.hstack(parts).astype(np.float64)
+
+    # -- score -------------------------------------------------------------------------------------
+    def _raw_scores(
+        self, frame: pd.DataFrame, embeddings: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, list[str]]]:
+        calibrated: dict[str, np.ndarray] = {}
+        surprise: dict[str, np.ndarray] = {}
+        details: dict[str, list[str]] = {}
+        for name, detector in self.detectors_.items():
+            raw = detector.decision_function(embeddings)
+            calibrated[name] = self.calibrators_[name].transform(raw)
+            surprise[name] = self.calibrators_[name].surprise(raw)
+        inputs = SignalInputs(frame=frame, embeddings=embeddings)
+        for name, signal in self.signals_.items():
+            result = signal.score(inputs)
+            cal = self.calibrators_[name].transform(result.raw)
+            calibrated[name] = np.where(np.isfinite(result.raw), cal, np.nan)
+            surprise[name] = np.where(np.isfinite(result.raw), self.calibrators_[name].surprise(result.raw), 0.0)
+            details[name] = result.details
+        return calibrated, surprise, details
+
+    def score(self, frame: pd.DataFrame, embedder: Any, progress: ProgressCallback | None = None) -> ScoreResult:
+        """Score a batch: calibrated detector and signal columns, headline score, p-value, flag, reason.
+
+        Parameters
+        ----------
+        frame
+            Canonical review frame; only ``text`` is required. Columns it lacks are reported in ``missing``.
+        embedder
+            The same kind of embedder the model was fitted with.
+        progress
+            Called as ``progress(stage, fraction_done)``.
+        """
+        self._check_fitted()
+        key = getattr(embedder, "model_key", None)
+        if key is not None and key != self.embedding_model_:
+            raise ParameterError(
+                f"this model was fitted on {self.embedding_model_} embeddings, got an embedder for {key}"
+            )
+        batch = self._canonical(frame, "the batch")
+        missing = self.feature_pipeline_.missing_columns(batch) if len(batch) else []
+        embeddings = self._embed(batch, embedder, progress) if len(batch) else np.zeros(
+            (0, self.reference_embeddings_.shape[1]), dtype=np.float32
+        )
+        if progress:
+            progress("scoring", 0.0)
+        with self._threads():
+            calibrated, surprise, details = self._raw_scores(batch, embeddings)
+            statistic = combine(surprise, self.groups_, self.combination) if len(batch) else np.zeros(0)
+            headline = self.ensemble_calibrator_.transform(statistic)
+            p_value = self.ensemble_calibrator_.p_value(statistic)
+            nn_idx, nn_sim = nearest_reviews(_unit(embeddings), _unit(self.reference_embeddings_), k=3)
+        if self.false_alarm_rate is not None:
+            flagged = p_value <= self.false_alarm_rate
+        else:
+            flagged = headline >= self.threshold_
+        groups = pd.DataFrame(
+            {g: self._group_score(surprise, members, calibrated) for g, members in self.groups_.items()}
+        )
+        group_details = {g: details.get(g, [""] * len(batch)) for g in self.groups_}
+        if NOVELTY in self.groups_:
+            group_details[NOVELTY] = [
+                f"nearest reference review at cosine {s:.2f}" if nn_sim.shape[1] else "" for s in nn_sim[:, 0]
+            ] if len(batch) else []
+        out = pd.DataFrame({"review_id": batch["review_id"].to_numpy()})
+        for name in (*self.detector_names_, *self.signal_names_):
+            out[name] = calibrated[name]
+        threshold = self.threshold_
+        if self.label_scorer_ is not None and len(batch):
+            out["unsupervised_score"] = headline
+            headline = self.label_scorer_.predict_proba(self._label_features(batch, embeddings, surprise))
+            # The label-aware scorer's probabilities are balanced by class weight: 0.5 is its natural cut.
+            flagged = headline >= 0.5
+            threshold = 0.5
+        out["score"] = headline
+        out["p_value"] = p_value
+        out["is_outlier"] = np.asarray(flagged, dtype=bool)
+        out["reason"] = [
+            summary_line(contributions(groups.iloc[i].to_dict(), {g: d[i] for g, d in group_details.items()}))
+            for i in range(len(batch))
+        ]
+        if progress:
+            progress("scoring", 1.0)
+        return ScoreResult(
+            scores=out,
+            missing=list(missing),
+            threshold=float(threshold),
+            detector_names=self.detector_names_,
+            signal_names=self.signal_names_,
+            group_scores=groups,
+            surprises=pd.DataFrame(surprise),
+            details=group_details,
+            neighbour_index=nn_idx,
+            neighbour_similarity=nn_sim,
+            reference_frame=self.reference_frame_,
+        )
+
+    @staticmethod
+    def _group_score(
+        surprise: dict[str, np.ndarray], members: Sequence[str], calibrated: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        if len(members) == 1:
+            return calibrated[members[0]]
+        # Mean surprise of the members back on the 0-1 scale: 1 - geometric mean of their p-values.
+        return 1.0 - np.exp(-np.mean(np.vstack([surprise[m] for m in members]), axis=0))
+
+    # -- labels ------------------------------------------------------------------------------------
+    def fit_labels(
+        self, frame: pd.DataFrame, labels: pd.Series, embedder: Any, force: bool = False
+    ) -> LabelMetrics:
+        """Measure the ensemble on analysts' labels and fit the label-aware scorer.
+
+        The scorer is cross-validated on the labelled reviews and becomes the headline score of later
+        `score` calls only when it beats the unsupervised ensemble there (higher average precision, AUROC
+        not lower by more than 0.01).
+
+        Parameters
+        ----------
+        frame
+            The reviews that were labelled (others are ignored), canonical frame with ``review_id``.
+        labels
+            ``review_id -> "outlier" | "normal"`` (a Series indexed by review id, e.g. `LabelStore.as_series`).
+        embedder
+            The embedder the model was fitted with.
+        force
+            Make the label-aware scorer the headline even when it did not win (for experiments; the
+            returned metrics still say whether it won).
+        """
+        self._check_fitted()
+        batch = self._canonical(frame, "the labelled frame")
+        if not isinstance(labels, pd.Series):
+            raise ParameterError(f"labels must be a pandas Series indexed by review_id, got {type(labels).__name__}")
+        labels = labels[~labels.index.duplicated(keep="last")]
+        ids = batch["review_id"].astype(str)
+        lookup = pd.Series(labels.to_numpy(), index=labels.index.astype(str))
+        keep = ids.isin(lookup.index).to_numpy()
+        if not keep.any():
+            raise ParameterError(
+                f"none of the {len(labels)} labels matches a review_id of the {len(batch)} reviews given"
+            )
+        batch = batch[keep].drop_duplicates("review_id").reset_index(drop=True)
+        y = as_binary(lookup.loc[batch["review_id"].astype(str)])
+        embeddings = self._embed(batch, embedder, None)
+        with self._threads():
+            _, surprise, _ = self._raw_scores(batch, embeddings)
+            statistic = combine(surprise, self.groups_, self.combination)
+            unsupervised = score_metrics(statistic, y)
+            X = self._label_features(batch, embeddings, surprise)
+            # The ensemble statistic is the column right after the members (see _label_features).
+            prior = len(self.detector_names_) + len(self.signal_names_)
+            scorer = LabelAwareScorer(prior_column=prior, random_state=self.random_state)
+            oof = scorer.cross_validated(X, y, self.label_reference_features_)
+        n_out, n_norm = int(y.sum()), int((y == 0).sum())
+        if oof is None:
+            metrics = LabelMetrics(
+                n_labelled=len(y), n_outlier=n_out, n_normal=n_norm, unsupervised=unsupervised, label_aware=None,
+                uses_label_scorer=False,
+                note=f"the label-aware scorer needs at least 2 outlier and 2 normal labels; got {n_out} and {n_norm}",
+            )
+            self.label_scorer_ = None
+        else:
+            supervised = score_metrics(oof, y)
+            better = (supervised.average_precision or 0) > (unsupervised.average_precision or 0) and (
+                supervised.auroc or 0
+            ) >= (unsupervised.auroc or 0) - 0.01
+            note = (
+                "the label-aware scorer beat the unsupervised ensemble on held-out labels and is now the headline"
+                if better
+                else "the unsupervised ensemble stays the headline: the label-aware scorer did not beat it on held-out labels"
+            )
+            metrics = LabelMetrics(
+                n_labelled=len(y), n_outlier=n_out, n_normal=n_norm, unsupervised=unsupervised,
+                label_aware=supervised, uses_label_scorer=bool(better), note=note,
+            )
+            self.label_scorer_ = scorer.fit(X, y, self.label_reference_features_) if better or force else None
+        self.label_metrics_ = metrics
+        return metrics
+
+    # -- persistence -------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description of the fitted model."""
+        self._check_fitted()
+        return {
+            "format_version": FORMAT_VERSION,
+            "class": "core.model.OutlierModel",
+            "params": {
+                "detectors": list(self.detectors), "signals": list(self.signals),
+                "contamination": self.contamination, "false_alarm_rate": self.false_alarm_rate,
+                "combination": self.combination, "embed_fields": list(self.embed_fields),
+                "calibration_folds": self.calibration_folds, "detector_params": self.detector_params,
+                "min_reference": self.min_reference, "random_state": self.random_state,
+                "novelty_detectors": list(self.novelty_detectors),
+            },
+            "detector_names": list(self.detector_names_),
+            "signal_names": list(self.signal_names_),
+            "groups": {k: list(v) for k, v in self.groups_.items()},
+            "group_labels": {k: GROUP_LABELS.get(k, k) for k in self.groups_},
+            "threshold": self.threshold_,
+            "n_reference": self.n_reference_,
+            "embedding_model": self.embedding_model_,
+            "label_scorer": self.label_scorer_ is not None,
+            "fitted_at": self.fitted_at_,
+            "timings_s": self.timings_,
+        }
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``model.joblib`` (the fitted model, torch AE included) and ``model.json`` into `folder`.
+
+        Only load artifacts you wrote yourself: joblib files run code when loaded.
+        """
+        import joblib
+
+        self._check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self, folder / "model.joblib", compress=3)
+        (folder / "model.json").write_text(json.dumps(self.describe(), indent=2, default=str), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> OutlierModel:
+        """Read a model written by `save`."""
+        import joblib
+
+        folder = Path(folder)
+        meta_path, blob = folder / "model.json", folder / "model.joblib"
+        if not meta_path.is_file() or not blob.is_file():
+            raise ModelUnavailableError(f"no saved outlier model in {folder} (expected model.json and model.joblib)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelUnavailableError(
+                f"{folder} holds model format {meta.get('format_version')!r}; this version reads {FORMAT_VERSION}"
+            )
+        model = joblib.load(blob)
+        if not isinstance(model, cls):
+            raise ModelUnavailableError(f"{blob} holds a {type(model).__name__}, expected {cls.__name__}")
+        return model

@@ -1,0 +1,427 @@
+"""Signals beyond "unusual embedding": rating/text mismatch, duplicates, text quality.
+
+Each signal is fitted on the reference, gives a raw score per review (higher = more abnormal, NaN where its
+inputs are missing), held-out raw scores of the reference for calibration, and a short human-readable
+detail per review for the reasons. A signal whose inputs the reference lacks is not fitted
+(``available_`` is False) and the model leaves it out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import KFold, cross_val_predict
+
+from core.errors import NotFittedError, ParameterError
+from core.features import DESCRIPTORS, text_descriptors
+
+SIGNALS: tuple[str, ...] = ("rating_mismatch", "duplicate", "text_quality")
+
+
+@dataclass(frozen=True)
+class SignalInputs:
+    """What a signal may look at for one batch: the canonical frame and its (unit) text embeddings."""
+
+    frame: pd.DataFrame
+    embeddings: np.ndarray
+
+
+@dataclass(frozen=True)
+class SignalScores:
+    """Raw scores of one signal on one batch (NaN = not applicable) and a detail line per review."""
+
+    raw: np.ndarray
+    details: list[str] = field(default_factory=list)
+
+
+class Signal(ABC):
+    """Base class of the named signals."""
+
+    name: ClassVar[str] = "signal"
+
+    @abstractmethod
+    def fit(self, reference: SignalInputs) -> Signal: ...
+
+    @abstractmethod
+    def score(self, batch: SignalInputs) -> SignalScores: ...
+
+    @abstractmethod
+    def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
+        """Raw scores of the reference rows by a signal that did not see them (for calibration)."""
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "available_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(reference) first")
+
+
+# --------------------------------------------------------------------------------------------------
+class RatingMismatchSignal(Signal):
+    """How far the star rating is from the rating the text reads like.
+
+    A ridge regression on the reference embeddings predicts the rating from the text; the raw score is
+    ``max(0, |rating - predicted| - tolerance)``: a rating within `tolerance` stars of what the text reads
+    like is no mismatch at all (score 0, p-value 1), so this signal stays silent on ordinary reviews instead
+    of adding noise to the ensemble's maximum. Held-out scores come from K-fold out-of-fold predictions.
+    Used only when the reference has ratings (at least `min_rated` rows with two distinct values); rows
+    without a rating get NaN.
+
+    Parameters
+    ----------
+    alpha
+        Ridge penalty.
+    tolerance
+        Stars of disagreement that count as none.
+    min_rated
+        Fewest rated reference rows to fit on.
+    """
+
+    name = "rating_mismatch"
+
+    def __init__(
+        self, alpha: float = 3.0, tolerance: float = 1.5, min_rated: int = 30, n_splits: int = 5, random_state: int = 0
+    ) -> None:
+        self.alpha = alpha
+        self.tolerance = tolerance
+        self.min_rated = min_rated
+        self.n_splits = n_splits
+        self.random_state = random_state
+
+    @staticmethod
+    def _ratings(frame: pd.DataFrame) -> np.ndarray:
+        if "rating" not in frame:
+            return np.full(len(frame), np.nan)
+        return pd.to_numeric(frame["rating"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def fit(self, reference: SignalInputs) -> RatingMismatchSignal:
+        if not self.alpha > 0:
+            raise ParameterError(f"alpha must be > 0, got {self.alpha!r}")
+        rating = self._ratings(reference.frame)
+        mask = np.isfinite(rating)
+        self.available_ = bool(mask.sum() >= self.min_rated and np.unique(rating[mask]).size >= 2)
+        if not self.available_:
+            return self
+        X, y = reference.embeddings[mask], rating[mask]
+        self.model_ = Ridge(alpha=self.alpha).fit(X, y)
+        folds = KFold(n_splits=min(self.n_splits, int(mask.sum())), shuffle=True, random_state=self.random_state)
+        oof = np.full(len(rating), np.nan)
+        oof[mask] = cross_val_predict(Ridge(alpha=self.alpha), X, y, cv=folds)
+        self._held_out = self._raw(rating, oof)
+        self.rating_range_ = (float(y.min()), float(y.max()))
+        return self
+
+    def _raw(self, rating: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        return np.maximum(0.0, np.abs(rating - predicted) - self.tolerance)
+
+    def predicted_rating(self, embeddings: np.ndarray) -> np.ndarray:
+        """The rating the text reads like, clipped to the reference's range."""
+        self._check_fitted()
+        if not self.available_:
+            return np.full(len(embeddings), np.nan)
+        return np.clip(self.model_.predict(embeddings), *self.rating_range_)
+
+    def score(self, batch: SignalInputs) -> SignalScores:
+        self._check_fitted()
+        rating = self._ratings(batch.frame)
+        if not self.available_ or len(rating) == 0:
+            return SignalScores(np.full(len(rating), np.nan), [""] * len(rating))
+        predicted = self.predicted_rating(batch.embeddings)
+        raw = self._raw(rating, predicted)
+        details = [
+            "" if not np.isfinite(r) else f"rated {r:g} stars, the text reads like {p:.1f}"
+            for r, p in zip(rating, predicted, strict=True)
+        ]
+        return SignalScores(raw, details)
+
+    def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
+        self._check_fitted()
+        if not self.available_:
+            return np.full(len(reference.frame), np.nan)
+        return self._held_out
+
+
+# --------------------------------------------------------------------------------------------------
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalise_text(text: str) -> str:
+    """Lower case, accents folded, punctuation and runs of spaces removed: what counts as "the same text"."""
+    folded = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
+    return _NON_WORD.sub(" ", folded.lower()).strip()
+
+
+def _hashes(texts: pd.Series) -> list[str]:
+    return [hashlib.blake2b(normalise_text(t).encode(), digest_size=12).hexdigest() for t in texts.fillna("").astype(str)]
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return (X / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+
+def _max_similarity(Q: np.ndarray, R: np.ndarray, exclude_diagonal: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Highest cosine similarity of each row of Q to a row of R, and which row."""
+    best = np.full(Q.shape[0], -1.0, dtype=np.float32)
+    arg = np.full(Q.shape[0], -1, dtype=np.int64)
+    if R.shape[0] == 0 or Q.shape[0] == 0:
+        return best, arg
+    step = max(1, 20_000_000 // R.shape[0])
+    for start in range(0, Q.shape[0], step):
+        sim = Q[start : start + step] @ R.T
+        if exclude_diagonal:
+            rows = np.arange(sim.shape[0])
+            sim[rows, rows + start] = -np.inf
+        arg[start : start + step] = sim.argmax(axis=1)
+        best[start : start + step] = sim.max(axis=1)
+    return best, arg
+
+
+class DuplicateSignal(Signal):
+    """Exact and near duplicates, within the batch and against the reference.
+
+    The raw score is the highest cosine similarity of a review's embedding to any other review (the other
+    reviews of the batch and the reference), 1 for an exact copy after normalising case, accents and
+    punctuation. Below `floor` the score is 0: ordinary reviews are simply "not a copy" (p-value 1), so the
+    signal adds no noise to the ensemble. Among duplicates (similarity >= `near_threshold`) longer texts
+    score higher: a repeated 80-word review is rarely a coincidence, a repeated "Great!" often is.
+
+    Parameters
+    ----------
+    near_threshold
+        Cosine similarity from which two reviews are reported as near duplicates.
+    floor
+        Cosine similarity below which the score is 0.
+    """
+
+    name = "duplicate"
+
+    def __init__(self, near_threshold: float = 0.95, floor: float = 0.95) -> None:
+        self.near_threshold = near_threshold
+        self.floor = floor
+
+    def fit(self, reference: SignalInputs) -> DuplicateSignal:
+        if not 0 < self.near_threshold <= 1:
+            raise ParameterError(f"near_threshold must be in (0, 1], got {self.near_threshold!r}")
+        if not 0 <= self.floor <= self.near_threshold:
+            raise ParameterError(f"floor must be in [0, near_threshold={self.near_threshold}], got {self.floor!r}")
+        self.reference_embeddings_ = _unit(reference.embeddings)
+        hashes = _hashes(reference.frame["text"])
+        self.reference_hashes_ = pd.Series(range(len(hashes)), index=hashes).groupby(level=0).first().to_dict()
+        self.reference_ids_ = reference.frame["review_id"].astype(str).tolist() if "review_id" in reference.frame else [
+            str(i) for i in range(len(hashes))
+        ]
+        self._reference_words = text_descriptors(reference.frame["text"])["n_words"].to_numpy()
+        self.available_ = True
+        return self
+
+    def _raw(self, sim: np.ndarray, exact: np.ndarray, n_words: np.ndarray) -> np.ndarray:
+        sim = np.where(exact, 1.0, sim.astype(np.float64))
+        bonus = np.where(sim >= self.near_threshold, np.minimum(n_words, 100) / 1000.0, 0.0)
+        return np.where(sim >= self.floor, sim + bonus, 0.0)
+
+    def score(self, batch: SignalInputs) -> SignalScores:
+        self._check_fitted()
+        n = len(batch.frame)
+        if n == 0:
+            return SignalScores(np.zeros(0), [])
+        Q = _unit(batch.embeddings)
+        sim_ref, arg_ref = _max_similarity(Q, self.reference_embeddings_)
+        sim_in, arg_in = _max_similarity(Q, Q, exclude_diagonal=True) if n > 1 else (np.full(1, -1.0), np.full(1, -1))
+        hashes = _hashes(batch.frame["text"])
+        counts = pd.Series(hashes).value_counts()
+        exact_ref = np.array([h in self.reference_hashes_ for h in hashes])
+        exact_in = np.array([counts[h] > 1 for h in hashes])
+        n_words = text_descriptors(batch.frame["text"])["n_words"].to_numpy()
+        raw = self._raw(np.maximum(sim_ref, sim_in), exact_ref | exact_in, n_words)
+        ids = batch.frame["review_id"].astype(str).tolist() if "review_id" in batch.frame else [str(i) for i in range(n)]
+        details = []
+        for i, h in enumerate(hashes):
+            parts = []
+            if exact_in[i]:
+                parts.append(f"same text as {counts[h] - 1} other review(s) in this batch")
+            if exact_ref[i]:
+                parts.append(f"same text as reference review {self.reference_ids_[self.reference_hashes_[h]]}")
+            if not parts and sim_in[i] >= self.near_threshold and sim_in[i] >= sim_ref[i]:
+                parts.append(f"near copy (cosine {sim_in[i]:.2f}) of review {ids[arg_in[i]]} in this batch")
+            elif not parts and sim_ref[i] >= self.near_threshold:
+                parts.append(f"near copy (cosine {sim_ref[i]:.2f}) of reference review {self.reference_ids_[arg_ref[i]]}")
+            details.append("; ".join(parts))
+        return SignalScores(raw, details)
+
+    def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
+        # Each reference review against all the others: the batch-time comparison with it left out.
+        self._check_fitted()
+        Q = _unit(reference.embeddings)
+        sim, _ = _max_similarity(Q, Q, exclude_diagonal=True)
+        hashes = _hashes(reference.frame["text"])
+        counts = pd.Series(hashes).value_counts()
+        exact = np.array([counts[h] > 1 for h in hashes])
+        return self._raw(sim, exact, self._reference_words)
+
+
+# --------------------------------------------------------------------------------------------------
+_SENTENCE = re.compile(r"[.!?]+(?:\s+|$)")
+_GLUED = re.compile(r"[a-z][.!?][A-Z]")
+_WORDS = re.compile(r"[a-z']+")
+_FUNCTION_WORDS = frozenset(
+    "a an the and or but if of to in on at for with from by as is are was were be been it its this that these those "
+    "i me my we our you your he she they them his her their not no so very just too than then".split()
+)
+
+#: Extra stylometric descriptors computed here, next to `core.features.DESCRIPTORS`.
+STYLE_DESCRIPTORS: tuple[str, ...] = (
+    "repeated_trigram_share",
+    "function_word_share",
+    "glued_sentences",
+    "mean_sentence_words",
+)
+
+#: Which tail of each descriptor is unusual: very long and very short texts both are; many capitals only high.
+DESCRIPTOR_SIDES: dict[str, str] = {
+    "n_chars": "both",
+    "n_words": "both",
+    "share_non_letters": "upper",
+    "share_upper": "upper",
+    "max_char_run": "upper",
+    "type_token_ratio": "lower",
+    "mean_word_length": "both",
+    "n_exclamations": "upper",
+    "repeated_trigram_share": "upper",
+    "function_word_share": "both",
+    "glued_sentences": "upper",
+    "mean_sentence_words": "both",
+}
+
+_DESCRIPTOR_LABELS: dict[str, tuple[str, str]] = {
+    # name -> (label when high, label when low)
+    "n_chars": ("very long", "very short"),
+    "n_words": ("many words", "very few words"),
+    "share_non_letters": ("mostly non-letters", "few non-letters"),
+    "share_upper": ("many capitals", "few capitals"),
+    "max_char_run": ("repeated characters", "no repeated characters"),
+    "type_token_ratio": ("varied words", "repetitive wording"),
+    "mean_word_length": ("long words", "short words"),
+    "n_exclamations": ("many exclamation marks", "no exclamation marks"),
+    "repeated_trigram_share": ("repeated phrases", "no repeated phrases"),
+    "function_word_share": ("many function words", "few function words"),
+    "glued_sentences": ("sentences glued without spaces", "no glued sentences"),
+    "mean_sentence_words": ("long sentences", "short sentences"),
+}
+
+
+def style_descriptors(texts: pd.Series) -> pd.DataFrame:
+    """Stylometric descriptors: repeated phrases, function-word share, sentences glued together, sentence length."""
+    rows = []
+    for text in texts.astype("string").fillna("").tolist():
+        words = _WORDS.findall(text.lower())
+        trigrams = list(zip(words, words[1:], words[2:], strict=False))
+        repeated = 1 - len(set(trigrams)) / len(trigrams) if trigrams else 0.0
+        function = sum(w in _FUNCTION_WORDS for w in words) / len(words) if words else 0.0
+        sentences = [s for s in _SENTENCE.split(text) if s.strip()]
+        rows.append((repeated, function, float(len(_GLUED.findall(text))), len(words) / max(len(sentences), 1)))
+    return pd.DataFrame(rows, columns=list(STYLE_DESCRIPTORS), index=texts.index, dtype=np.float64)
+
+
+def all_descriptors(texts: pd.Series) -> pd.DataFrame:
+    """`core.features.text_descriptors` plus `style_descriptors`."""
+    return pd.concat([text_descriptors(texts), style_descriptors(texts)], axis=1)
+
+
+class TextQualitySignal(Signal):
+    """How far a review's text descriptors lie in the reference's tails (ECOD-style, per descriptor).
+
+    Each descriptor gets a tail p-value against the reference's empirical distribution, on its unusual
+    side(s) (`DESCRIPTOR_SIDES`); the raw score sums, over descriptors in their `tail` (p < tail), how far
+    they are into it, ``sum(max(0, -log p - log(1/tail)))``. Ordinary texts score 0 and add no noise to the
+    ensemble. The reference's own held-out scores use leave-one-out tail counts.
+    """
+
+    name = "text_quality"
+
+    def __init__(self, descriptors: tuple[str, ...] = (*DESCRIPTORS, *STYLE_DESCRIPTORS), tail: float = 0.01) -> None:
+        self.descriptors = descriptors
+        self.tail = tail
+
+    def _raw(self, tails: pd.DataFrame) -> np.ndarray:
+        return np.clip(tails.to_numpy() - np.log(1.0 / self.tail), 0.0, None).sum(axis=1)
+
+    def fit(self, reference: SignalInputs) -> TextQualitySignal:
+        if not 0 < self.tail < 0.5:
+            raise ParameterError(f"tail must be in (0, 0.5), got {self.tail!r}")
+        unknown = [d for d in self.descriptors if d not in DESCRIPTOR_SIDES]
+        if unknown:
+            raise ParameterError(f"unknown descriptor(s) {unknown}; expected some of {list(DESCRIPTOR_SIDES)}")
+        values = all_descriptors(reference.frame["text"])[list(self.descriptors)]
+        self.reference_values_ = {d: np.sort(values[d].to_numpy()) for d in self.descriptors}
+        self._reference_table = values
+        self.available_ = True
+        return self
+
+    def _tails(self, values: pd.DataFrame, leave_one_out: bool = False) -> pd.DataFrame:
+        out = {}
+        for d in self.descriptors:
+            ref = self.reference_values_[d]
+            x = values[d].to_numpy()
+            n = ref.size - int(leave_one_out)
+            ge = ref.size - np.searchsorted(ref, x, side="left") - int(leave_one_out)
+            le = np.searchsorted(ref, x, side="right") - int(leave_one_out)
+            upper = (1.0 + ge) / (n + 1.0)
+            lower = (1.0 + le) / (n + 1.0)
+            side = DESCRIPTOR_SIDES[d]
+            if side == "upper":
+                p = upper
+            elif side == "lower":
+                p = lower
+            else:
+                p = np.minimum(1.0, 2 * np.minimum(upper, lower))
+            out[d] = -np.log(p)
+        return pd.DataFrame(out, index=values.index)
+
+    def _details(self, values: pd.DataFrame, tails: pd.DataFrame) -> list[str]:
+        details = []
+        for i in range(len(values)):
+            row = tails.iloc[i]
+            top = row.sort_values(ascending=False)
+            parts = []
+            for name, surprise in top.iloc[:2].items():
+                if surprise < np.log(1.0 / self.tail):  # not in the tail: not worth a reason
+                    break
+                x = float(values.iloc[i][name])
+                ref = self.reference_values_[name]
+                high = x >= float(np.median(ref))
+                label = _DESCRIPTOR_LABELS[name][0 if high else 1]
+                parts.append(f"{label} ({name}={x:.3g}, reference median {np.median(ref):.3g})")
+            details.append("; ".join(parts))
+        return details
+
+    def score(self, batch: SignalInputs) -> SignalScores:
+        self._check_fitted()
+        values = all_descriptors(batch.frame["text"])[list(self.descriptors)]
+        tails = self._tails(values)
+        return SignalScores(self._raw(tails), self._details(values, tails))
+
+    def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
+        self._check_fitted()
+        return self._raw(self._tails(self._reference_table, leave_one_out=True))
+
+
+def make_signal(name: str, **params: object) -> Signal:
+    """A signal by name (``rating_mismatch``, ``duplicate``, ``text_quality``)."""
+    registry: dict[str, type[Signal]] = {
+        "rating_mismatch": RatingMismatchSignal,
+        "duplicate": DuplicateSignal,
+        "text_quality": TextQualitySignal,
+    }
+    if name not in registry:
+        raise ParameterError(f"unknown signal {name!r}; expected one of {', '.join(SIGNALS)}")
+    try:
+        return registry[name](**params)  # type: ignore[arg-type]
+    except TypeError as err:
+        raise ParameterError(f"bad parameters for signal {name!r}: {err}") from None

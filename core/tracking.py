@@ -1,0 +1,298 @@
+"""MLflow tracking and registry: every training is a run, every model a registered pyfunc version.
+
+Aliases: ``challenger`` marks the newest candidate, ``champion`` the served model. The first version ever
+registered becomes champion as well, so a fresh install has something to serve. ``rollback`` returns the
+champion alias to the version that held it before (history kept as a registered-model tag).
+
+The pyfunc model holds a `core.bundle.ModelBundle` folder and needs this package installed to load; it is
+our own joblib/torch data: load only models registered by this workbench.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.bundle import ModelBundle
+from core.errors import ModelUnavailableError, NotFoundError, StorageError, WorkbenchError
+from core.settings import Settings
+
+EXPERIMENT = "review-workbench"
+CHAMPION, CHALLENGER = "champion", "challenger"
+_HISTORY_TAG = "champion_history"
+
+warnings.filterwarnings("ignore", module="mlflow")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class BundlePyfunc:
+    """The MLflow ``PythonModel``: loads the bundle and the embedder once, scores DataFrames."""
+
+    def load_context(self, context: Any) -> None:
+        from core.embed import make_embedder
+
+        self.bundle = ModelBundle.load(context.artifacts["bundle"])
+        self.embedder = make_embedder()
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from core.load import load_frame
+
+        frame = load_frame(pd.DataFrame(model_input), name="model input", strict=True).frame
+        return self.bundle.score(frame, self.embedder).frame
+
+
+def _pyfunc_class() -> type:
+    import mlflow.pyfunc
+
+    # Built lazily so importing core.tracking does not import MLflow.
+    return type("ReviewOutlierModel", (BundlePyfunc, mlflow.pyfunc.PythonModel), {"__module__": __name__})
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    aliases: list[str]
+    run_id: str | None
+    created: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "aliases": self.aliases, "run_id": self.run_id,
+                "created": self.created, "metrics": self.metrics, "tags": self.tags}
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    run_id: str
+    experiment_id: str
+    version: str
+    aliases: list[str]
+    model_uri: str
+    tracking_uri: str
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parents[1])
+        if sha.returncode == 0:
+            return sha.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("review-workbench")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Registry:
+    """Tracking and registry operations against the store the settings choose."""
+
+    def __init__(self, settings: Settings) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.settings = settings
+        self.uri = settings.resolved_tracking_uri
+        self.name = settings.registered_model_name
+        if self.uri.startswith("sqlite:"):
+            settings.home.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as err:
+            if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code):
+                raise NotFoundError(f"{action}: {err.message}") from err
+            raise WorkbenchError(f"{action} failed at {self.uri}: {err.message}") from err
+        except (ConnectionError, OSError) as err:
+            raise StorageError(f"{action} failed: MLflow at {self.uri} is unreachable ({err})") from err
+
+    def experiment_id(self) -> str:
+        experiment = self._call("finding the experiment", self.client.get_experiment_by_name, EXPERIMENT)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:"):
+            # Without this, MLflow would put artifacts in ./mlruns of whatever folder the process runs in.
+            location = (self.settings.home / "mlartifacts").resolve().as_uri()
+        return self._call("creating the experiment", self.client.create_experiment, EXPERIMENT,
+                          artifact_location=location)
+
+    # Training -------------------------------------------------------------------------------------
+    def log_training(
+        self,
+        bundle: ModelBundle,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        artifacts: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> TrainingRecord:
+        """Log one training as a run, log the bundle as a pyfunc model, register it as ``challenger``."""
+        import mlflow
+        import mlflow.pyfunc
+
+        experiment_id = self.experiment_id()
+        meta = bundle.meta
+        run_name = f"{meta.get('reference_batch') or 'reference'}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        all_params = {
+            "detectors": ",".join(meta["detectors"]),
+            "signals": ",".join(meta["signals"]),
+            "contamination": meta["contamination"],
+            "random_state": meta["random_state"],
+            "embedding_model": meta["embedding_model"],
+            "embedding_backend": self.settings.embedding_backend,
+            "embed_fields": ",".join(bundle.outlier.embed_fields),
+            "reference_batch": meta.get("reference_batch"),
+            "n_reference": meta["n_reference"],
+            "data_fingerprint": meta["data_fingerprint"],
+            "code_version": code_version(),
+            **(params or {}),
+        }
+        described = bundle.outlier.describe()
+        all_metrics = {"n_reference": float(meta["n_reference"]), "threshold": float(described["threshold"])}
+        for stage, seconds in (described.get("timings_s") or {}).items():
+            all_metrics[f"fit_seconds_{stage}".replace(" ", "_")] = float(seconds)
+        all_metrics.update(metrics or {})
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = bundle.save(Path(tmp) / "bundle")
+            with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+                mlflow.log_params({k: str(v)[:500] for k, v in all_params.items()})
+                mlflow.log_metrics(all_metrics)
+                mlflow.set_tags({"workbench.kind": "training", "workbench.reference_batch": str(meta.get("reference_batch")),
+                                 "workbench.detectors": all_params["detectors"], **(tags or {})})
+                mlflow.log_dict(bundle.meta, "bundle.json")
+                for name, value in (artifacts or {}).items():
+                    if isinstance(value, pd.DataFrame):
+                        path = Path(tmp) / name
+                        value.to_csv(path, index=False)
+                        mlflow.log_artifact(str(path))
+                    else:
+                        mlflow.log_dict(value, name)
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=_pyfunc_class()(),
+                    artifacts={"bundle": str(folder)},
+                    pip_requirements=["review-workbench"],
+                )
+            version = self._call("registering the model", mlflow.register_model, info.model_uri, self.name)
+        self._call("setting the challenger alias", self.client.set_registered_model_alias,
+                   self.name, CHALLENGER, version.version)
+        aliases = [CHALLENGER]
+        if self.champion_version() is None:
+            self._set_champion(str(version.version))
+            aliases.append(CHAMPION)
+        return TrainingRecord(run_id=run.info.run_id, experiment_id=experiment_id, version=str(version.version),
+                              aliases=aliases, model_uri=f"models:/{self.name}/{version.version}", tracking_uri=self.uri)
+
+    # Registry -----------------------------------------------------------------------------------
+    def versions(self) -> list[VersionInfo]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return []
+        # search_model_versions leaves aliases out; the registered model has the alias -> version map.
+        alias_map: dict[str, list[str]] = {}
+        try:
+            for alias, version in (self.client.get_registered_model(self.name).aliases or {}).items():
+                alias_map.setdefault(str(version), []).append(alias)
+        except MlflowException:
+            pass
+        out = []
+        for v in sorted(found, key=lambda v: int(v.version), reverse=True):
+            metrics: dict[str, float] = {}
+            if v.run_id:
+                try:
+                    metrics = dict(self.client.get_run(v.run_id).data.metrics)
+                except MlflowException:
+                    metrics = {}
+            created = datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")
+            out.append(VersionInfo(str(v.version), sorted(alias_map.get(str(v.version), [])), v.run_id, created,
+                                   metrics, dict(v.tags or {})))
+        return out
+
+    def champion_version(self) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, CHAMPION).version)
+        except MlflowException:
+            return None
+
+    def _history(self) -> list[str]:
+        model = self.client.get_registered_model(self.name)
+        return json.loads((model.tags or {}).get(_HISTORY_TAG, "[]"))
+
+    def _set_champion(self, version: str, record: bool = True) -> None:
+        self._call("setting the champion alias", self.client.set_registered_model_alias, self.name, CHAMPION, version)
+        if record:
+            history = [v for v in self._history() if v != version][-19:] + [version]
+            self.client.set_registered_model_tag(self.name, _HISTORY_TAG, json.dumps(history))
+
+    def promote(self, version: str | None = None) -> str:
+        """Make `version` (default: the challenger) the champion."""
+        if version is None:
+            try:
+                version = str(self.client.get_model_version_by_alias(self.name, CHALLENGER).version)
+            except Exception as err:
+                raise NotFoundError(f"model {self.name!r} has no challenger; train one with `workbench train`") from err
+        known = {v.version for v in self.versions()}
+        if str(version) not in known:
+            raise NotFoundError(f"model {self.name!r} has no version {version} (versions: {', '.join(sorted(known)) or 'none'})")
+        self._set_champion(str(version))
+        return str(version)
+
+    def rollback(self) -> str:
+        """Give the champion alias back to the version that held it before."""
+        history = self._history() if self.versions() else []
+        if len(history) < 2:
+            raise NotFoundError(f"model {self.name!r} has no earlier champion to roll back to")
+        previous = history[-2]
+        self._set_champion(previous, record=False)
+        self.client.set_registered_model_tag(self.name, _HISTORY_TAG, json.dumps(history[:-1]))
+        return previous
+
+    def load(self, alias: str = CHAMPION) -> tuple[ModelBundle, VersionInfo]:
+        """The bundle behind an alias (or a version number), and its version."""
+        import mlflow.pyfunc
+        from mlflow.exceptions import MlflowException
+
+        ref = f"models:/{self.name}/{alias}" if str(alias).isdigit() else f"models:/{self.name}@{alias}"
+        try:
+            model = mlflow.pyfunc.load_model(ref)
+        except MlflowException as err:
+            raise ModelUnavailableError(
+                f"no model at {ref} in {self.uri}; train one with `workbench train --reference BATCH`"
+            ) from err
+        wrapper = model.unwrap_python_model()
+        version = next((v for v in self.versions() if alias in v.aliases or v.version == str(alias)), None)
+        if version is None:
+            raise ModelUnavailableError(f"{ref} disappeared while loading")
+        return wrapper.bundle, version
+
+    def runs(self, max_results: int = 50) -> pd.DataFrame:
+        import mlflow
+
+        experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        if experiment is None:
+            return pd.DataFrame()
+        return mlflow.search_runs([experiment.experiment_id], max_results=max_results, order_by=["start_time DESC"])

@@ -1,0 +1,64 @@
+"""Calibration: conformal p-values, calibrated scores, thresholds and combining groups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.calibration import ScoreCalibrator, combine, threshold_from_contamination
+from core.errors import NotFittedError, ParameterError
+
+
+def test_conformal_p_value_follows_the_formula() -> None:
+    cal = ScoreCalibrator().fit(np.arange(100, dtype=float))
+    # (1 + #{cal >= s}) / (n + 1)
+    assert cal.p_value(np.array([99.5]))[0] == pytest.approx(1 / 101)
+    assert cal.p_value(np.array([50.0]))[0] == pytest.approx(51 / 101)
+    assert cal.p_value(np.array([-1.0]))[0] == pytest.approx(1.0)
+    assert cal.p_value(np.array([np.nan]))[0] == 1.0
+
+
+def test_same_distribution_is_flagged_at_the_nominal_rate() -> None:
+    rng = np.random.default_rng(0)
+    cal = ScoreCalibrator().fit(rng.normal(size=3000))
+    p = cal.p_value(rng.normal(size=20000))
+    assert abs((p <= 0.05).mean() - 0.05) < 0.01
+    scores = cal.transform(rng.normal(size=20000))
+    assert abs(np.median(scores) - 0.5) < 0.03
+
+
+def test_scores_beyond_the_reference_stay_ordered_and_in_unit_interval() -> None:
+    rng = np.random.default_rng(1)
+    cal = ScoreCalibrator().fit(rng.normal(size=500))
+    far = cal.transform(np.array([3.0, 5.0, 8.0, 20.0]))
+    assert np.all(np.diff(far) > 0), "the most unusual reviews must not tie at 1.0"
+    assert np.all((far >= 0) & (far <= 1))
+    smooth = cal.smooth_p_value(np.array([5.0, 8.0]))
+    assert np.all(smooth <= cal.p_value(np.array([5.0, 8.0])))
+
+
+def test_too_small_calibration_set_is_a_clear_error() -> None:
+    with pytest.raises(ParameterError, match="at least 20 held-out reference scores, got 5"):
+        ScoreCalibrator().fit(np.arange(5.0))
+    with pytest.raises(NotFittedError):
+        ScoreCalibrator().p_value(np.zeros(3))
+
+
+def test_threshold_from_contamination_and_its_validation() -> None:
+    scores = np.arange(1000, dtype=float)
+    assert threshold_from_contamination(scores, 0.05) == pytest.approx(np.quantile(scores, 0.95))
+    with pytest.raises(ParameterError, match=r"contamination must be a number in \(0, 0.5\], got 0.7"):
+        threshold_from_contamination(scores, 0.7)
+
+
+def test_max_keeps_a_single_strong_group_that_mean_dilutes() -> None:
+    # Row 0 trips only the duplicate group; row 1 is mildly unusual everywhere.
+    surprises = {"knn": np.array([0.1, 2.5]), "lof": np.array([0.1, 2.5]),
+                 "duplicate": np.array([6.0, 2.5]), "text_quality": np.array([0.0, 2.5])}
+    groups = {"novelty": ("knn", "lof"), "duplicate": ("duplicate",), "text_quality": ("text_quality",)}
+    maxed = combine(surprises, groups, "max")
+    mean = combine(surprises, groups, "mean")
+    assert maxed[0] > maxed[1]
+    assert mean[0] < mean[1]
+    with pytest.raises(ParameterError, match="combination must be one of max, mean, fisher"):
+        combine(surprises, groups, "median")

@@ -1,0 +1,149 @@
+"""The onnx-int8 embedding backend: close to fp32 on real reviews, exported once, cached apart from torch."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import WorkbenchError
+
+
+@pytest.fixture(scope="module")
+def st_model():
+    from sentence_transformers import SentenceTransformer
+
+    from core.embed import resolve_model_path
+
+    return SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-int8")
+
+
+@pytest.fixture(scope="module")
+def encoder(st_model, onnx_dir: Path):
+    pytest.importorskip("onnxruntime")
+    from core.onnx_backend import OnnxInt8Encoder
+
+    return OnnxInt8Encoder(st_model, onnx_dir, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def reviews(giftcards_path: Path, vgames_path: Path) -> list[str]:
+    """50 real reviews of mixed length, so batches carry padding."""
+    from core.embed import embedding_text
+    from core.load import load_path
+
+    texts = (
+        embedding_text(load_path(giftcards_path).frame)[:25]
+        + embedding_text(load_path(vgames_path).frame)[:25]
+    )
+    assert len(texts) == 50
+    return texts
+
+
+@pytest.mark.slow
+def test_int8_vectors_match_fp32_on_real_reviews(encoder, st_model, reviews: list[str]) -> None:
+    expected = st_model.encode(reviews, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    got = encoder(reviews)
+    assert got.shape == (50, 384) and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    # Row-wise cosine also proves the length-sorted batching puts every vector back in its row.
+    cosine = np.sum(got * expected, axis=1)
+    assert cosine.mean() >= 0.98, f"mean cosine to fp32 {cosine.mean():.4f}"
+    assert cosine.min() >= 0.95, f"worst review's cosine to fp32 {cosine.min():.4f}"
+
+
+@pytest.mark.slow
+def test_exported_model_is_reused_on_second_load(
+    encoder, st_model, onnx_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.onnx_backend as backend
+
+    assert encoder.model_path.is_file() and encoder.model_path.parent == onnx_dir
+    mtime = encoder.model_path.stat().st_mtime_ns
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached export should have been reused")
+
+    monkeypatch.setattr(backend, "_export_int8", no_export)
+    again = backend.OnnxInt8Encoder(st_model, onnx_dir)
+    assert not again.exported
+    assert again.model_path == encoder.model_path
+    assert encoder.model_path.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in onnx_dir.glob("*.onnx")) == [encoder.model_path.name]
+    np.testing.assert_allclose(again(["Great card, easy to use."]), encoder(["Great card, easy to use."]))
+
+
+@pytest.mark.slow
+def test_changed_weights_change_the_fingerprint(st_model) -> None:
+    import torch
+
+    from core.onnx_backend import model_fingerprint
+
+    edited = copy.deepcopy(st_model)
+    with torch.no_grad():
+        next(edited[0].model.parameters()).add_(1e-3)
+    assert model_fingerprint(edited) != model_fingerprint(st_model)
+    assert model_fingerprint(st_model) == model_fingerprint(st_model)
+
+
+@pytest.mark.slow
+def test_racing_loads_export_once(st_model, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from core.onnx_backend import OnnxInt8Encoder
+
+    results: list[OnnxInt8Encoder] = []
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            results.append(OnnxInt8Encoder(st_model, tmp_path))
+        except BaseException as err:  # surfaced below; a thread would otherwise swallow it
+            errors.append(err)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(r.exported for r in results) == [False, True]
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+    assert not list(tmp_path.glob(".export-*")), "temporary export folders must not be left behind"
+    a, b = (r(["Arrived late but works."]) for r in results)
+    np.testing.assert_allclose(a, b)
+
+
+@pytest.mark.slow
+def test_int8_embedder_has_its_own_cache_key(onnx_dir: Path, encoder, tmp_path: Path) -> None:
+    from core.embed import Embedder, EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
+    torch_embedder = Embedder(backend="torch", cache=cache)
+    int8_embedder = Embedder(backend="onnx-int8", cache=cache, onnx_dir=onnx_dir)
+    assert int8_embedder.model_key != torch_embedder.model_key
+
+    texts = ["Works as described.", "The box was crushed and the card was missing."]
+    torch_vectors = torch_embedder.encode(texts)
+    # A torch vector in the shared cache must not be served to the int8 embedder: it computes its own.
+    int8_vectors = int8_embedder.encode(texts)
+    assert cache.count(torch_embedder.model_key) == 2
+    assert cache.count(int8_embedder.model_key) == 2
+    assert not np.array_equal(int8_vectors, torch_vectors)
+    assert np.all(np.sum(int8_vectors * torch_vectors, axis=1) > 0.95)
+
+
+def test_missing_onnxruntime_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from core.onnx_backend import OnnxInt8Encoder
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
+    with pytest.raises(WorkbenchError, match="install.*onnxruntime"):
+        OnnxInt8Encoder(object(), tmp_path)
