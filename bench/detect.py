@@ -78,7 +78,9 @@ def _split(pool: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, 
     return pool.iloc[order[:n_ref]].reset_index(drop=True), pool.iloc[order[n_ref:]].reset_index(drop=True)
 
 
-def _mix(normal: pd.DataFrame, anomalies: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+def _mix(
+    normal: pd.DataFrame, anomalies: pd.DataFrame, rng: np.random.Generator
+) -> tuple[pd.DataFrame, np.ndarray]:
     batch = pd.concat([normal, anomalies], ignore_index=True)
     y = np.r_[np.zeros(len(normal), dtype=int), np.ones(len(anomalies), dtype=int)]
     order = rng.permutation(len(batch))
@@ -110,7 +112,7 @@ def build_rating(pools, target, rng, share):
     flip_pos = rng.choice(pos, n_anom - n_neg, replace=False)
     anomalies = rest.loc[np.r_[flip_neg, flip_pos]].copy()
     anomalies["rating"] = np.r_[np.full(n_neg, 5.0), np.full(n_anom - n_neg, 1.0)]
-    normal = rest.drop(index=np.r_[flip_neg, flip_pos]).iloc[: BATCH_SIZE]
+    normal = rest.drop(index=np.r_[flip_neg, flip_pos]).iloc[:BATCH_SIZE]
     return ref, *_mix(normal, anomalies, rng)
 
 
@@ -129,7 +131,9 @@ def build_duplicate(pools, target, rng, share):
     long_ref = ref[ref["text"].str.split().str.len() >= 8]
     long_pool = pd.concat([spare, normal])
     long_pool = long_pool[long_pool["text"].str.split().str.len() >= 8]
-    donors = " ".join(pools[target]["text"].sample(200, random_state=int(rng.integers(1 << 30))).tolist()).split()
+    donors = " ".join(
+        pools[target]["text"].sample(200, random_state=int(rng.integers(1 << 30))).tolist()
+    ).split()
     rows = []
     kinds = ("copy of reference", "copies in batch", "light edit", "template")
     while len(rows) < n_anom:
@@ -171,8 +175,14 @@ def _metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float] | None:
     return {"auroc": float(roc_auc_score(y, s)), "ap": float(average_precision_score(y, s))}
 
 
-def evaluate(model: OutlierModel, batch: pd.DataFrame, y: np.ndarray, embedder, rng: np.random.Generator,
-             label_fracs: tuple[float, ...]) -> dict[str, dict]:
+def evaluate(
+    model: OutlierModel,
+    batch: pd.DataFrame,
+    y: np.ndarray,
+    embedder,
+    rng: np.random.Generator,
+    label_fracs: tuple[float, ...],
+) -> dict[str, dict]:
     result = model.score(batch, embedder)
     out: dict[str, dict] = {}
     for name in (*model.detector_names_, *model.signal_names_):
@@ -188,16 +198,26 @@ def evaluate(model: OutlierModel, batch: pd.DataFrame, y: np.ndarray, embedder, 
         n_lab = max(2, int(round(frac * len(batch))))
         lab = rng.choice(len(batch), n_lab, replace=False)
         rest = np.setdiff1d(np.arange(len(batch)), lab)
-        labels = pd.Series(np.where(y[lab] == 1, "outlier", "normal"), index=batch["review_id"].iloc[lab].to_numpy())
+        labels = pd.Series(
+            np.where(y[lab] == 1, "outlier", "normal"), index=batch["review_id"].iloc[lab].to_numpy()
+        )
         base = _metrics(y[rest], result.scores["score"].to_numpy()[rest])
         key = f"labels_{int(round(frac * 100))}pct"
-        entry: dict = {"n_labelled": int(n_lab), "n_labelled_outliers": int(y[lab].sum()), "unsupervised_same_rows": base}
+        entry: dict = {
+            "n_labelled": int(n_lab),
+            "n_labelled_outliers": int(y[lab].sum()),
+            "unsupervised_same_rows": base,
+        }
         metrics = model.fit_labels(batch.iloc[lab], labels, embedder)
         entry["chosen_label_scorer"] = metrics.uses_label_scorer
-        entry["headline"] = _metrics(y[rest], model.score(batch.iloc[rest], embedder).scores["score"].to_numpy())
+        entry["headline"] = _metrics(
+            y[rest], model.score(batch.iloc[rest], embedder).scores["score"].to_numpy()
+        )
         if metrics.label_aware is not None:
             model.fit_labels(batch.iloc[lab], labels, embedder, force=True)
-            entry["forced"] = _metrics(y[rest], model.score(batch.iloc[rest], embedder).scores["score"].to_numpy())
+            entry["forced"] = _metrics(
+                y[rest], model.score(batch.iloc[rest], embedder).scores["score"].to_numpy()
+            )
         model.label_scorer_ = None
         out[key] = entry
     return out
@@ -216,8 +236,12 @@ def aggregate(runs: list[dict]) -> dict[str, dict[str, float | None]]:
         if not rows:
             continue
         if "auroc" in rows[0]:
-            agg[k] = {"auroc": _mean([r["auroc"] for r in rows]), "auroc_std": float(np.std([r["auroc"] for r in rows])),
-                      "ap": _mean([r["ap"] for r in rows]), "n_seeds": len(rows)}
+            agg[k] = {
+                "auroc": _mean([r["auroc"] for r in rows]),
+                "auroc_std": float(np.std([r["auroc"] for r in rows])),
+                "ap": _mean([r["ap"] for r in rows]),
+                "n_seeds": len(rows),
+            }
         else:
             agg[k] = {
                 "n_labelled": _mean([r["n_labelled"] for r in rows]),
@@ -227,8 +251,12 @@ def aggregate(runs: list[dict]) -> dict[str, dict[str, float | None]]:
                 "headline_ap": _mean([r["headline"]["ap"] for r in rows if r.get("headline")]),
                 "forced_auroc": _mean([r["forced"]["auroc"] for r in rows if r.get("forced")]),
                 "forced_ap": _mean([r["forced"]["ap"] for r in rows if r.get("forced")]),
-                "unsupervised_auroc": _mean([r["unsupervised_same_rows"]["auroc"] for r in rows if r.get("unsupervised_same_rows")]),
-                "unsupervised_ap": _mean([r["unsupervised_same_rows"]["ap"] for r in rows if r.get("unsupervised_same_rows")]),
+                "unsupervised_auroc": _mean(
+                    [r["unsupervised_same_rows"]["auroc"] for r in rows if r.get("unsupervised_same_rows")]
+                ),
+                "unsupervised_ap": _mean(
+                    [r["unsupervised_same_rows"]["ap"] for r in rows if r.get("unsupervised_same_rows")]
+                ),
                 "n_seeds": len(rows),
             }
     return agg
@@ -240,7 +268,9 @@ def timing(pools, fake, embedder, seed: int) -> dict[str, float]:
     order = rng.permutation(len(every))
     n_fit = min(10_000, len(every) - 1000)
     fit_frame, score_frame = every.iloc[order[:n_fit]], every.iloc[order[n_fit : n_fit + 1000]]
-    embedder.encode(__import__("core.embed", fromlist=["embedding_text"]).embedding_text(every, ("title", "text")))
+    embedder.encode(
+        __import__("core.embed", fromlist=["embedding_text"]).embedding_text(every, ("title", "text"))
+    )
     model = OutlierModel(random_state=seed)
     t0 = time.perf_counter()
     model.fit(fit_frame, embedder)
@@ -249,8 +279,13 @@ def timing(pools, fake, embedder, seed: int) -> dict[str, float]:
     t0 = time.perf_counter()
     model.score(score_frame, embedder)
     score_s = time.perf_counter() - t0
-    return {"n_fit": int(n_fit), "fit_s": round(fit_s, 2), "n_score": 1000, "score_s": round(score_s, 2),
-            "fit_breakdown_s": model.timings_}
+    return {
+        "n_fit": int(n_fit),
+        "fit_s": round(fit_s, 2),
+        "n_score": 1000,
+        "score_s": round(score_s, 2),
+        "fit_breakdown_s": model.timings_,
+    }
 
 
 # -- report ------------------------------------------------------------------------------------------
@@ -260,8 +295,10 @@ def _fmt(v: float | None) -> str:
 
 def markdown(summary: dict[str, dict]) -> str:
     rows = sorted({k for s in summary.values() for k in s if not k.startswith("labels_")})
-    lines = ["| scorer | " + " | ".join(f"{b} AUROC | {b} AP" for b in summary) + " |",
-             "|---|" + "---|---|" * len(summary)]
+    lines = [
+        "| scorer | " + " | ".join(f"{b} AUROC | {b} AP" for b in summary) + " |",
+        "|---|" + "---|---|" * len(summary),
+    ]
     for r in rows:
         cells = []
         for b in summary:
@@ -274,8 +311,11 @@ def markdown(summary: dict[str, dict]) -> str:
             for b in summary:
                 m = summary[b].get(frac)
                 cells += [_fmt(m and m[f"{kind}_auroc"]), _fmt(m and m[f"{kind}_ap"])]
-            label = {"headline": "label-aware (as chosen)", "forced": "label-aware (forced)",
-                     "unsupervised": "ensemble, same rows"}[kind]
+            label = {
+                "headline": "label-aware (as chosen)",
+                "forced": "label-aware (forced)",
+                "unsupervised": "ensemble, same rows",
+            }[kind]
             lines.append(f"| {frac}: {label} | " + " | ".join(cells) + " |")
         cells = []
         for b in summary:
@@ -295,7 +335,11 @@ def checks(summary: dict[str, dict]) -> dict[str, bool | None]:
     out["b_auroc>=0.85"] = (get("rating", "headline") or 0) >= 0.85
     out["c_auroc>=0.95"] = (get("duplicate", "headline") or 0) >= 0.95
     for b, s in summary.items():
-        members = [v["auroc"] for k, v in s.items() if not k.startswith(("labels_", "ensemble_", "headline", "novelty"))]
+        members = [
+            v["auroc"]
+            for k, v in s.items()
+            if not k.startswith(("labels_", "ensemble_", "headline", "novelty"))
+        ]
         out[f"{b}_ensemble_within_0.02_of_best_member"] = (get(b, "headline") or 0) >= max(members) - 0.02
     for b in ("category", "machine"):
         lab = summary.get(b, {}).get("labels_5pct") or {}
@@ -305,10 +349,18 @@ def checks(summary: dict[str, dict]) -> dict[str, bool | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "detect.json", help="JSON results path")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("WORKBENCH_TEST_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "bench" / "results" / "detect.json", help="JSON results path"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("WORKBENCH_TEST_DATA", REPO.parent / "shared" / "data")),
+    )
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
     parser.add_argument("--no-timing", action="store_true", help="skip the fit-10k / score-1k timing")
     args = parser.parse_args(argv)
@@ -336,20 +388,35 @@ def main(argv: list[str] | None = None) -> int:
                 fields = ("text",)
             else:
                 target = targets[bench][seed % len(targets[bench])]
-                builder = {"category": build_category, "rating": build_rating, "duplicate": build_duplicate}[bench]
+                builder = {"category": build_category, "rating": build_rating, "duplicate": build_duplicate}[
+                    bench
+                ]
                 ref, batch, y = builder(pools, target, rng, share)
                 fields = ("title", "text")
             model = OutlierModel(embed_fields=fields, random_state=seed).fit(ref, embedder)
             fit_s = time.perf_counter() - t0
             result = evaluate(model, batch, y, embedder, rng, (0.01, 0.05))
             runs[bench].append(result)
-            per_run.append({"seed": seed, "benchmark": bench, "target": target, "share": round(share, 4),
-                            "n_reference": len(ref), "n_batch": len(batch), "n_anomalies": int(y.sum()),
-                            "seconds": round(time.perf_counter() - t0, 2), "fit_seconds": round(fit_s, 2),
-                            "results": result})
-            print(f"seed {seed} {bench:9s} {target:18s} ref={len(ref)} batch={len(batch)} anomalies={int(y.sum())} "
-                  f"headline AUROC={result['headline']['auroc']:.3f} AP={result['headline']['ap']:.3f} "
-                  f"({time.perf_counter() - t0:.1f}s)", flush=True)
+            per_run.append(
+                {
+                    "seed": seed,
+                    "benchmark": bench,
+                    "target": target,
+                    "share": round(share, 4),
+                    "n_reference": len(ref),
+                    "n_batch": len(batch),
+                    "n_anomalies": int(y.sum()),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                    "fit_seconds": round(fit_s, 2),
+                    "results": result,
+                }
+            )
+            print(
+                f"seed {seed} {bench:9s} {target:18s} ref={len(ref)} batch={len(batch)} anomalies={int(y.sum())} "
+                f"headline AUROC={result['headline']['auroc']:.3f} AP={result['headline']['ap']:.3f} "
+                f"({time.perf_counter() - t0:.1f}s)",
+                flush=True,
+            )
     summary = {b: aggregate(r) for b, r in runs.items()}
     table = markdown(summary)
     print("\n" + table + "\n")
@@ -358,14 +425,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'PASS' if v else 'FAIL'}  {k}")
     timings = None if args.no_timing else timing(pools, fake, embedder, 0)
     if timings:
-        print(f"\ntiming: fit {timings['n_fit']} reviews {timings['fit_s']} s, score 1000 reviews {timings['score_s']} s "
-              f"(embeddings cached) {timings['fit_breakdown_s']}")
+        print(
+            f"\ntiming: fit {timings['n_fit']} reviews {timings['fit_s']} s, score 1000 reviews {timings['score_s']} s "
+            f"(embeddings cached) {timings['fit_breakdown_s']}"
+        )
     payload = {
         "command": " ".join([sys.executable, *sys.argv]),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "processor": platform.processor() or platform.machine()},
-        "seeds": args.seeds, "wall_seconds": round(time.perf_counter() - started, 1),
-        "summary": summary, "checks": verdict, "timing": timings, "runs": per_run, "table_markdown": table,
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "seeds": args.seeds,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "summary": summary,
+        "checks": verdict,
+        "timing": timings,
+        "runs": per_run,
+        "table_markdown": table,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2, default=float), encoding="utf-8")

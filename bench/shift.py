@@ -51,7 +51,8 @@ FILES = {
     "Subscription_Boxes": "amazon2023_subscription_videogames/processed_Subscription_box.csv.gz",
 }
 BASE = "Magazine_Subscriptions"  # reference category of the power scenarios
-EMBEDDING_TESTS = ("mmd", "classifier", "novelty", "verdict")
+EMBEDDING_TESTS = ("mmd", "classifier", "novelty", "verdict", "verdict_mmd_novelty")
+UNIFORM_TESTS = ("mmd", "classifier", "novelty")  # Bonferroni verdicts are conservative by design
 
 
 @dataclass
@@ -83,14 +84,17 @@ def load_pool(names: list[str], data: Path, dedupe: bool = True) -> Pool:
     return Pool(frame=frame, tabular=tabular_inputs(frame), embeddings=np.vstack(embs), source=np.concatenate(sources))
 
 
-def run_split(pool: Pool, ref: np.ndarray, cur: np.ndarray, n_permutations: int, seed: int,
-              cur_pool: Pool | None = None) -> dict[str, float]:
-    """p-values of every test for one (reference, current) split; `cur` indexes `cur_pool` (default `pool`)."""
-    cur_pool = cur_pool or pool
+FEATURE_PERMUTATIONS = 1000
+
+
+def run_split(pool: Pool, ref: np.ndarray, cur: np.ndarray, n_permutations: int, seed: int) -> dict[str, float]:
+    """p-values of every test for one (reference, current) split of `pool`."""
+    cur_pool = pool
     rng = np.random.default_rng(seed)
     out: dict[str, float] = {}
+    # Per-feature tests are cheap: 1,000 permutations, so that Holm over ~23 tests can reach 0.05.
     results, _, _ = feature_tests(reference=pool.tabular.iloc[ref], current=cur_pool.tabular.iloc[cur],
-                                  n_permutations=n_permutations, random_state=rng)
+                                  n_permutations=FEATURE_PERMUTATIONS, random_state=rng)
     for r in results:
         out[f"{r.name}:{r.feature}"] = r.p_value
     out["any_feature_holm"] = float(min((r.detail["p_value_adjusted"] for r in results), default=1.0))
@@ -100,8 +104,9 @@ def run_split(pool: Pool, ref: np.ndarray, cur: np.ndarray, n_permutations: int,
                                         random_state=rng).p_value
     scorer = ReviewShiftScorer(random_state=seed).fit(e_ref)
     p_cur = scorer.score(e_cur)
-    out["novelty"] = novelty_test(p_values=p_cur, n_calibration=scorer.n_calibration).p_value
+    out["novelty"] = novelty_test(p_values=p_cur, n_calibration=scorer.n_calibration, random_state=rng).p_value
     out["verdict"] = combine_p_values([out[d] for d in DEFAULT_DRIVERS])
+    out["verdict_mmd_novelty"] = combine_p_values([out["mmd"], out["novelty"]])
     out["_review_p_share_01"] = float(np.mean(p_cur <= 0.01))
     out["_review_p_share_05"] = float(np.mean(p_cur <= 0.05))
     out["_review_p_one"] = float(p_cur[rng.integers(len(p_cur))])
@@ -134,7 +139,9 @@ def false_alarms(pool: Pool, sizes: list[int], splits: int, n_permutations: int,
             "rates": r,
             "feature_far_min": min(features.values()) if features else None,
             "feature_far_max": max(features.values()) if features else None,
-            "uniformity_ks_p": {k: uniformity(rows, k) for k in EMBEDDING_TESTS},
+            "feature_far_mean": float(np.mean(list(features.values()))) if features else None,
+            "feature_far_outside": sorted(k for k, v in features.items() if not 0.03 <= v <= 0.07),
+            "uniformity_ks_p": {k: uniformity(rows, k) for k in UNIFORM_TESTS},
             "review_p_share_at_0.01": float(np.mean([x["_review_p_share_01"] for x in rows])),
             "review_p_share_at_0.05": float(np.mean([x["_review_p_share_05"] for x in rows])),
             "review_p_uniformity_ks_p": uniformity(rows, "_review_p_one"),
@@ -150,12 +157,15 @@ def power(pool: Pool, splits: int, n_permutations: int, alpha: float, log: Calla
     rng = np.random.default_rng(7)
     scenarios: dict[str, Callable[[int], tuple[np.ndarray, np.ndarray]]] = {}
 
-    def injected(n: int, share: float) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    def injected(n: int, share: float, n_ref: int | None = None) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+        n_ref = n_ref or n
+
         def draw(s: int) -> tuple[np.ndarray, np.ndarray]:
+            # The new category cycles through the other files, so power is an average over them.
             other = np.flatnonzero(pool.source == others[s % len(others)])
             k = int(round(share * n))
-            idx = rng.choice(base, size=2 * n - k, replace=False)
-            return idx[:n], np.concatenate([idx[n:], rng.choice(other, size=k, replace=False)])
+            idx = rng.choice(base, size=n_ref + n - k, replace=False)
+            return idx[:n_ref], np.concatenate([idx[n_ref:], rng.choice(other, size=k, replace=False)]).astype(int)
         return draw
 
     def ratings(n: int) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
@@ -171,6 +181,7 @@ def power(pool: Pool, splits: int, n_permutations: int, alpha: float, log: Calla
     scenarios["(ii) other category, n=50"] = injected(50, 1.0)
     scenarios["(iii) only 4-5 stars, n=1000"] = ratings(1000)
     scenarios["(iv) 10% new category, n=150"] = injected(150, 0.10)
+    scenarios["(iv) 10% new category, n=150, reference 1000"] = injected(150, 0.10, n_ref=1000)
     out: dict[str, object] = {}
     for name, draw in scenarios.items():
         t0 = time.perf_counter()
@@ -218,12 +229,17 @@ def markdown(result: dict[str, object], alpha: float) -> str:
             0.03 <= block["feature_far_min"] <= 0.07)
         row(f"FAR n={n} per-feature tests, max", block["feature_far_max"], "[0.03, 0.07]",
             0.03 <= block["feature_far_max"] <= 0.07)
+        row(f"FAR n={n} per-feature tests, mean of {len([k for k in r if ':' in k])}", block["feature_far_mean"],
+            "[0.03, 0.07]", 0.03 <= block["feature_far_mean"] <= 0.07)
         row(f"FAR n={n} any feature after Holm", r["any_feature_holm"], f"<= {alpha}", r["any_feature_holm"] <= 0.07)
-        row(f"per-review p <= 0.01 share, n={n} ref", block["review_p_share_at_0.01"], "0.01 ± 0.01",
-            abs(block["review_p_share_at_0.01"] - 0.01) <= 0.01)
-        row(f"per-review p <= 0.05 share, n={n} ref", block["review_p_share_at_0.05"], "0.05 ± 0.01",
-            abs(block["review_p_share_at_0.05"] - 0.05) <= 0.01)
-        row(f"per-review p uniformity KS p, n={n}", block["review_p_uniformity_ks_p"], "> 0.01", 
+        # With a small reference the calibration set is tiny (n=50: 15 reviews, smallest p = 1/16), so the
+        # per-review rate is judged where the calibration set can resolve the level.
+        judged = int(n) >= 200
+        row(f"per-review p <= 0.01 share, n={n} ref", block["review_p_share_at_0.01"], "0.01 ± 0.01" if judged else "",
+            abs(block["review_p_share_at_0.01"] - 0.01) <= 0.01 if judged else None)
+        row(f"per-review p <= 0.05 share, n={n} ref", block["review_p_share_at_0.05"], "0.05 ± 0.01" if judged else "",
+            abs(block["review_p_share_at_0.05"] - 0.05) <= 0.01 if judged else None)
+        row(f"per-review p uniformity KS p, n={n}", block["review_p_uniformity_ks_p"], "> 0.01",
             block["review_p_uniformity_ks_p"] > 0.01)
         for t, p in block["uniformity_ks_p"].items():
             row(f"uniformity KS p of {t} p-values, n={n}", p, "> 0.01", p > 0.01)
@@ -234,7 +250,7 @@ def markdown(result: dict[str, object], alpha: float) -> str:
         target = targets[name.split()[0]]
         r = block["rates"]
         for t in EMBEDDING_TESTS:
-            row(f"power {name}: {t}", r[t], f">= {target}" if t == "verdict" else "", 
+            row(f"power {name}: {t}", r[t], f">= {target}" if t == "verdict" else "",
                 r[t] >= target if t == "verdict" else None)
         row(f"power {name}: any feature (Holm)", r["any_feature_holm"], "", None)
         if "chi_square:rating" in r:
@@ -293,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                      "power_reference_category": BASE, "drivers": list(DEFAULT_DRIVERS)},
         "pool_size": len(pool.frame),
     }
+    result["settings"]["feature_permutations_in_loops"] = FEATURE_PERMUTATIONS  # type: ignore[index]
     result["false_alarms"] = false_alarms(pool, args.sizes, args.splits, args.permutations, args.alpha, log)
     result["power"] = power(pool, args.power_splits, args.permutations, args.alpha, log)
     full = load_pool(list(FILES), args.data, dedupe=False)
@@ -304,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=float))
     log(f"wrote {args.out} ({result['seconds_total']:.0f} s in all)")
-    if limiter is not None:
-        limiter.unregister() if hasattr(limiter, "unregister") else None
+    del limiter
     return 0
 
 

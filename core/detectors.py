@@ -43,8 +43,11 @@ def _as_matrix(X: Any, name: str = "X") -> np.ndarray:
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
-        high is not None and value > high
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < low
+        or (high is not None and value > high)
     ):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ParameterError(f"{name} must be an integer {bound}, got {value!r}")
@@ -91,7 +94,9 @@ class Detector(ABC):
             self.pca_ = None
             return X
         # covariance_eigh: n >> d here, and it is ~20x faster than the default solver on 10k x 384.
-        self.pca_ = PCA(n_components=self.n_components, svd_solver="covariance_eigh", random_state=self.random_state).fit(X)
+        self.pca_ = PCA(
+            n_components=self.n_components, svd_solver="covariance_eigh", random_state=self.random_state
+        ).fit(X)
         return self.pca_.transform(X).astype(np.float32)
 
     def _reduce(self, X: np.ndarray) -> np.ndarray:
@@ -136,7 +141,9 @@ class Detector(ABC):
         X = _as_matrix(X)
         n_splits = _check_int("n_splits", n_splits, 2)
         if X.shape[0] < n_splits:
-            raise ParameterError(f"cross-fitting with {n_splits} folds needs at least {n_splits} rows, got {X.shape[0]}")
+            raise ParameterError(
+                f"cross-fitting with {n_splits} folds needs at least {n_splits} rows, got {X.shape[0]}"
+            )
         out = np.empty(X.shape[0], dtype=np.float64)
         folds = KFold(n_splits=n_splits, shuffle=True, random_state=self.random_state)
         for train, test in folds.split(X):
@@ -177,7 +184,11 @@ class KNNDetector(Detector):
     name = "knn"
 
     def __init__(
-        self, n_neighbors: int = 10, method: str = "mean", n_components: int | None = None, random_state: int = 0
+        self,
+        n_neighbors: int = 10,
+        method: str = "mean",
+        n_components: int | None = None,
+        random_state: int = 0,
     ) -> None:
         super().__init__(n_components=n_components, random_state=random_state)
         self.n_neighbors = n_neighbors
@@ -208,7 +219,11 @@ class KNNDetector(Detector):
         step = max(1, 20_000_000 // max(R.shape[0], 1))  # keep each similarity block near 80 MB
         for start in range(0, Q.shape[0], step):
             sim = Q[start : start + step] @ R.T
-            part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < R.shape[0] else np.tile(np.arange(k), (sim.shape[0], 1))
+            part = (
+                np.argpartition(-sim, k - 1, axis=1)[:, :k]
+                if k < R.shape[0]
+                else np.tile(np.arange(k), (sim.shape[0], 1))
+            )
             part_sim = np.take_along_axis(sim, part, axis=1)
             order = np.argsort(-part_sim, axis=1, kind="stable")
             idx[start : start + step] = np.take_along_axis(part, order, axis=1)
@@ -321,7 +336,11 @@ class IForestDetector(Detector):
     name = "iforest"
 
     def __init__(
-        self, n_estimators: int = 200, max_samples: int = 256, n_components: int | None = 32, random_state: int = 0
+        self,
+        n_estimators: int = 200,
+        max_samples: int = 256,
+        n_components: int | None = 32,
+        random_state: int = 0,
     ) -> None:
         super().__init__(n_components=n_components, random_state=random_state)
         self.n_estimators = n_estimators
@@ -336,8 +355,10 @@ class IForestDetector(Detector):
         from pyod.models.iforest import IForest
 
         self.model_ = IForest(
-            n_estimators=self.n_estimators, max_samples=min(self.max_samples, Z.shape[0]),
-            random_state=self.random_state, n_jobs=1,
+            n_estimators=self.n_estimators,
+            max_samples=min(self.max_samples, Z.shape[0]),
+            random_state=self.random_state,
+            n_jobs=1,
         ).fit(Z)
 
     def _score(self, Z: np.ndarray) -> np.ndarray:
@@ -378,8 +399,12 @@ class AutoEncoderDetector(Detector):
         super()._validate()
         _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
-        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in self.hidden):
-            raise ParameterError(f"hidden must be a non-empty sequence of positive integers, got {self.hidden!r}")
+        if not self.hidden or any(
+            isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in self.hidden
+        ):
+            raise ParameterError(
+                f"hidden must be a non-empty sequence of positive integers, got {self.hidden!r}"
+            )
         if not 0 < float(self.learning_rate) < 1:
             raise ParameterError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
 
@@ -396,9 +421,14 @@ class AutoEncoderDetector(Detector):
 
     def _fit_model(self, AutoEncoder: Any, Z: np.ndarray) -> None:  # noqa: N803 - the PyOD class
         self.model_ = AutoEncoder(
-            hidden_neuron_list=list(self.hidden), epoch_num=self.epochs,
-            batch_size=min(self.batch_size, Z.shape[0]), lr=self.learning_rate, device="cpu",
-            random_state=self.random_state, verbose=0, preprocessing=True,
+            hidden_neuron_list=list(self.hidden),
+            epoch_num=self.epochs,
+            batch_size=min(self.batch_size, Z.shape[0]),
+            lr=self.learning_rate,
+            device="cpu",
+            random_state=self.random_state,
+            verbose=0,
+            preprocessing=True,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -200,7 +200,9 @@ class Embedder:
             else:
                 from core.onnx_backend import OnnxInt8Encoder
 
-                onnx_dir = self.onnx_dir or Path(path) / "onnx-int8"
+                from core.settings import get_settings
+
+                onnx_dir = self.onnx_dir or get_settings().models_dir / "onnx-int8"
                 self._encoder = OnnxInt8Encoder(st_model, onnx_dir, batch_size=self.batch_size)
 
     def encode(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> np.ndarray:

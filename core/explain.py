@@ -61,9 +61,7 @@ class Reasons:
         return strong or self.contributions[:1]
 
 
-def contributions(
-    group_scores: Mapping[str, float], details: Mapping[str, str]
-) -> tuple[Contribution, ...]:
+def contributions(group_scores: Mapping[str, float], details: Mapping[str, str]) -> tuple[Contribution, ...]:
     """Groups sorted by calibrated score, strongest first; NaN (not applicable) left out."""
     items = [
         Contribution(name=g, label=GROUP_LABELS.get(g, g), score=float(s), detail=details.get(g, ""))
@@ -99,7 +97,11 @@ def nearest_reviews(
     step = max(1, 20_000_000 // n_ref)
     for start in range(0, query.shape[0], step):
         sim = query[start : start + step] @ reference_embeddings.T
-        part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < n_ref else np.tile(np.arange(k), (sim.shape[0], 1))
+        part = (
+            np.argpartition(-sim, k - 1, axis=1)[:, :k]
+            if k < n_ref
+            else np.tile(np.arange(k), (sim.shape[0], 1))
+        )
         part_sim = np.take_along_axis(sim, part, axis=1)
         order = np.argsort(-part_sim, axis=1, kind="stable")
         idx[start : start + step] = np.take_along_axis(part, order, axis=1)

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import DateTime, Integer, String, Text, create_engine, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
+from sqlalchemy import DateTime, Integer, String, Text, create_engine, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from core.errors import InputFileError, NotFittedError, ParameterError, StorageError
 
@@ -57,7 +57,11 @@ def _check_label(label: Any, where: str = "") -> str:
 
 
 def _check_review_id(review_id: Any, where: str = "") -> str:
-    if review_id is None or (isinstance(review_id, float) and np.isnan(review_id)) or not str(review_id).strip():
+    if (
+        review_id is None
+        or (isinstance(review_id, float) and np.isnan(review_id))
+        or not str(review_id).strip()
+    ):
         raise ParameterError(f"{where}review_id must be a non-empty string, got {review_id!r}")
     return str(review_id).strip()
 
@@ -84,7 +88,9 @@ class LabelStore:
             self.engine = create_engine(url)
             _Base.metadata.create_all(self.engine)
         except SQLAlchemyError as err:
-            raise StorageError(f"cannot open the label store at {parsed.render_as_string(hide_password=True)}: {err}") from err
+            raise StorageError(
+                f"cannot open the label store at {parsed.render_as_string(hide_password=True)}: {err}"
+            ) from err
 
     def add(
         self,
@@ -95,7 +101,9 @@ class LabelStore:
         batch: str | None = None,
     ) -> None:
         """Store one label (``outlier`` or ``normal``)."""
-        self.add_many([{"review_id": review_id, "label": label, "note": note, "author": author, "batch": batch}])
+        self.add_many(
+            [{"review_id": review_id, "label": label, "note": note, "author": author, "batch": batch}]
+        )
 
     def add_many(self, records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> int:
         """Store many labels in one transaction; all are checked first, so a bad one stores none.
@@ -155,18 +163,22 @@ class LabelStore:
                 reader = csv.DictReader(handle)
                 fields = [f.strip().lower() for f in reader.fieldnames or []]
                 if "review_id" not in fields or "label" not in fields:
-                    raise InputFileError(str(path), f"expected columns review_id,label; got {','.join(fields) or 'none'}")
+                    raise InputFileError(
+                        str(path), f"expected columns review_id,label; got {','.join(fields) or 'none'}"
+                    )
                 records = []
                 for line, raw in enumerate(reader, start=2):
                     rec = {str(k).strip().lower(): v for k, v in raw.items() if k is not None}
                     where = f"{path.name} line {line}: "
-                    records.append({
-                        "review_id": _check_review_id(rec.get("review_id"), where),
-                        "label": _check_label(rec.get("label"), where),
-                        "note": rec.get("note") or None,
-                        "author": rec.get("author") or author,
-                        "batch": batch,
-                    })
+                    records.append(
+                        {
+                            "review_id": _check_review_id(rec.get("review_id"), where),
+                            "label": _check_label(rec.get("label"), where),
+                            "note": rec.get("note") or None,
+                            "author": rec.get("author") or author,
+                            "batch": batch,
+                        }
+                    )
         except UnicodeDecodeError as err:
             raise InputFileError(str(path), f"not UTF-8 text ({err})") from err
         return self.add_many(records)
@@ -181,6 +193,7 @@ def _none_if_missing(value: Any) -> str | None:
 # -- metrics -----------------------------------------------------------------------------------------
 def as_binary(labels: pd.Series) -> np.ndarray:
     """``outlier`` -> 1, ``normal`` -> 0 (also accepts booleans and 0/1)."""
+
     def convert(v: Any) -> int:
         if isinstance(v, (bool, np.bool_)):
             return int(v)
@@ -326,8 +339,11 @@ class LabelAwareScorer:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
         for train, test in splitter.split(X, y):
             clone = LabelAwareScorer(
-                C=self.C, reference_share=self.reference_share, prior_column=self.prior_column,
-                prior_weight=self.prior_weight, random_state=self.random_state,
+                C=self.C,
+                reference_share=self.reference_share,
+                prior_column=self.prior_column,
+                prior_weight=self.prior_weight,
+                random_state=self.random_state,
             )
             out[test] = clone.fit(X[train], y[train], X_reference).predict_proba(X[test])
         return out

@@ -311,7 +311,7 @@ def _canonicalise(
 ) -> tuple[pd.DataFrame, list[QuarantinedRow]]:
     raw = raw.reset_index(drop=True)
     n = len(raw)
-    problems: list[tuple[np.ndarray, pd.Series | str]] = []  # (mask, reason per row or constant)
+    problems: list[tuple[np.ndarray, _ReasonWithValue | str]] = []  # (mask, reason per row or constant)
     out: dict[str, pd.Series] = {}
 
     text = raw[columns["text"]]
@@ -355,7 +355,7 @@ def _canonicalise(
         if not mask.any():
             continue
         idx = np.flatnonzero(mask)
-        values = reason.to_numpy()[idx] if isinstance(reason, pd.Series) else np.full(len(idx), reason, dtype=object)
+        values = reason.at(idx) if isinstance(reason, _ReasonWithValue) else np.full(len(idx), reason, dtype=object)
         reasons[idx] = np.where(reasons[idx] == "", values, reasons[idx] + "; " + values)
     bad_rows = reasons != ""
 
@@ -369,7 +369,11 @@ def _canonicalise(
     keep = ~bad_rows
     used = set(columns.values())
     extras = [c for c in raw.columns if c not in used and c not in frame.columns]
-    frame = pd.concat([frame, raw[extras].map(_jsonable_cell) if extras else raw[[]]], axis=1)
+    nested = [c for c in extras if raw[c].map(lambda v: isinstance(v, list | dict | tuple | np.ndarray)).any()]
+    extra_frame = raw[extras].copy()
+    for col in nested:
+        extra_frame[col] = extra_frame[col].map(_jsonable_cell)
+    frame = pd.concat([frame, extra_frame], axis=1)
     frame = frame.loc[keep].reset_index(drop=True)
     frame["source_line"] = lines[keep]
     for name in CANONICAL_COLUMNS:
@@ -398,6 +402,9 @@ def _missing_column(name: str, n: int) -> pd.Series:
 
 
 def _as_string(values: pd.Series) -> pd.Series:
+    if values.map(lambda v: v is None or isinstance(v, str)).all():  # CSV / JSON text: the fast path
+        return values.astype("string").str.strip()
+
     def convert(v: object) -> object:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return pd.NA
@@ -408,8 +415,19 @@ def _as_string(values: pd.Series) -> pd.Series:
     return values.map(convert).astype("string")
 
 
-def _reason_with_value(reason: str, source: pd.Series) -> pd.Series:
-    return reason + " (" + source.map(lambda v: repr(v)[:60]) + ")"
+class _ReasonWithValue:
+    """A reason that quotes the offending value; built only for the rows that need it (cheap on big files)."""
+
+    def __init__(self, reason: str, source: pd.Series) -> None:
+        self.reason, self.source = reason, source
+
+    def at(self, idx: np.ndarray) -> np.ndarray:
+        values = self.source.to_numpy(dtype=object)[idx]
+        return np.asarray([f"{self.reason} ({repr(v)[:60]})" for v in values], dtype=object)
+
+
+def _reason_with_value(reason: str, source: pd.Series) -> _ReasonWithValue:
+    return _ReasonWithValue(reason, source)
 
 
 def _parse_rating(values: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
@@ -483,7 +501,8 @@ def _parse_timestamp(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
 def _content_ids(frame: pd.DataFrame) -> np.ndarray:
     """Stable ids from the row content; repeats of the same content get a ``-2``, ``-3``... suffix."""
     parts = ["text", "title", "rating", "user_id", "product_id", "timestamp"]
-    keys = frame[parts].astype("string").fillna("").agg("\x1f".join, axis=1)
+    columns = [frame[p].astype("string").fillna("").to_numpy(dtype=object) for p in parts]
+    keys = ["\x1f".join(values) for values in zip(*columns, strict=True)]
     digests = [hashlib.sha1(k.encode("utf-8")).hexdigest()[:16] for k in keys]
     seen: Counter[str] = Counter()
     out = []

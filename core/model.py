@@ -100,7 +100,9 @@ class ScoreResult:
             is_outlier=bool(row["is_outlier"]),
             summary=str(row["reason"]),
             contributions=items,
-            neighbours=neighbours_of(self.reference_frame, self.neighbour_index[i], self.neighbour_similarity[i]),
+            neighbours=neighbours_of(
+                self.reference_frame, self.neighbour_index[i], self.neighbour_similarity[i]
+            ),
             detector_scores={d: float(row[d]) for d in self.detector_names},
             signal_scores={s: float(row[s]) for s in self.signal_names},
         )
@@ -190,10 +192,20 @@ class OutlierModel:
         if self.false_alarm_rate is not None:
             validate_share("false_alarm_rate", self.false_alarm_rate, upper=0.5)
         if self.combination not in COMBINATIONS:
-            raise ParameterError(f"combination must be one of {', '.join(COMBINATIONS)}, got {self.combination!r}")
-        if isinstance(self.calibration_folds, bool) or not isinstance(self.calibration_folds, int) or self.calibration_folds < 2:
+            raise ParameterError(
+                f"combination must be one of {', '.join(COMBINATIONS)}, got {self.combination!r}"
+            )
+        if (
+            isinstance(self.calibration_folds, bool)
+            or not isinstance(self.calibration_folds, int)
+            or self.calibration_folds < 2
+        ):
             raise ParameterError(f"calibration_folds must be an integer >= 2, got {self.calibration_folds!r}")
-        if isinstance(self.min_reference, bool) or not isinstance(self.min_reference, int) or self.min_reference < 20:
+        if (
+            isinstance(self.min_reference, bool)
+            or not isinstance(self.min_reference, int)
+            or self.min_reference < 20
+        ):
             raise ParameterError(f"min_reference must be an integer >= 20, got {self.min_reference!r}")
         extra = set(self.detector_params or {}) - set(self.detectors)
         if extra:
@@ -219,7 +231,9 @@ class OutlierModel:
         if not isinstance(frame, pd.DataFrame):
             raise ParameterError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}")
         if "text" not in frame.columns:
-            raise SchemaError(f"{what} has no 'text' column (got {', '.join(map(str, frame.columns)) or 'no columns'})")
+            raise SchemaError(
+                f"{what} has no 'text' column (got {', '.join(map(str, frame.columns)) or 'no columns'})"
+            )
         out = frame.reset_index(drop=True).copy()
         if "review_id" not in out.columns:
             out["review_id"] = [f"row-{i}" for i in range(len(out))]
@@ -229,7 +243,9 @@ class OutlierModel:
         return threadpool_limits(self.blas_threads) if self.blas_threads else threadpool_limits(None)
 
     # -- fit ---------------------------------------------------------------------------------------
-    def fit(self, reference: pd.DataFrame, embedder: Any, progress: ProgressCallback | None = None) -> OutlierModel:
+    def fit(
+        self, reference: pd.DataFrame, embedder: Any, progress: ProgressCallback | None = None
+    ) -> OutlierModel:
         """Fit every detector and signal on `reference` and calibrate them against held-out reference scores.
 
         Parameters
@@ -254,6 +270,12 @@ class OutlierModel:
             raise ParameterError(
                 f"the reference has {len(ref)} reviews; at least {self.min_reference} are needed to fit and "
                 "calibrate the detectors (pass a larger reference batch)"
+            )
+        if self.false_alarm_rate is not None and self.false_alarm_rate < 1.0 / (len(ref) + 1):
+            # A conformal p-value is never below 1 / (n + 1): a smaller rate could never flag anything.
+            raise ParameterError(
+                f"false_alarm_rate={self.false_alarm_rate} needs at least {int(np.ceil(1 / self.false_alarm_rate)) - 1} "
+                f"reference reviews, got {len(ref)}"
             )
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -290,7 +312,9 @@ class OutlierModel:
                 stage = f"fitting {name}"
                 if progress:
                     progress(stage, 0.0)
-                signal = make_signal(name, **({"random_state": self.random_state} if name == "rating_mismatch" else {}))
+                signal = make_signal(
+                    name, **({"random_state": self.random_state} if name == "rating_mismatch" else {})
+                )
                 signal.fit(inputs)
                 if signal.available_:
                     held = signal.held_out_scores(inputs)
@@ -303,7 +327,9 @@ class OutlierModel:
                     progress(stage, 1.0)
             self.detector_names_ = tuple(self.detectors_)
             self.signal_names_ = tuple(self.signals_)
-            novelty = tuple(d for d in self.detector_names_ if d in self.novelty_detectors) or self.detector_names_
+            novelty = (
+                tuple(d for d in self.detector_names_ if d in self.novelty_detectors) or self.detector_names_
+            )
             self.groups_ = self._groups(novelty, self.signal_names_)
             statistic = combine(held_surprise, self.groups_, self.combination)
             self.ensemble_calibrator_ = ScoreCalibrator().fit(statistic)
@@ -330,21 +356,29 @@ class OutlierModel:
         return groups
 
     # -- label-aware feature space -----------------------------------------------------------------
-    def _fit_label_space(self, ref: pd.DataFrame, embeddings: np.ndarray, surprise: dict[str, np.ndarray]) -> None:
+    def _fit_label_space(
+        self, ref: pd.DataFrame, embeddings: np.ndarray, surprise: dict[str, np.ndarray]
+    ) -> None:
         from sklearn.decomposition import PCA
 
         n_comp = min(_LABEL_PCA, embeddings.shape[1], len(ref) - 1)
-        self.label_pca_ = PCA(n_components=n_comp, svd_solver="covariance_eigh", random_state=self.random_state)
+        self.label_pca_ = PCA(
+            n_components=n_comp, svd_solver="covariance_eigh", random_state=self.random_state
+        )
         self.label_pca_.fit(embeddings)
         rng = np.random.default_rng(self.random_state)
         take = np.sort(rng.choice(len(ref), size=min(len(ref), _LABEL_REFERENCE_ROWS), replace=False))
         members = {k: v[take] for k, v in surprise.items()}
         self.label_reference_features_ = self._label_features(ref.iloc[take], embeddings[take], members)
 
-    def _label_features(self, frame: pd.DataFrame, embeddings: np.ndarray, surprise: dict[str, np.ndarray]) -> np.ndarray:
+    def _label_features(
+        self, frame: pd.DataFrame, embeddings: np.ndarray, surprise: dict[str, np.ndarray]
+    ) -> np.ndarray:
         members = [np.nan_to_num(surprise[m], nan=0.0) for m in (*self.detector_names_, *self.signal_names_)]
         group_stat = combine(surprise, self.groups_, self.combination)
-        descriptors = np.log1p(np.clip(all_descriptors(frame["text"].reset_index(drop=True)).to_numpy(), 0, None))
+        descriptors = np.log1p(
+            np.clip(all_descriptors(frame["text"].reset_index(drop=True)).to_numpy(), 0, None)
+        )
         parts = [np.column_stack([*members, group_stat]), descriptors, self.label_pca_.transform(embeddings)]
         return np.hstack(parts).astype(np.float64)
 
@@ -364,11 +398,15 @@ class OutlierModel:
             result = signal.score(inputs)
             cal = self.calibrators_[name].transform(result.raw)
             calibrated[name] = np.where(np.isfinite(result.raw), cal, np.nan)
-            surprise[name] = np.where(np.isfinite(result.raw), self.calibrators_[name].surprise(result.raw), 0.0)
+            surprise[name] = np.where(
+                np.isfinite(result.raw), self.calibrators_[name].surprise(result.raw), 0.0
+            )
             details[name] = result.details
         return calibrated, surprise, details
 
-    def score(self, frame: pd.DataFrame, embedder: Any, progress: ProgressCallback | None = None) -> ScoreResult:
+    def score(
+        self, frame: pd.DataFrame, embedder: Any, progress: ProgressCallback | None = None
+    ) -> ScoreResult:
         """Score a batch: calibrated detector and signal columns, headline score, p-value, flag, reason.
 
         Parameters
@@ -388,8 +426,10 @@ class OutlierModel:
             )
         batch = self._canonical(frame, "the batch")
         missing = self.feature_pipeline_.missing_columns(batch) if len(batch) else []
-        embeddings = self._embed(batch, embedder, progress) if len(batch) else np.zeros(
-            (0, self.reference_embeddings_.shape[1]), dtype=np.float32
+        embeddings = (
+            self._embed(batch, embedder, progress)
+            if len(batch)
+            else np.zeros((0, self.reference_embeddings_.shape[1]), dtype=np.float32)
         )
         if progress:
             progress("scoring", 0.0)
@@ -408,9 +448,14 @@ class OutlierModel:
         )
         group_details = {g: details.get(g, [""] * len(batch)) for g in self.groups_}
         if NOVELTY in self.groups_:
-            group_details[NOVELTY] = [
-                f"nearest reference review at cosine {s:.2f}" if nn_sim.shape[1] else "" for s in nn_sim[:, 0]
-            ] if len(batch) else []
+            group_details[NOVELTY] = (
+                [
+                    f"nearest reference review at cosine {s:.2f}" if nn_sim.shape[1] else ""
+                    for s in nn_sim[:, 0]
+                ]
+                if len(batch)
+                else []
+            )
         out = pd.DataFrame({"review_id": batch["review_id"].to_numpy()})
         for name in (*self.detector_names_, *self.signal_names_):
             out[name] = calibrated[name]
@@ -478,7 +523,9 @@ class OutlierModel:
         self._check_fitted()
         batch = self._canonical(frame, "the labelled frame")
         if not isinstance(labels, pd.Series):
-            raise ParameterError(f"labels must be a pandas Series indexed by review_id, got {type(labels).__name__}")
+            raise ParameterError(
+                f"labels must be a pandas Series indexed by review_id, got {type(labels).__name__}"
+            )
         labels = labels[~labels.index.duplicated(keep="last")]
         ids = batch["review_id"].astype(str)
         lookup = pd.Series(labels.to_numpy(), index=labels.index.astype(str))
@@ -502,7 +549,11 @@ class OutlierModel:
         n_out, n_norm = int(y.sum()), int((y == 0).sum())
         if oof is None:
             metrics = LabelMetrics(
-                n_labelled=len(y), n_outlier=n_out, n_normal=n_norm, unsupervised=unsupervised, label_aware=None,
+                n_labelled=len(y),
+                n_outlier=n_out,
+                n_normal=n_norm,
+                unsupervised=unsupervised,
+                label_aware=None,
                 uses_label_scorer=False,
                 note=f"the label-aware scorer needs at least 2 outlier and 2 normal labels; got {n_out} and {n_norm}",
             )
@@ -518,8 +569,13 @@ class OutlierModel:
                 else "the unsupervised ensemble stays the headline: the label-aware scorer did not beat it on held-out labels"
             )
             metrics = LabelMetrics(
-                n_labelled=len(y), n_outlier=n_out, n_normal=n_norm, unsupervised=unsupervised,
-                label_aware=supervised, uses_label_scorer=bool(better), note=note,
+                n_labelled=len(y),
+                n_outlier=n_out,
+                n_normal=n_norm,
+                unsupervised=unsupervised,
+                label_aware=supervised,
+                uses_label_scorer=bool(better),
+                note=note,
             )
             self.label_scorer_ = scorer.fit(X, y, self.label_reference_features_) if better or force else None
         self.label_metrics_ = metrics
@@ -533,11 +589,16 @@ class OutlierModel:
             "format_version": FORMAT_VERSION,
             "class": "core.model.OutlierModel",
             "params": {
-                "detectors": list(self.detectors), "signals": list(self.signals),
-                "contamination": self.contamination, "false_alarm_rate": self.false_alarm_rate,
-                "combination": self.combination, "embed_fields": list(self.embed_fields),
-                "calibration_folds": self.calibration_folds, "detector_params": self.detector_params,
-                "min_reference": self.min_reference, "random_state": self.random_state,
+                "detectors": list(self.detectors),
+                "signals": list(self.signals),
+                "contamination": self.contamination,
+                "false_alarm_rate": self.false_alarm_rate,
+                "combination": self.combination,
+                "embed_fields": list(self.embed_fields),
+                "calibration_folds": self.calibration_folds,
+                "detector_params": self.detector_params,
+                "min_reference": self.min_reference,
+                "random_state": self.random_state,
                 "novelty_detectors": list(self.novelty_detectors),
             },
             "detector_names": list(self.detector_names_),
@@ -563,7 +624,9 @@ class OutlierModel:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         joblib.dump(self, folder / "model.joblib", compress=3)
-        (folder / "model.json").write_text(json.dumps(self.describe(), indent=2, default=str), encoding="utf-8")
+        (folder / "model.json").write_text(
+            json.dumps(self.describe(), indent=2, default=str), encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> OutlierModel:
@@ -573,7 +636,9 @@ class OutlierModel:
         folder = Path(folder)
         meta_path, blob = folder / "model.json", folder / "model.joblib"
         if not meta_path.is_file() or not blob.is_file():
-            raise ModelUnavailableError(f"no saved outlier model in {folder} (expected model.json and model.joblib)")
+            raise ModelUnavailableError(
+                f"no saved outlier model in {folder} (expected model.json and model.joblib)"
+            )
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelUnavailableError(

@@ -30,6 +30,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from core.clusters import ClusterSummary, cluster_shift
 from core.errors import NotFittedError, ParameterError
 from core.features import CATEGORICAL_INPUTS, DESCRIPTORS, NUMERIC_INPUTS, tabular_inputs
 
@@ -112,7 +113,7 @@ STATISTICS: dict[str, Statistic] = {
 }
 
 #: The embedding-level tests whose Bonferroni-combined p-value decides `ShiftReport.drift`.
-DEFAULT_DRIVERS: tuple[str, ...] = ("mmd", "novelty")
+DEFAULT_DRIVERS: tuple[str, ...] = ("mmd", "classifier", "novelty")
 #: Numeric columns that also get a chi-square test on their value counts (few distinct values).
 DISCRETE_NUMERIC: tuple[str, ...] = ("rating",)
 
@@ -153,7 +154,7 @@ class ShiftReport:
     alpha: float
     drivers: tuple[str, ...]
     tests: list[TestResult]
-    clusters: list[Any]
+    clusters: list[ClusterSummary]
     n_reference: int
     n_current: int
     sample_sizes: dict[str, int]
@@ -228,7 +229,7 @@ def adjust_p_values(p_values: Sequence[float], method: str = "holm") -> np.ndarr
     if method == "holm":
         adj = np.maximum.accumulate((m - np.arange(m)) * ranked)
     elif method in ("bh", "fdr_bh", "benjamini-hochberg"):
-        adj = np.minimum.accumulate((m / np.arange(m, 0, -1) * ranked[::-1]))[::-1]
+        adj = np.minimum.accumulate(m / np.arange(m, 0, -1) * ranked[::-1])[::-1]
     elif method == "none":
         adj = ranked
     else:
@@ -549,7 +550,7 @@ def mmd_test(
     observed_labels[:n_ref] = 1.0
     observed = float(mmd2(observed_labels)[0])
     chunk = max(1, min(n_permutations, 50_000_000 // (n * 4)))
-    perms = [mmd2(lab.T.astype(np.float32) * -1 + 1)  # chunk rows are True = current; flip to 1 = reference
+    perms = [mmd2(1.0 - lab.T.astype(np.float32))  # chunk rows are True = current; mmd2 wants 1 = reference
              for lab in _label_chunks(n_ref, n_cur, n_permutations, rng, chunk)]
     permuted = np.concatenate(perms)
     p = _permutation_p(observed, permuted, rng)
@@ -786,7 +787,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def novelty_test(
-    *, p_values: np.ndarray, n_calibration: int, alpha: float = 0.05, level: float | None = None
+    *,
+    p_values: np.ndarray,
+    n_calibration: int,
+    alpha: float = 0.05,
+    level: float | None = None,
+    random_state: int | np.random.Generator | None = 0,
 ) -> TestResult:
     """Do more current reviews have a small conformal p-value than chance allows?
 
@@ -806,6 +812,9 @@ def novelty_test(
         Threshold on this test's p-value.
     level
         Per-review p-value level counted as novel; default `alpha`.
+    random_state
+        Seed or generator for splitting the probability of the observed count (the count is discrete; the
+        split makes the p-value exactly uniform under no shift instead of conservative).
     """
     p_values = np.asarray(p_values, dtype=np.float64)
     n = p_values.size
@@ -815,7 +824,8 @@ def novelty_test(
     cut = k / (m + 1)
     count = int(np.sum(p_values <= cut + 1e-12))
     a, b = k, m + 1 - k
-    p = float(stats.betabinom.sf(count - 1, n, a, b)) if n else 1.0
+    u = _rng(random_state).uniform()
+    p = float(stats.betabinom.sf(count, n, a, b) + u * stats.betabinom.pmf(count, n, a, b)) if n else 1.0
     expected = n * a / (a + b)
     return TestResult(
         name="novelty", feature="embedding", statistic=float(count), p_value=min(max(p, 0.0), 1.0),
@@ -873,7 +883,7 @@ def compare(
     alpha
         Significance level of every verdict.
     n_permutations
-        Permutations of each permutation test.
+        Permutations of each permutation test (per-feature tests use at least 1,000).
     max_samples
         Embedding tests and clusters use at most this many reviews per batch (random subsample);
         the per-review scores cover every current review.
@@ -896,8 +906,6 @@ def compare(
     -------
     ShiftReport
     """
-    from core.clusters import cluster_shift
-
     if not 0 < alpha < 1:
         raise ParameterError(f"alpha must be in (0, 1), got {alpha}")
     if n_permutations < 19:
@@ -935,7 +943,9 @@ def compare(
     f_cur = _subsample(n_cur, max_feature_samples, rng_f)
     features, distributions, skipped = feature_tests(
         reference=tabular_inputs(reference.iloc[f_ref]), current=tabular_inputs(current.iloc[f_cur]),
-        alpha=alpha, n_permutations=n_permutations, correction=correction, random_state=rng_f,
+        # Per-feature tests are cheap, and a Holm correction over ~20 tests needs p-values finer than
+        # alpha / 20, so they never use fewer than 1,000 permutations.
+        alpha=alpha, n_permutations=max(n_permutations, 1000), correction=correction, random_state=rng_f,
     )
     tick()
 
@@ -952,7 +962,8 @@ def compare(
     tick()
     scorer = ReviewShiftScorer(random_state=int(np.random.default_rng(seeds[4]).integers(2**31))).fit(ref_emb)
     shift_p = scorer.score(cur_emb)
-    novelty = novelty_test(p_values=shift_p, n_calibration=scorer.n_calibration, alpha=alpha)
+    novelty = novelty_test(p_values=shift_p, n_calibration=scorer.n_calibration, alpha=alpha,
+                           random_state=np.random.default_rng(seeds[4]))
     tick()
     ref_text = reference["text"].astype("string").fillna("").tolist()
     cur_text = current["text"].astype("string").fillna("").tolist()

@@ -86,7 +86,12 @@ class RatingMismatchSignal(Signal):
     name = "rating_mismatch"
 
     def __init__(
-        self, alpha: float = 3.0, tolerance: float = 1.5, min_rated: int = 30, n_splits: int = 5, random_state: int = 0
+        self,
+        alpha: float = 3.0,
+        tolerance: float = 0.5,
+        min_rated: int = 30,
+        n_splits: int = 5,
+        random_state: int = 0,
     ) -> None:
         self.alpha = alpha
         self.tolerance = tolerance
@@ -110,7 +115,9 @@ class RatingMismatchSignal(Signal):
             return self
         X, y = reference.embeddings[mask], rating[mask]
         self.model_ = Ridge(alpha=self.alpha).fit(X, y)
-        folds = KFold(n_splits=min(self.n_splits, int(mask.sum())), shuffle=True, random_state=self.random_state)
+        folds = KFold(
+            n_splits=min(self.n_splits, int(mask.sum())), shuffle=True, random_state=self.random_state
+        )
         oof = np.full(len(rating), np.nan)
         oof[mask] = cross_val_predict(Ridge(alpha=self.alpha), X, y, cv=folds)
         self._held_out = self._raw(rating, oof)
@@ -158,7 +165,10 @@ def normalise_text(text: str) -> str:
 
 
 def _hashes(texts: pd.Series) -> list[str]:
-    return [hashlib.blake2b(normalise_text(t).encode(), digest_size=12).hexdigest() for t in texts.fillna("").astype(str)]
+    return [
+        hashlib.blake2b(normalise_text(t).encode(), digest_size=12).hexdigest()
+        for t in texts.fillna("").astype(str)
+    ]
 
 
 def _unit(X: np.ndarray) -> np.ndarray:
@@ -166,7 +176,9 @@ def _unit(X: np.ndarray) -> np.ndarray:
     return (X / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
-def _max_similarity(Q: np.ndarray, R: np.ndarray, exclude_diagonal: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _max_similarity(
+    Q: np.ndarray, R: np.ndarray, exclude_diagonal: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Highest cosine similarity of each row of Q to a row of R, and which row."""
     best = np.full(Q.shape[0], -1.0, dtype=np.float32)
     arg = np.full(Q.shape[0], -1, dtype=np.int64)
@@ -210,13 +222,19 @@ class DuplicateSignal(Signal):
         if not 0 < self.near_threshold <= 1:
             raise ParameterError(f"near_threshold must be in (0, 1], got {self.near_threshold!r}")
         if not 0 <= self.floor <= self.near_threshold:
-            raise ParameterError(f"floor must be in [0, near_threshold={self.near_threshold}], got {self.floor!r}")
+            raise ParameterError(
+                f"floor must be in [0, near_threshold={self.near_threshold}], got {self.floor!r}"
+            )
         self.reference_embeddings_ = _unit(reference.embeddings)
         hashes = _hashes(reference.frame["text"])
-        self.reference_hashes_ = pd.Series(range(len(hashes)), index=hashes).groupby(level=0).first().to_dict()
-        self.reference_ids_ = reference.frame["review_id"].astype(str).tolist() if "review_id" in reference.frame else [
-            str(i) for i in range(len(hashes))
-        ]
+        self.reference_hashes_ = (
+            pd.Series(range(len(hashes)), index=hashes).groupby(level=0).first().to_dict()
+        )
+        self.reference_ids_ = (
+            reference.frame["review_id"].astype(str).tolist()
+            if "review_id" in reference.frame
+            else [str(i) for i in range(len(hashes))]
+        )
         self._reference_words = text_descriptors(reference.frame["text"])["n_words"].to_numpy()
         self.available_ = True
         return self
@@ -233,25 +251,35 @@ class DuplicateSignal(Signal):
             return SignalScores(np.zeros(0), [])
         Q = _unit(batch.embeddings)
         sim_ref, arg_ref = _max_similarity(Q, self.reference_embeddings_)
-        sim_in, arg_in = _max_similarity(Q, Q, exclude_diagonal=True) if n > 1 else (np.full(1, -1.0), np.full(1, -1))
+        sim_in, arg_in = (
+            _max_similarity(Q, Q, exclude_diagonal=True) if n > 1 else (np.full(1, -1.0), np.full(1, -1))
+        )
         hashes = _hashes(batch.frame["text"])
         counts = pd.Series(hashes).value_counts()
         exact_ref = np.array([h in self.reference_hashes_ for h in hashes])
         exact_in = np.array([counts[h] > 1 for h in hashes])
         n_words = text_descriptors(batch.frame["text"])["n_words"].to_numpy()
         raw = self._raw(np.maximum(sim_ref, sim_in), exact_ref | exact_in, n_words)
-        ids = batch.frame["review_id"].astype(str).tolist() if "review_id" in batch.frame else [str(i) for i in range(n)]
+        ids = (
+            batch.frame["review_id"].astype(str).tolist()
+            if "review_id" in batch.frame
+            else [str(i) for i in range(n)]
+        )
         details = []
         for i, h in enumerate(hashes):
             parts = []
             if exact_in[i]:
                 parts.append(f"same text as {counts[h] - 1} other review(s) in this batch")
             if exact_ref[i]:
-                parts.append(f"same text as reference review {self.reference_ids_[self.reference_hashes_[h]]}")
+                parts.append(
+                    f"same text as reference review {self.reference_ids_[self.reference_hashes_[h]]}"
+                )
             if not parts and sim_in[i] >= self.near_threshold and sim_in[i] >= sim_ref[i]:
                 parts.append(f"near copy (cosine {sim_in[i]:.2f}) of review {ids[arg_in[i]]} in this batch")
             elif not parts and sim_ref[i] >= self.near_threshold:
-                parts.append(f"near copy (cosine {sim_ref[i]:.2f}) of reference review {self.reference_ids_[arg_ref[i]]}")
+                parts.append(
+                    f"near copy (cosine {sim_ref[i]:.2f}) of reference review {self.reference_ids_[arg_ref[i]]}"
+                )
             details.append("; ".join(parts))
         return SignalScores(raw, details)
 
@@ -271,8 +299,59 @@ _SENTENCE = re.compile(r"[.!?]+(?:\s+|$)")
 _GLUED = re.compile(r"[a-z][.!?][A-Z]")
 _WORDS = re.compile(r"[a-z']+")
 _FUNCTION_WORDS = frozenset(
-    "a an the and or but if of to in on at for with from by as is are was were be been it its this that these those "
-    "i me my we our you your he she they them his her their not no so very just too than then".split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "from",
+        "by",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "i",
+        "me",
+        "my",
+        "we",
+        "our",
+        "you",
+        "your",
+        "he",
+        "she",
+        "they",
+        "them",
+        "his",
+        "her",
+        "their",
+        "not",
+        "no",
+        "so",
+        "very",
+        "just",
+        "too",
+        "than",
+        "then",
+    ]
 )
 
 #: Extra stylometric descriptors computed here, next to `core.features.DESCRIPTORS`.
@@ -325,7 +404,9 @@ def style_descriptors(texts: pd.Series) -> pd.DataFrame:
         repeated = 1 - len(set(trigrams)) / len(trigrams) if trigrams else 0.0
         function = sum(w in _FUNCTION_WORDS for w in words) / len(words) if words else 0.0
         sentences = [s for s in _SENTENCE.split(text) if s.strip()]
-        rows.append((repeated, function, float(len(_GLUED.findall(text))), len(words) / max(len(sentences), 1)))
+        rows.append(
+            (repeated, function, float(len(_GLUED.findall(text))), len(words) / max(len(sentences), 1))
+        )
     return pd.DataFrame(rows, columns=list(STYLE_DESCRIPTORS), index=texts.index, dtype=np.float64)
 
 
@@ -345,7 +426,9 @@ class TextQualitySignal(Signal):
 
     name = "text_quality"
 
-    def __init__(self, descriptors: tuple[str, ...] = (*DESCRIPTORS, *STYLE_DESCRIPTORS), tail: float = 0.01) -> None:
+    def __init__(
+        self, descriptors: tuple[str, ...] = (*DESCRIPTORS, *STYLE_DESCRIPTORS), tail: float = 0.01
+    ) -> None:
         self.descriptors = descriptors
         self.tail = tail
 
@@ -357,7 +440,9 @@ class TextQualitySignal(Signal):
             raise ParameterError(f"tail must be in (0, 0.5), got {self.tail!r}")
         unknown = [d for d in self.descriptors if d not in DESCRIPTOR_SIDES]
         if unknown:
-            raise ParameterError(f"unknown descriptor(s) {unknown}; expected some of {list(DESCRIPTOR_SIDES)}")
+            raise ParameterError(
+                f"unknown descriptor(s) {unknown}; expected some of {list(DESCRIPTOR_SIDES)}"
+            )
         values = all_descriptors(reference.frame["text"])[list(self.descriptors)]
         self.reference_values_ = {d: np.sort(values[d].to_numpy()) for d in self.descriptors}
         self._reference_table = values

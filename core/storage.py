@@ -182,7 +182,9 @@ class MinioStorage:
             raise self._error(f"checking {key!r}", err) from err
 
     def list(self, prefix: str = "") -> list[str]:
-        full = self._name(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        if ".." in prefix.split("/"):
+            raise StorageError(f"invalid storage prefix {prefix!r}: expected a relative path without '..'")
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         try:
             names = [obj.object_name for obj in self.client.list_objects(self.bucket, prefix=full, recursive=True)]
         except Exception as err:

@@ -109,8 +109,16 @@ class Registry:
         self.name = settings.registered_model_name
         if self.uri.startswith("sqlite:"):
             settings.home.mkdir(parents=True, exist_ok=True)
+        # MLflow's setters also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ, which would make
+        # this process's choice look like the user's from then on; put the environment back as it was.
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

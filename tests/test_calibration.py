@@ -53,8 +53,12 @@ def test_threshold_from_contamination_and_its_validation() -> None:
 
 def test_max_keeps_a_single_strong_group_that_mean_dilutes() -> None:
     # Row 0 trips only the duplicate group; row 1 is mildly unusual everywhere.
-    surprises = {"knn": np.array([0.1, 2.5]), "lof": np.array([0.1, 2.5]),
-                 "duplicate": np.array([6.0, 2.5]), "text_quality": np.array([0.0, 2.5])}
+    surprises = {
+        "knn": np.array([0.1, 2.5]),
+        "lof": np.array([0.1, 2.5]),
+        "duplicate": np.array([6.0, 2.5]),
+        "text_quality": np.array([0.0, 2.5]),
+    }
     groups = {"novelty": ("knn", "lof"), "duplicate": ("duplicate",), "text_quality": ("text_quality",)}
     maxed = combine(surprises, groups, "max")
     mean = combine(surprises, groups, "mean")

@@ -27,7 +27,7 @@ def test_planted_outliers_rank_high(name: str) -> None:
     detector = make_detector(name, random_state=0, **params).fit(X[:400])
     batch = np.vstack([X[400:], planted])
     scores = detector.decision_function(batch)
-    rank = (-scores).argsort().argsort()[-len(planted):]
+    rank = (-scores).argsort().argsort()[-len(planted) :]
     assert np.median(rank) < 20, f"{name}: planted outliers ranked {sorted(rank)} among {len(batch)}"
     assert detector.decision_scores_.shape == (400,)
 
@@ -59,7 +59,9 @@ def test_cross_fitted_scores_cover_every_row() -> None:
 
 def test_too_few_reference_rows_is_a_clear_error() -> None:
     X, _ = _clustered(8)
-    with pytest.raises(ParameterError, match="knn with these parameters needs at least 11 reference rows, got 8"):
+    with pytest.raises(
+        ParameterError, match="knn with these parameters needs at least 11 reference rows, got 8"
+    ):
         KNNDetector(n_neighbors=10).fit(X)
 
 
@@ -67,7 +69,9 @@ def test_parameters_are_validated_with_what_came() -> None:
     X, _ = _clustered(50)
     with pytest.raises(ParameterError, match="n_neighbors must be an integer >= 1, got 0"):
         make_detector("knn", n_neighbors=0).fit(X)
-    with pytest.raises(ParameterError, match="unknown detector 'ocsvm'; expected one of knn, lof, iforest, autoencoder"):
+    with pytest.raises(
+        ParameterError, match="unknown detector 'ocsvm'; expected one of knn, lof, iforest, autoencoder"
+    ):
         make_detector("ocsvm")
     with pytest.raises(ParameterError, match="bad parameters for detector 'lof'"):
         make_detector("lof", n_trees=3)

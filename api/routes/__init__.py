@@ -1,0 +1,1 @@
+"""Routers per area: prediction, shift, health/model information."""

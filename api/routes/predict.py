@@ -1,0 +1,35 @@
+"""POST /predict and /predict/batch: score reviews with the served champion."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import ApiKeyDep, BatcherDep, SettingsDep
+from api.schemas import BatchIn, BatchOut, ErrorOut, PredictionOut, ReviewIn
+from core.errors import ParameterError
+
+router = APIRouter(tags=["predict"], dependencies=[ApiKeyDep])
+
+ERRORS = {
+    401: {"model": ErrorOut, "description": "X-API-Key missing or wrong (when keys are configured)"},
+    413: {"model": ErrorOut, "description": "Request body too large"},
+    422: {"model": ErrorOut, "description": "Invalid review; the message names the field"},
+    503: {"model": ErrorOut, "description": "No model is served; the detail says why"},
+}
+
+
+@router.post("/predict", response_model=PredictionOut, responses=ERRORS)
+async def predict(review: ReviewIn, batcher: BatcherDep) -> PredictionOut:
+    """Score one review: every detector's and signal's calibrated score, headline score, flag, reasons."""
+    # Concurrent single requests share one embedding pass (micro-batching); each is still scored on its own.
+    (prediction,) = await batcher.score([review.record()])
+    return prediction
+
+
+@router.post("/predict/batch", response_model=BatchOut, responses=ERRORS)
+async def predict_batch(body: BatchIn, batcher: BatcherDep, settings: SettingsDep) -> BatchOut:
+    """Score several reviews as one batch (near-duplicates among them are detected)."""
+    if len(body.reviews) > settings.api_max_batch:
+        raise ParameterError(f"reviews: at most {settings.api_max_batch} reviews per request, got {len(body.reviews)}")
+    predictions = await batcher.score([r.record() for r in body.reviews])
+    return BatchOut(model=predictions[0].model, predictions=predictions)

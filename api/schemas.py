@@ -1,0 +1,165 @@
+"""Request and response bodies of the prediction API (pydantic; every route declares its response model)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+REVIEW_EXAMPLE = {"text": "Sample review text", "rating": 5, "verified_purchase": True}
+
+
+def _valid_unicode(value: str | None, field: str) -> str | None:
+    # JSON may carry lone surrogates ("\ud800"); they cannot be encoded, hashed or embedded downstream.
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{field} contains invalid unicode (a lone surrogate at position {err.start})") from err
+    return value
+
+
+class ReviewIn(BaseModel):
+    """One review to score; only `text` is required (Amazon Reviews 2023 field names)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [REVIEW_EXAMPLE]})
+
+    text: str = Field(min_length=1, max_length=100_000, description="The review text.")
+    rating: float | None = Field(None, ge=1, le=5, description="Star rating, 1-5.")
+    title: str | None = Field(None, max_length=10_000, description="The review's own title.")
+    helpful_vote: int | None = Field(None, ge=0, le=10**9)
+    verified_purchase: bool | None = None
+    product_title: str | None = Field(None, max_length=10_000)
+    category: str | None = Field(None, max_length=1_000)
+    timestamp: datetime | None = Field(None, description="ISO 8601 date-time or Unix seconds.")
+    review_id: str | None = Field(None, min_length=1, max_length=200, description="Echoed back; derived from the content when absent.")
+    user_id: str | None = Field(None, max_length=200)
+    product_id: str | None = Field(None, max_length=200)
+
+    @field_validator("text", "title", "product_title", "category", "review_id", "user_id", "product_id")
+    @classmethod
+    def _unicode(cls, value: str | None, info: Any) -> str | None:
+        return _valid_unicode(value, info.field_name)
+
+    def record(self) -> dict[str, Any]:
+        """The review as a row for `core.load.load_frame` (absent fields left out so the loader adapts)."""
+        row = self.model_dump(exclude_none=True)
+        if "timestamp" in row:
+            row["timestamp"] = row["timestamp"].isoformat()
+        return row
+
+
+class BatchIn(BaseModel):
+    """Several reviews scored together (in-batch duplicates are detected across them)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reviews": [REVIEW_EXAMPLE]}]})
+
+    reviews: list[ReviewIn] = Field(min_length=1, description="Reviews to score; at most `api_max_batch`.")
+
+
+class ShiftIn(BaseModel):
+    """A batch compared with the served model's reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reviews: list[ReviewIn] = Field(min_length=10, description="At least 10 reviews; at most `api_max_batch`.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of every verdict.")
+    n_permutations: int = Field(200, ge=19, le=2000, description="Permutations of each permutation test.")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class ContributionOut(BaseModel):
+    name: str
+    label: str
+    score: float
+    detail: str = ""
+
+
+class NeighbourOut(BaseModel):
+    review_id: str
+    text: str
+    rating: float | None
+    similarity: float
+
+
+class PredictionOut(BaseModel):
+    """Scores of one review: every detector's and signal's calibrated score, the headline and the reasons."""
+
+    review_id: str
+    score: float = Field(description="Calibrated ensemble score in [0, 1]; higher = more unusual.")
+    p_value: float = Field(description="Conformal p-value of the unsupervised ensemble.")
+    is_outlier: bool
+    shift_p_value: float = Field(description="Per-review p-value against the reference distribution.")
+    reason: str
+    detector_scores: dict[str, float | None]
+    signal_scores: dict[str, float | None] = Field(description="None where a signal does not apply.")
+    contributions: list[ContributionOut]
+    neighbours: list[NeighbourOut] = Field(description="Nearest reference reviews.")
+    missing: list[str] = Field(description="Reference columns this request lacked; signals needing them were skipped.")
+    model: ModelRef
+
+
+class BatchOut(BaseModel):
+    model: ModelRef
+    predictions: list[PredictionOut]
+
+
+class ShiftOut(BaseModel):
+    """`core.report.report_to_dict` of the shift report, plus the model whose reference was used."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: ModelRef
+    drift: bool
+    p_value: float | None
+    alpha: float
+    drivers: list[str]
+    explanation: str
+    n_reference: int
+    n_current: int
+    sample_sizes: dict[str, int]
+    n_permutations: int
+    correction: str
+    drifted_features: list[str]
+    share_drifted_features: float
+    skipped_features: dict[str, str]
+    tests: list[dict[str, Any]]
+    clusters: list[dict[str, Any]]
+    distributions: list[dict[str, Any]]
+    created: str
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+    alias: str
+    aliases: list[str]
+    trained_at: str | None
+    registered_at: str
+    run_id: str | None
+    detectors: list[str]
+    signals: list[str]
+    embedding_model: str | None
+    reference_batch: str | None
+    reference_size: int
+    contamination: float | None
+
+
+class HealthOut(BaseModel):
+    status: str
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    model_version: str | None
+    storage: str
+    reason: str | None = None
+
+
+class ErrorOut(BaseModel):
+    detail: Any

@@ -1,0 +1,103 @@
+"""Label: the most unusual unlabelled reviews of the current batch, one at a time; retrain with the labels."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.labels import as_binary, score_metrics
+from workbench import cached, state
+from workbench.ui import errors_shown, flash, stage_progress
+
+st.title("Label")
+flash(state.LABEL_FLASH)
+
+with errors_shown():
+    ws = cached.workspace()
+    champion = cached.champion()
+    infos = cached.batches()
+    if not champion or not infos:
+        st.info("Labelling needs a stored batch and a trained model: see **Data** and **Train** "
+                "(or run `workbench demo`).", icon="🏷️")
+        st.stop()
+    names = [i.name for i in infos]
+    saved = ws.state().current
+    batch = st.selectbox("Batch to label", names, index=names.index(saved) if saved in names else len(names) - 1,
+                         key="label.batch")
+    data = cached.map_frame([batch], champion.version)
+    latest = cached.labels()
+    label_of = dict(zip(latest["review_id"].astype(str), latest["label"], strict=True))
+    ids = data["review_id"].astype(str)
+    labelled = ids.isin(label_of.keys())
+    skipped = state.SKIPPED.get()
+    queue = data[~labelled & ~ids.isin(skipped)].sort_values("score", ascending=False)
+
+    flagged = int(data["is_outlier"].sum())
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Labelled in this batch", f"{int(labelled.sum())} / {len(data)}")
+    c2.metric("Flagged by the model", flagged)
+    c3.metric("Left in the queue", len(queue))
+    goal = max(flagged, 1)
+    done_flagged = int((labelled & data["is_outlier"]).sum())
+    st.progress(min(done_flagged / goal, 1.0), text=f"{done_flagged} of {flagged} flagged reviews labelled")
+
+    if queue.empty:
+        st.success("Nothing left to label in this batch.", icon="🎉")
+    else:
+        row = queue.iloc[0]
+        review_id = str(row["review_id"])
+        with st.container(border=True):
+            st.caption(f"score {row['score']:.2f} · {'flagged' if row['is_outlier'] else 'not flagged'} · "
+                       f"review `{review_id}`"
+                       + "".join(f" · {c}: {row[c]}" for c in ("rating", "category") if c in row and row[c] == row[c]))
+            if isinstance(row.get("title"), str) and row["title"].strip():
+                st.markdown(f"**{row['title']}**")
+            st.write(str(row.get("text", "")))
+            st.caption(f"Why: {row['reason']}")
+            note = st.text_input("Note (optional)", key=f"label.note.{review_id}")
+            b1, b2, b3 = st.columns(3)
+            if b1.button("Outlier", type="primary", width="stretch", key="label.outlier"):
+                ws.labels().add(review_id, "outlier", note=note or None, batch=batch)
+                state.LABEL_FLASH.set(f"`{review_id}` labelled outlier")
+                st.rerun()
+            if b2.button("Normal", width="stretch", key="label.normal"):
+                ws.labels().add(review_id, "normal", note=note or None, batch=batch)
+                state.LABEL_FLASH.set(f"`{review_id}` labelled normal")
+                st.rerun()
+            if b3.button("Skip", width="stretch", key="label.skip"):
+                skipped.add(review_id)
+                st.rerun()
+
+    # Metrics of the current model on what has been labelled ---------------------------------------------
+    st.subheader("How the champion ranks the labelled reviews")
+    mine = data[labelled]
+    if mine.empty:
+        st.write("No labelled review in this batch yet.")
+    else:
+        y = as_binary(mine["review_id"].astype(str).map(label_of))
+        metrics = score_metrics(mine["score"].to_numpy(dtype=float), y)
+        m1, m2, m3 = st.columns(3)
+        m1.metric("AUROC", "n/a" if metrics.auroc is None else f"{metrics.auroc:.3f}")
+        m2.metric("Average precision", "n/a" if metrics.average_precision is None else f"{metrics.average_precision:.3f}")
+        m3.metric(f"Precision@{metrics.k}", "n/a" if metrics.precision_at_k is None else f"{metrics.precision_at_k:.3f}")
+        st.caption(f"{int(y.sum())} outlier and {int((y == 0).sum())} normal labels"
+                   + ("" if metrics.auroc is not None else " · AUROC needs both kinds of label"))
+        with st.expander("Labels of this batch"):
+            st.dataframe(latest[latest["review_id"].astype(str).isin(set(ids))], hide_index=True, width="stretch")
+
+    st.subheader("Retrain with the labels")
+    bundle = cached.model(champion.version)
+    reference = bundle.meta.get("reference_batch") or ws.state().reference
+    detectors = tuple(bundle.meta.get("detectors") or ("knn", "lof", "iforest"))
+    st.caption(f"Same reference (`{reference}`) and detectors ({', '.join(detectors)}) as champion "
+               f"v{champion.version}; all {len(latest)} stored labels are used. The new version becomes the challenger.")
+    if st.button("Retrain with labels", disabled=latest.empty or not reference):
+        with st.status("Retraining…", expanded=True) as status:
+            bar = st.progress(0.0, text="starting")
+            outcome = ws.train(reference, detectors=detectors, use_labels=True, progress=stage_progress(bar))
+            status.update(label=f"v{outcome.record.version} trained in {outcome.seconds:.0f} s", state="complete",
+                          expanded=False)
+        cached.refresh_registry()
+        state.LABEL_FLASH.set(f"v{outcome.record.version} registered as challenger"
+                              + (f" ({outcome.label_note})" if outcome.label_note else "")
+                              + "; compare and promote it on **Models**")
+        st.rerun()

@@ -1,0 +1,282 @@
+"""The prediction API through FastAPI's TestClient: the real champion of `trained_workspace`, real errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+
+from api.main import create_app
+from core.settings import Settings
+
+SEED = {"text": "Sample review text", "rating": 5, "verified_purchase": True}
+DETECTORS = ("knn", "lof", "iforest")
+SIGNALS = ("rating_mismatch", "duplicate", "text_quality")
+
+
+@pytest.fixture(scope="module")
+def client(trained_workspace):
+    with TestClient(create_app(trained_workspace.settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def empty_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home without any model, shared by the module (creating MLflow's tables costs seconds)."""
+    return tmp_path_factory.mktemp("empty-home")
+
+
+def _empty_settings(home: Path, **changes: object) -> Settings:
+    return Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}", **changes)
+
+
+# Requests that need no model -----------------------------------------------------------------------------
+
+
+def test_no_model_scoring_routes_answer_503_with_the_reason(empty_home):
+    with TestClient(create_app(_empty_settings(empty_home))) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        for method, path, body in (("post", "/predict", SEED), ("post", "/predict/batch", {"reviews": [SEED]}),
+                                   ("post", "/shift", {"reviews": [SEED] * 10}), ("get", "/model", None)):
+            r = c.request(method, path, json=body)
+            assert r.status_code == 503, (path, r.text)
+            assert "no model" in r.json()["detail"] and "workbench train" in r.json()["detail"]
+        ready = c.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["ready"] is False and "no model" in ready.json()["reason"]
+
+
+def test_api_key_required_when_configured(empty_home):
+    with TestClient(create_app(_empty_settings(empty_home, api_keys=["s3cret"]))) as c:
+        assert c.post("/predict", json=SEED).status_code == 401
+        assert c.post("/predict", json=SEED, headers={"X-API-Key": "wrong"}).status_code == 401
+        # The right key passes authentication and reaches the (absent) model.
+        assert c.post("/predict", json=SEED, headers={"X-API-Key": "s3cret"}).status_code == 503
+        assert c.get("/health").status_code == 200  # probes stay open
+
+
+def test_validation_errors_name_the_field(empty_home):
+    with TestClient(create_app(_empty_settings(empty_home))) as c:
+        r = c.post("/predict", json={"text": "fine", "rating": 9})
+        assert r.status_code == 422
+        (err,) = r.json()["detail"]
+        assert err["field"] == "rating" and err["msg"].startswith("rating:")
+        r = c.post("/predict", json={"rating": 5})
+        assert r.json()["detail"][0]["field"] == "text"
+        r = c.post("/predict/batch", json={"reviews": [SEED, {"text": "ok", "helpful_vote": -1}]})
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "reviews.1.helpful_vote"
+        r = c.post("/predict", json={**SEED, "colour": "red"})
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "colour"
+        r = c.post("/predict", content=b'{"text": "\\ud800"}', headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "text"
+
+
+def test_body_over_the_limit_is_413(empty_home):
+    with TestClient(create_app(_empty_settings(empty_home, api_max_body_bytes=2048))) as c:
+        r = c.post("/predict", json={"text": "x" * 5000})
+        assert r.status_code == 413 and "2048" in r.json()["detail"]
+
+        def chunks():  # no Content-Length: the limit must hold while streaming too
+            yield b'{"text": "'
+            for _ in range(10):
+                yield b"y" * 1000
+            yield b'"}'
+
+        r = c.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+
+
+def test_unexpected_errors_are_500_without_a_stack_trace(empty_home, monkeypatch):
+    app = create_app(_empty_settings(empty_home))
+
+    def broken(self):
+        raise RuntimeError("secret internals at /srv/x.py line 3")
+
+    monkeypatch.setattr("api.serving.ServedModel.get", broken)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/model")
+    assert r.status_code == 500
+    assert r.json() == {"detail": "internal server error"}
+
+
+def test_openapi_docs_are_served(empty_home):
+    with TestClient(create_app(_empty_settings(empty_home))) as c:
+        assert c.get("/docs").status_code == 200
+        paths = c.get("/openapi.json").json()["paths"]
+        assert {"/predict", "/predict/batch", "/shift", "/health", "/ready", "/model"} <= set(paths)
+
+
+# With the real champion ---------------------------------------------------------------------------------
+
+
+def _check_prediction(p: dict, version: str) -> None:
+    assert 0.0 <= p["score"] <= 1.0
+    assert isinstance(p["is_outlier"], bool)
+    assert 0.0 <= p["shift_p_value"] <= 1.0
+    assert set(p["detector_scores"]) == set(DETECTORS)
+    assert set(p["signal_scores"]) == set(SIGNALS)
+    assert len(p["neighbours"]) == 3 and p["reason"]
+    assert p["model"] == {"name": "review-outlier", "version": version}
+
+
+@pytest.mark.slow
+def test_seed_body_is_scored(client):
+    version = client.get("/model").json()["version"]
+    r = client.post("/predict", json=SEED)
+    assert r.status_code == 200, r.text
+    _check_prediction(r.json(), version)
+
+
+@pytest.mark.slow
+def test_optional_fields_and_review_id_echo(client):
+    body = {**SEED, "title": "Nice", "helpful_vote": 3, "product_title": "Box", "category": "Subscription Boxes",
+            "timestamp": "2023-01-02T03:04:05Z", "review_id": "r-1"}
+    r = client.post("/predict", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["review_id"] == "r-1"
+
+
+@pytest.mark.slow
+def test_batch_scores_every_review_and_sees_duplicates(client, trained_workspace):
+    copy = "This subscription box arrived late and half of the items were broken, very disappointed."
+    reviews = [{"text": copy, "rating": 1}, {"text": copy, "rating": 1}, {"text": "Love the monthly snacks!"}]
+    r = client.post("/predict/batch", json={"reviews": reviews})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert len(preds) == 3
+    version = r.json()["model"]["version"]
+    for p in preds:
+        _check_prediction(p, version)
+    assert preds[0]["signal_scores"]["duplicate"] > preds[2]["signal_scores"]["duplicate"]
+
+
+@pytest.mark.slow
+def test_concurrent_single_requests_are_not_duplicates_of_each_other(client):
+    """Micro-batching shares the embedding pass, not the batch: strangers' identical texts are not copies."""
+    import concurrent.futures
+
+    text = {"text": "Arrived quickly, the coffee samples were fresh and tasty. Will order again next month."}
+    alone = client.post("/predict", json=text).json()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: client.post("/predict", json=text), range(6)))
+    assert all(r.status_code == 200 for r in results)
+    for r in results:
+        assert r.json()["signal_scores"]["duplicate"] == pytest.approx(alone["signal_scores"]["duplicate"])
+        assert r.json()["score"] == pytest.approx(alone["score"])
+
+
+@pytest.mark.slow
+def test_batch_over_the_configured_maximum_is_422(trained_workspace):
+    settings = trained_workspace.settings.model_copy(update={"api_max_batch": 2})
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/predict/batch", json={"reviews": [SEED] * 3})
+    assert r.status_code == 422 and "reviews" in r.json()["detail"] and "at most 2" in r.json()["detail"]
+
+
+@pytest.mark.slow
+def test_row_the_loader_refuses_is_422(client):
+    r = client.post("/predict", json={"text": "   "})
+    assert r.status_code == 422
+
+
+@pytest.mark.slow
+def test_model_and_ready(client, trained_workspace):
+    m = client.get("/model")
+    assert m.status_code == 200
+    info = m.json()
+    assert info["alias"] == "champion" and "champion" in info["aliases"]
+    assert info["detectors"] == list(DETECTORS) and info["reference_size"] == 300 and info["trained_at"]
+    ready = client.get("/ready").json()
+    assert ready == {"ready": True, "model_version": info["version"], "storage": ready["storage"], "reason": None}
+
+
+@pytest.mark.slow
+def test_shift_against_the_served_reference(client, trained_workspace):
+    current = trained_workspace.batches.frame("current").head(40)
+    reviews = [{"text": t, "rating": float(r)} for t, r in zip(current["text"], current["rating"], strict=True)]
+    r = client.post("/shift", json={"reviews": reviews, "n_permutations": 99})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # Video-game reviews against a subscription-box reference: a real shift.
+    assert body["drift"] is True and body["p_value"] < 0.05
+    assert body["n_reference"] == 300 and body["n_current"] == 40
+    assert {t["name"] for t in body["tests"]} >= {"mmd", "classifier", "novelty"}
+    assert client.post("/shift", json={"reviews": reviews[:5]}).status_code == 422
+
+
+@pytest.mark.slow
+def test_newly_promoted_champion_is_served_without_restart(trained_workspace, tmp_path):
+    """A copy of the trained home (the session's must not change); version 2 is promoted while serving."""
+    home = tmp_path / "home"
+    shutil.copytree(trained_workspace.settings.home, home)
+    settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    app = create_app(settings)
+    with TestClient(app) as c:
+        assert c.get("/model").json()["version"] == "1"
+        from core.tracking import Registry
+
+        registry = Registry(settings)
+        v1 = registry.client.get_model_version(registry.name, "1")
+        registry.client.create_model_version(registry.name, source=v1.source, run_id=v1.run_id)
+        registry.promote("2")
+        app.state.served.check_every = 0.2
+        deadline = time.monotonic() + 30
+        while c.get("/model").json()["version"] != "2":
+            assert time.monotonic() < deadline, "promotion not picked up"
+            time.sleep(0.2)
+        r = c.post("/predict", json=SEED)
+        assert r.status_code == 200 and r.json()["model"]["version"] == "2"
+
+
+# Property-based: whatever JSON a client sends to /predict, the answer is 200 or a 4xx, never a 500 --------
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=30))
+_junk = st.one_of(_scalars, st.lists(_scalars, max_size=3), st.dictionaries(st.text(max_size=5), _scalars, max_size=2))
+
+
+def _strategy_for(schema: dict) -> st.SearchStrategy:
+    """Values that fit a property's OpenAPI schema, mixed with values of the wrong type."""
+    options = schema.get("anyOf", [schema])
+    valid = []
+    for option in options:
+        kind = option.get("type")
+        if kind == "null":
+            valid.append(st.none())
+        elif kind == "string" and option.get("format") == "date-time":
+            valid.append(st.datetimes().map(lambda d: d.isoformat()))
+        elif kind == "string":
+            valid.append(st.text(min_size=option.get("minLength", 0), max_size=80))
+        elif kind == "number":
+            valid.append(st.floats(option.get("minimum"), option.get("maximum"), allow_nan=False))
+        elif kind == "integer":
+            valid.append(st.integers(option.get("minimum"), option.get("maximum")))
+        elif kind == "boolean":
+            valid.append(st.booleans())
+    return st.one_of(*valid, _junk) if valid else _junk
+
+
+@pytest.mark.slow
+def test_predict_never_answers_500(client):
+    spec = client.get("/openapi.json").json()
+    review = spec["components"]["schemas"]["ReviewIn"]
+    required = {k: _strategy_for(v) for k, v in review["properties"].items() if k in review["required"]}
+    optional = {k: _strategy_for(v) for k, v in review["properties"].items() if k not in review["required"]}
+    bodies = st.one_of(st.fixed_dictionaries(required, optional=optional), _junk)
+
+    @hyp_settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(body=bodies)
+    def check(body: object) -> None:
+        r = client.post("/predict", content=json.dumps(body), headers={"content-type": "application/json"})
+        assert r.status_code in (200, 422), (body, r.status_code, r.text)
+        if r.status_code == 200:
+            assert 0.0 <= r.json()["score"] <= 1.0
+
+    check()

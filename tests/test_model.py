@@ -1,0 +1,167 @@
+"""OutlierModel end to end: fit on a reference, score a batch, reasons, labels, save/load, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from core.errors import ModelUnavailableError, NotFittedError, ParameterError, SchemaError
+from core.load import load_path
+from core.model import OutlierModel
+from core.signals import normalise_text
+
+
+def _unique(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[~frame["text"].map(normalise_text).duplicated()].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def planted(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Gift-card reference; a batch of unseen gift-card reviews with 6 beauty reviews planted in it."""
+    gifts = _unique(load_path(data_dir / "amazon2018_5core" / "Gift_Cards_5.json.gz").frame)
+    beauty = _unique(load_path(data_dir / "amazon2018_5core" / "All_Beauty_5.json.gz").frame)
+    rng = np.random.default_rng(0)
+    gifts = gifts.iloc[rng.permutation(len(gifts))].reset_index(drop=True)
+    reference, normal = gifts.iloc[:300], gifts.iloc[300:380]
+    odd = beauty[beauty["text"].str.split().str.len().between(15, 80)].iloc[:6]
+    batch = pd.concat([normal, odd], ignore_index=True)
+    y = np.r_[np.zeros(len(normal)), np.ones(len(odd))]
+    return reference, batch, y
+
+
+@pytest.fixture(scope="module")
+def fitted(planted, embedder) -> OutlierModel:
+    stages: list[tuple[str, float]] = []
+    model = OutlierModel(random_state=0).fit(
+        planted[0], embedder, progress=lambda s, f: stages.append((s, f))
+    )
+    model._test_stages = stages  # type: ignore[attr-defined]
+    return model
+
+
+@pytest.mark.slow
+def test_planted_off_topic_reviews_rank_high_with_reasons(fitted, planted, embedder) -> None:
+    _, batch, y = planted
+    result = fitted.score(batch, embedder)
+    scores = result.scores
+    assert list(scores["review_id"]) == list(batch["review_id"])
+    for col in (
+        "knn",
+        "lof",
+        "iforest",
+        "autoencoder",
+        "rating_mismatch",
+        "duplicate",
+        "text_quality",
+        "score",
+        "p_value",
+        "is_outlier",
+        "reason",
+    ):
+        assert col in scores.columns
+    assert scores["score"].between(0, 1).all() and scores["p_value"].between(0, 1).all()
+    assert roc_auc_score(y, scores["score"]) > 0.85
+    assert roc_auc_score(y, scores["knn"]) > 0.85
+    top = int(scores["score"].to_numpy().argmax())
+    assert y[top] == 1 and scores["is_outlier"].iloc[top]
+    reasons = result.reasons(top)
+    assert reasons.top_signals[0].name == "novelty"
+    assert len(reasons.neighbours) == 3 and all(n.text and n.rating is not None for n in reasons.neighbours)
+    assert set(reasons.detector_scores) == {"knn", "lof", "iforest", "autoencoder"}
+    assert "unusual text for this reference" in scores["reason"].iloc[top]
+    # The threshold flags roughly the contamination share of reference-like reviews, not everything.
+    assert scores["is_outlier"][y == 0].mean() < 0.2
+
+
+@pytest.mark.slow
+def test_progress_reports_every_stage(fitted) -> None:
+    stages = dict(fitted._test_stages)  # type: ignore[attr-defined]
+    for stage in ("embedding", "fitting knn", "fitting lof", "fitting iforest", "fitting autoencoder"):
+        assert stages.get(stage) == 1.0
+
+
+@pytest.mark.slow
+def test_text_only_batch_is_scored_and_missing_columns_reported(fitted, planted, embedder) -> None:
+    batch = planted[1][["text"]].iloc[:30]
+    result = fitted.score(batch, embedder)
+    assert "rating" in result.missing
+    assert result.scores["rating_mismatch"].isna().all()
+    assert result.scores["score"].notna().all()
+    assert result.scores["review_id"].str.startswith("row-").all()
+
+
+@pytest.mark.slow
+def test_save_and_load_give_the_same_scores(fitted, planted, embedder, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["detector_names"] == ["knn", "lof", "iforest", "autoencoder"] and meta["n_reference"] == 300
+    loaded = OutlierModel.load(tmp_path / "m")
+    a = fitted.score(planted[1], embedder).scores
+    b = loaded.score(planted[1], embedder).scores
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(ModelUnavailableError, match="no saved outlier model"):
+        OutlierModel.load(tmp_path / "nothing")
+
+
+@pytest.mark.slow
+def test_labels_are_measured_and_the_scorer_only_wins_on_evidence(fitted, planted, embedder) -> None:
+    _, batch, y = planted
+    labels = pd.Series(np.where(y == 1, "outlier", "normal"), index=batch["review_id"])
+    few = fitted.fit_labels(batch.iloc[:40], labels, embedder)  # no outliers among the first 40 labelled
+    assert few.uses_label_scorer is False and "at least 2 outlier and 2 normal" in few.note
+    metrics = fitted.fit_labels(batch, labels, embedder, force=True)
+    assert (
+        metrics.n_outlier == 6 and metrics.unsupervised.auroc is not None and metrics.label_aware is not None
+    )
+    forced = fitted.score(batch, embedder).scores
+    assert "unsupervised_score" in forced.columns and forced["score"].between(0, 1).all()
+    fitted.label_scorer_ = None
+    with pytest.raises(ParameterError, match="none of the 3 labels matches"):
+        fitted.fit_labels(batch, pd.Series(["outlier"] * 3, index=["x", "y", "z"]), embedder)
+
+
+def test_bad_input_gives_clear_errors(hashing_embedder) -> None:
+    tiny = pd.DataFrame({"text": [f"review {i} words" for i in range(30)]})
+    with pytest.raises(ParameterError, match="the reference has 30 reviews; at least 50 are needed"):
+        OutlierModel().fit(tiny, hashing_embedder)
+    with pytest.raises(SchemaError, match="no 'text' column"):
+        OutlierModel().fit(pd.DataFrame({"body": ["x"] * 60}), hashing_embedder)
+    with pytest.raises(ParameterError, match=r"contamination must be a number in \(0, 0.5\], got 0.9"):
+        OutlierModel(contamination=0.9).fit(tiny, hashing_embedder)
+    with pytest.raises(ParameterError, match="unknown detector"):
+        OutlierModel(detectors=("knn", "svm")).fit(tiny, hashing_embedder)
+    with pytest.raises(NotFittedError):
+        OutlierModel().score(tiny, hashing_embedder)
+
+
+def test_small_reference_without_ratings_fits_what_it_can(hashing_embedder) -> None:
+    rng = np.random.default_rng(0)
+    words = ["card", "gift", "great", "easy", "fast", "love", "perfect", "nice", "birthday", "present"]
+    ref = pd.DataFrame({"text": [" ".join(rng.choice(words, 6)) for _ in range(60)]})
+    model = OutlierModel(detectors=("knn", "lof"), random_state=0).fit(ref, hashing_embedder)
+    assert model.signal_names_ == ("duplicate", "text_quality")  # no ratings: no mismatch signal
+    with pytest.raises(
+        ParameterError, match="false_alarm_rate=0.01 needs at least 99 reference reviews, got 60"
+    ):
+        OutlierModel(detectors=("knn",), false_alarm_rate=0.01).fit(ref, hashing_embedder)
+    other = OutlierModel(detectors=("knn",), false_alarm_rate=0.05).fit(ref, hashing_embedder)
+    fresh = [" ".join(rng.choice(words, 6)) for _ in range(5)]
+    batch = pd.DataFrame({"text": ["zebra quantum violin orchestra", *fresh]})
+    result = other.score(batch, hashing_embedder)
+    assert result.scores["is_outlier"].iloc[0]
+    assert result.scores["score"].iloc[0] == result.scores["score"].max()
+    # A copy of a reference review is a duplicate, whatever its novelty.
+    copied = other.score(pd.DataFrame({"text": [ref["text"].iloc[0]]}), hashing_embedder)
+    assert (
+        copied.scores["duplicate"].iloc[0] > 0.9
+        and "same text as reference review" in copied.scores["reason"].iloc[0]
+    )
+    with pytest.raises(ParameterError, match="fitted on hashing-test"):
+        other.score(
+            batch, type("E", (), {"model_key": "other|x", "encode": lambda s, t, progress=None: None})()
+        )

@@ -1,0 +1,115 @@
+"""Signals: rating/text mismatch, duplicates, text quality; each used only when its inputs exist."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import ParameterError
+from core.load import load_path
+from core.signals import (
+    DuplicateSignal,
+    RatingMismatchSignal,
+    SignalInputs,
+    TextQualitySignal,
+    make_signal,
+    normalise_text,
+)
+
+
+@pytest.fixture(scope="module")
+def beauty(data_dir) -> pd.DataFrame:
+    frame = load_path(data_dir / "amazon2018_5core" / "All_Beauty_5.json.gz").frame
+    frame = frame[~frame["text"].map(normalise_text).duplicated()].reset_index(drop=True)
+    return frame
+
+
+def _inputs(frame: pd.DataFrame, embedder) -> SignalInputs:
+    from core.embed import embedding_text
+
+    return SignalInputs(frame=frame.reset_index(drop=True), embeddings=embedder.encode(embedding_text(frame)))
+
+
+def test_normalise_text_ignores_case_accents_and_punctuation() -> None:
+    assert normalise_text("  Great   PRODUCT!!! Café ") == normalise_text("great product cafe")
+
+
+def test_exact_copies_in_batch_and_of_reference_are_found(hashing_embedder) -> None:
+    ref = pd.DataFrame(
+        {
+            "review_id": [f"r{i}" for i in range(40)],
+            "text": [f"review number {i} about shampoo and soap and brush {i * 7}" for i in range(40)],
+        }
+    )
+    batch = pd.DataFrame(
+        {
+            "review_id": ["b0", "b1", "b2", "b3"],
+            "text": [
+                "REVIEW number 5 about shampoo and soap and brush 35!!",  # copy of r5 after normalising
+                "totally fresh words nobody wrote elsewhere here",
+                "a copied spam text that repeats itself in this batch",
+                "A copied spam text, that repeats itself in this batch.",
+            ],
+        }
+    )
+    signal = DuplicateSignal().fit(SignalInputs(ref, hashing_embedder.encode(ref["text"].tolist())))
+    result = signal.score(SignalInputs(batch, hashing_embedder.encode(batch["text"].tolist())))
+    assert result.raw[0] >= 1 and "reference review r5" in result.details[0]
+    assert result.raw[2] >= 1 and result.raw[3] >= 1 and "other review(s) in this batch" in result.details[2]
+    assert result.raw[1] < 1 and result.details[1] == ""
+
+
+def test_garbage_text_scores_high_on_text_quality(beauty, hashing_embedder) -> None:
+    ref = beauty.iloc[:300]
+    signal = TextQualitySignal().fit(SignalInputs(ref, np.zeros((len(ref), 2))))
+    batch = pd.DataFrame(
+        {
+            "text": [
+                "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+                "aaaaaaaaaaaaaaaaaaaa bbbbbbbbbbbbbbbbbb",
+                *beauty["text"].iloc[300:340],
+            ]
+        }
+    )
+    result = signal.score(SignalInputs(batch, np.zeros((len(batch), 2))))
+    normal = result.raw[2:]
+    assert result.raw[0] > np.quantile(normal, 0.95) and result.raw[1] > np.quantile(normal, 0.95)
+    assert result.details[0] and result.details[0] != result.details[2]
+    held = signal.held_out_scores(SignalInputs(ref, np.zeros((len(ref), 2))))
+    assert (held == 0).mean() > 0.5, "ordinary reviews should get no text-quality evidence"
+
+
+def test_rating_signal_is_left_out_without_ratings(hashing_embedder) -> None:
+    frame = pd.DataFrame({"text": [f"text {i}" for i in range(60)]})
+    signal = RatingMismatchSignal().fit(SignalInputs(frame, hashing_embedder.encode(frame["text"].tolist())))
+    assert signal.available_ is False
+    assert np.isnan(
+        signal.score(SignalInputs(frame, hashing_embedder.encode(frame["text"].tolist()))).raw
+    ).all()
+
+
+def test_signal_parameters_are_validated() -> None:
+    with pytest.raises(ParameterError, match="unknown signal 'sentiment'"):
+        make_signal("sentiment")
+    with pytest.raises(ParameterError, match="near_threshold must be in"):
+        DuplicateSignal(near_threshold=1.5).fit(SignalInputs(pd.DataFrame({"text": ["a"]}), np.zeros((1, 2))))
+
+
+@pytest.mark.slow
+def test_flipped_ratings_rank_high(beauty, embedder) -> None:
+    rating = pd.to_numeric(beauty["rating"])
+    ref = beauty.iloc[:400]
+    rest = beauty.iloc[400:]
+    negatives = rest[rating.loc[rest.index] <= 2].iloc[:10].copy()
+    negatives["rating"] = 5.0
+    normal = rest[rating.loc[rest.index] >= 4].iloc[:80]
+    batch = pd.concat([normal, negatives], ignore_index=True)
+    signal = RatingMismatchSignal().fit(_inputs(ref, embedder))
+    result = signal.score(_inputs(batch, embedder))
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.zeros(len(normal)), np.ones(len(negatives))]
+    assert roc_auc_score(y, result.raw) > 0.75  # chance is 0.5; 8-10 planted of ~90 is a small sample
+    top = int(np.argmax(result.raw))
+    assert "rated 5 stars, the text reads like" in result.details[top]

@@ -1,0 +1,227 @@
+"""Every workbench page through Streamlit's AppTest: empty workspace, normal use on a trained one, a bad upload."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = REPO / "pages"
+ALL_PAGES = ("home", "data", "train", "explore", "label", "shift", "models")
+
+pytestmark = pytest.mark.slow  # the trained workspace loads the real embedding model
+
+
+def run_page(name: str, timeout: float = 240, **session: object) -> AppTest:
+    at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=timeout)
+    for key, value in session.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def texts(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "success", "warning", "error", "title", "subheader", "metric", "text"):
+        for element in getattr(at, kind):
+            parts.append(str(getattr(element, "value", "")))
+            parts.append(str(getattr(element, "label", "")))
+    return "\n".join(parts)
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """Copy a WAL-mode SQLite file consistently (a plain file copy could miss the write-ahead log)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+
+
+def use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    from core.settings import get_settings
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    get_settings.cache_clear()
+
+
+@pytest.fixture()
+def trained_home(trained_workspace, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared trained workspace, read-only."""
+    use_home(monkeypatch, trained_workspace.settings.home)
+    yield trained_workspace.settings.home
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def _copied_home(trained_workspace, embedder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the trained workspace for tests that label, train, promote or compare."""
+    from core import pipeline
+    from core.settings import Settings
+
+    target = tmp_path_factory.mktemp("ui-home") / "home"
+    shutil.copytree(trained_workspace.settings.home, target)
+    settings = Settings(home=target)
+    key = (settings.embedding_model, settings.embedding_backend, settings.embedding_batch_size, str(settings.cache_dir))
+    pipeline._EMBEDDERS[key] = embedder  # the session's loaded model: nothing is embedded twice
+    return target
+
+
+@pytest.fixture()
+def copied_home(_copied_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    use_home(monkeypatch, _copied_home)
+    yield _copied_home
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+# Empty workspace ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("page", ALL_PAGES)
+def test_page_on_empty_home_guides_the_analyst(page: str, home: Path) -> None:
+    at = run_page(page)
+    assert_clean(at)
+    shown = texts(at)
+    assert "workbench demo" in shown or "Upload" in shown or "upload" in shown, shown
+
+
+def test_home_on_empty_home_says_what_to_do(home: Path) -> None:
+    at = run_page("home")
+    assert_clean(at)
+    assert "The workbench is empty" in texts(at)
+    assert [m.value for m in at.metric][0] == "0"
+
+
+# Trained workspace, read-only ------------------------------------------------------------------------------
+def test_home_shows_batches_and_champion(trained_home: Path) -> None:
+    at = run_page("home")
+    assert_clean(at)
+    shown = texts(at)
+    assert "Champion **v1**" in shown
+    assert {m.value for m in at.metric} >= {"2", "reference", "current", "v1"}
+    assert set(at.dataframe[0].value["batch"]) == {"reference", "current"}
+
+
+def test_data_page_lists_batches_with_roles_and_preview(trained_home: Path) -> None:
+    at = run_page("data")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert set(table["batch"]) == {"reference", "current"}
+    assert {"rows", "from", "to", "categories", "missing columns"} <= set(table.columns)
+    assert at.selectbox(key="data.reference").value == "reference"
+    assert at.selectbox(key="data.current").value == "current"
+    at.selectbox(key="data.inspect").set_value("reference").run()
+    assert_clean(at)
+    assert len(at.dataframe[1].value) == 200  # preview of the 300-row reference
+
+
+def test_explore_draws_the_map_and_explains_a_review(trained_home: Path) -> None:
+    at = run_page("explore")
+    assert_clean(at)
+    assert at.get("plotly_chart"), "no scatter drawn"
+    shown = texts(at)
+    assert "Most unusual reviews in view" in shown
+    assert "Nearest reference reviews" in shown and "cosine" in shown
+    listed = at.dataframe[0].value
+    assert len(listed) == 50 and listed["score"].is_monotonic_decreasing
+    for colour in ("label", "category", "batch", "knn"):
+        at.selectbox(key="explore.color").set_value(colour).run()
+        assert_clean(at)
+    at.slider(key="explore.score_range").set_value((0.9, 1.0)).run()
+    assert_clean(at)
+    assert (at.dataframe[0].value["score"] >= 0.9).all()
+
+
+def test_models_page_lists_versions_and_runs(trained_home: Path) -> None:
+    at = run_page("models")
+    assert_clean(at)
+    versions = at.dataframe[0].value
+    assert list(versions["version"]) == ["1"] and "champion" in versions["aliases"][0]
+    assert len(at.dataframe[1].value) >= 1  # the MLflow run
+
+
+# Bad upload ---------------------------------------------------------------------------------------------------
+def test_bad_upload_is_refused_with_a_reason_and_stores_nothing(home: Path) -> None:
+    from core.pipeline import Workspace
+    from workbench.ui import ingest_upload
+
+    ws = Workspace.open()
+    outcome = ingest_upload(ws, b"\x00\x01\x02\xff binary junk \x00", "broken.csv", "broken")
+    assert not outcome.ok and "broken.csv" in outcome.message
+    assert not ws.batches.exists("broken")
+    good = ingest_upload(ws, b"text,rating\nGreat card works fine,5\n,3\nArrived late but ok,4\n", "ok.csv", "ok")
+    assert good.ok and good.rows == 2 and good.quarantined == 1, good
+
+    # The page shows the refusal as one line (st.error) and the good file's validation report.
+    at = run_page("data", **{"data.last_ingest": [outcome, good]})
+    assert_clean(at)
+    assert any("broken.csv" in e.value and "not stored" in e.value for e in at.error)
+    assert any("ok.csv" in s.value for s in at.success)
+    assert "quarantined 1" in texts(at)
+
+
+# Trained workspace, changed (a private copy) --------------------------------------------------------------
+def test_label_page_stores_a_label_and_shows_metrics(copied_home: Path) -> None:
+    at = run_page("label")
+    assert_clean(at)
+    first = at.text_input[0].key.removeprefix("label.note.")
+    at.text_input[0].input("off-topic")
+    at.button(key="label.outlier").click().run()
+    assert_clean(at)
+    from core.labels import LabelStore
+
+    stored = LabelStore(f"sqlite:///{copied_home / 'labels.db'}").latest()
+    assert list(stored["review_id"]) == [first] and stored["label"][0] == "outlier" and stored["note"][0] == "off-topic"
+    assert any("labelled outlier" in s.value for s in at.success)
+    assert at.text_input[0].key != f"label.note.{first}"  # the queue moved on
+    at.button(key="label.normal").click().run()
+    assert_clean(at)
+    assert "AUROC" in texts(at)
+
+
+def test_shift_page_runs_a_check_and_offers_downloads(copied_home: Path) -> None:
+    at = run_page("shift")
+    assert_clean(at)
+    at.select_slider(key="shift.permutations").set_value(200)
+    at.button[0].click().run()
+    assert_clean(at)
+    verdicts = [e.value for e in at.error] + [s.value for s in at.success]
+    assert any("Shift detected" in v or "No significant shift" in v for v in verdicts), verdicts
+    assert len(at.dataframe) >= 3  # embedding tests, per-review scores, features
+    from core.pipeline import Workspace
+
+    assert Workspace.open().state().last_shift["current"] == "current"
+    # A reload (a new session) shows the report again without recomputing.
+    again = run_page("shift", timeout=30)
+    assert_clean(again)
+    assert any("Shift detected" in v or "No significant shift" in v
+               for v in [e.value for e in again.error] + [s.value for s in again.success])
+
+
+def test_train_promote_and_roll_back(copied_home: Path) -> None:
+    at = run_page("train")
+    assert_clean(at)
+    at.multiselect(key="train.detectors").set_value(["knn", "lof"])
+    at.button[0].click().run(timeout=300)
+    assert_clean(at)
+    shown = texts(at)
+    assert "Last training" in shown and "v2" in shown and "MLflow run" in shown
+    at.button[1].click().run()  # promote the challenger
+    assert_clean(at)
+    assert any("v2 is now the champion" in s.value for s in at.success)
+
+    models = run_page("models")
+    assert_clean(models)
+    versions = models.dataframe[0].value.set_index("version")
+    assert "champion" in versions.loc["2", "aliases"] and "champion" not in versions.loc["1", "aliases"]
+    models.button[1].click().run()  # roll back
+    assert_clean(models)
+    assert any("v1 is the champion again" in s.value for s in models.success)

@@ -1,0 +1,109 @@
+"""Small rendering helpers shared by the pages: errors as one line, progress bars fed by core callbacks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import streamlit as st
+
+from core.errors import WorkbenchError
+
+
+@contextmanager
+def errors_shown() -> Iterator[None]:
+    """Show a `WorkbenchError` as its one-line reason (written for the analyst), never as a traceback."""
+    try:
+        yield
+    except WorkbenchError as err:
+        st.error(str(err), icon="⚠️")
+
+
+def show_error(err: BaseException) -> None:
+    st.error(str(err), icon="⚠️")
+
+
+def stage_progress(bar: Any) -> Callable[[str, float], None]:
+    """A ``progress(stage, fraction)`` callback (the shape `Workspace.train` / `score` call) drawing into `bar`."""
+
+    def update(stage: str, fraction: float) -> None:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        bar.progress(fraction, text=f"{stage} · {fraction:.0%}")
+
+    return update
+
+
+def count_progress(bar: Any, what: str) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback (the shape `Workspace.compare` calls)."""
+
+    def update(done: int, total: int) -> None:
+        fraction = 1.0 if total <= 0 else min(done / total, 1.0)
+        bar.progress(fraction, text=f"{what} · {done}/{total}")
+
+    return update
+
+
+def fmt_p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def flash(key: Any) -> None:
+    """Show (once) a success message that a button left for the next rerun."""
+    message = key.get()
+    if message:
+        st.success(message, icon="✅")
+        key.clear()
+
+
+def ingest_upload(ws: Any, data: bytes, filename: str, name: str) -> Any:
+    """Store one uploaded file through `Workspace.ingest_bytes`; a refused file becomes an outcome, not a crash."""
+    from workbench.state import IngestOutcome
+
+    try:
+        info, result = ws.ingest_bytes(data, filename, name)
+    except WorkbenchError as err:
+        return IngestOutcome(filename=filename, batch=name, ok=False, message=str(err))
+    report = result.report
+    return IngestOutcome(
+        filename=filename, batch=info.name, ok=True,
+        message=f"{info.rows} rows kept, {info.quarantined} quarantined, {info.duplicates} exact duplicates flagged",
+        report_lines=tuple(report.summary_lines()), quarantined=info.quarantined, rows=info.rows,
+    )
+
+
+def review_detail(reasons: Any, row: Any) -> None:
+    """One review with its reasons: what it says, the signals that fired, its nearest reference reviews."""
+    import pandas as pd
+
+    left, right = st.columns([3, 2])
+    with left:
+        title = row.get("title") if hasattr(row, "get") else None
+        if isinstance(title, str) and title.strip():
+            st.markdown(f"**{title}**")
+        st.write(str(row.get("text", "")))
+        facts = [f"review `{reasons.review_id}`"]
+        for column in ("rating", "category", "batch"):
+            value = row.get(column)
+            if value is not None and str(value) not in ("", "nan", "None"):
+                facts.append(f"{column}: {value}")
+        st.caption(" · ".join(facts))
+    with right:
+        verdict = "flagged as outlier" if reasons.is_outlier else "within normal range"
+        st.metric("Ensemble score", f"{reasons.score:.2f}", help="0.97 = more unusual than 97 % of reference reviews")
+        st.write(f"**{verdict}** (p = {fmt_p(reasons.p_value)}) — {reasons.summary}")
+    st.markdown("**Why**")
+    st.dataframe(
+        pd.DataFrame([{"signal": c.label, "score": c.score, "detail": c.detail} for c in reasons.contributions]),
+        hide_index=True, width="stretch",
+        column_config={"score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0, format="%.2f")},
+    )
+    scores = {**reasons.detector_scores, **reasons.signal_scores}
+    if scores:
+        st.caption(" · ".join(f"{k} {v:.2f}" for k, v in scores.items() if v == v))  # NaN: signal not applicable
+    st.markdown("**Nearest reference reviews**")
+    for n in reasons.neighbours:
+        rating = f" · {n.rating:g}★" if n.rating is not None and n.rating == n.rating else ""
+        st.markdown(f"- *cosine {n.similarity:.2f}{rating}* — {n.text}")
