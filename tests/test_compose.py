@@ -37,3 +37,18 @@ def test_depends_on_names_existing_services() -> None:
     for name, service in services.items():
         for dep in service.get("depends_on", {}):
             assert dep in services, f"{name} depends on unknown {dep}"
+
+
+def test_compose_file_validates_against_the_compose_spec() -> None:
+    from compose_spec import PyCompose
+
+    compose = PyCompose.from_yaml((REPO / "docker-compose.yml").read_text())
+    compose.validate()  # raises ValueError naming the line of an unknown or mistyped key
+    assert "gateway" in compose.service_names()
+
+
+def test_airflow_runs_under_its_own_profile() -> None:
+    services = _compose()["services"]
+    airflow = [n for n in services if n.startswith("airflow")]
+    assert airflow and all(services[n].get("profiles") == ["airflow"] for n in airflow)
+    assert "LocalExecutor" in str(services["airflow-scheduler"]["environment"])
