@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import os
+
 from core.errors import WorkbenchError
 from core.pipeline import Workspace
 
@@ -17,25 +19,75 @@ DEMO_FILES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+DEMO_URL = (
+    "https://huggingface.co/datasets/McAuley-Lab/Amazon-Reviews-2023/resolve/main/raw/review_categories/"
+    "Subscription_Boxes.jsonl"
+)
+
+
 def find_demo_data(explicit: Path | None = None) -> Path:
-    """The demo data folder: an explicit path, ``$WORKBENCH_DEMO_DATA``, or ``../shared/data`` when present."""
+    """The demo data folder: an explicit path, ``$WORKBENCH_DEMO_DATA``, or ``../shared/data`` when present.
+
+    Raises `WorkbenchError` when an explicit folder lacks the files, `FileNotFoundError` when none is found
+    (the caller may then download the public data).
+    """
     import os
 
-    candidates = [explicit] if explicit else []
-    if os.environ.get("WORKBENCH_DEMO_DATA"):
-        candidates.append(Path(os.environ["WORKBENCH_DEMO_DATA"]))
     here = Path(__file__).resolve().parents[1]
-    candidates += [Path.cwd().parent / "shared" / "data", here.parent / "shared" / "data"]
+    if explicit:
+        candidates = [explicit]
+    elif os.environ.get("WORKBENCH_DEMO_DATA"):
+        candidates = [Path(os.environ["WORKBENCH_DEMO_DATA"])]
+    else:
+        candidates = [Path.cwd().parent / "shared" / "data", here.parent / "shared" / "data"]
     for folder in candidates:
         if folder and all((folder / rel).exists() for _, rel, _ in DEMO_FILES):
             return folder
-    if explicit:
+    if explicit or os.environ.get("WORKBENCH_DEMO_DATA"):
         wanted = ", ".join(rel for _, rel, _ in DEMO_FILES)
-        raise WorkbenchError(f"{explicit} does not hold the demo files ({wanted})")
-    raise WorkbenchError(
-        "no demo data found: pass --data FOLDER (holding amazon2023_subscription_videogames/), set "
-        "WORKBENCH_DEMO_DATA, or ingest your own file with `workbench ingest PATH`"
-    )
+        raise WorkbenchError(f"{candidates[0]} does not hold the demo files ({wanted})")
+    raise FileNotFoundError("no local demo data")
+
+
+def download_demo(folder: Path, url: str | None = None, max_rows: int = 4000, timeout: float = 20.0) -> Path:
+    """Fetch public Amazon Reviews 2023 data (Subscription Boxes) and split it by time into two demo files.
+
+    Reviews up to 2019 become the reference, later ones the current batch: a real year-to-year shift.
+    """
+    import gzip
+    import json
+
+    import httpx
+
+    url = url or os.environ.get("WORKBENCH_DEMO_URL", DEMO_URL)
+    target = folder / DEMO_FILES[0][1]
+    if target.exists() and (folder / DEMO_FILES[1][1]).exists():
+        return folder
+    rows: list[dict] = []
+    try:
+        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if line.strip():
+                    rows.append(json.loads(line))
+                if len(rows) >= max_rows:
+                    break
+    except (httpx.HTTPError, OSError, ValueError) as err:
+        raise WorkbenchError(
+            f"no demo data here and the public Amazon Reviews 2023 file could not be downloaded from {url} "
+            f"({type(err).__name__}); this machine may be offline. Pass --data FOLDER or ingest your own file "
+            "with `workbench ingest PATH`"
+        ) from err
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    years = pd.to_datetime(frame["timestamp"], unit="ms", utc=True).dt.year
+    for (_, rel, _), part in zip(DEMO_FILES, (frame[years <= 2019], frame[years > 2019]), strict=True):
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            part.to_csv(handle, index=False)
+    return folder
 
 
 @dataclass
@@ -60,7 +112,11 @@ def load_demo(
     from core.embed import embedding_text
 
     ws = workspace or Workspace.open()
-    folder = find_demo_data(data)
+    try:
+        folder = find_demo_data(data)
+    except FileNotFoundError:
+        log("no local demo data: downloading public Amazon Reviews 2023 (Subscription Boxes) ...")
+        folder = download_demo(ws.settings.home / "demo-data")
     summary = DemoSummary(folder=folder)
     roles: dict[str, str] = {}
     for name, rel, role in DEMO_FILES:
