@@ -33,7 +33,6 @@ from core.settings import Settings, get_settings
 
 log = logging.getLogger("api")
 #: Seconds between checks of the registry's champion alias (`WORKBENCH_API_RELOAD_SECONDS` once Settings has it).
-DEFAULT_RELOAD_SECONDS = 5.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -159,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.workspace = Workspace.open(settings)
-    check_every = float(getattr(settings, "api_reload_seconds", DEFAULT_RELOAD_SECONDS))
+    check_every = float(settings.api_reload_seconds)
     app.state.served = ServedModel(app.state.workspace, check_every=check_every)
     for exc_type in (RequestValidationError, WorkbenchError, Exception):
         app.add_exception_handler(exc_type, handle_error)

@@ -215,8 +215,12 @@ class Workspace:
         alpha: float = 0.05,
         n_permutations: int = 1000,
         progress: Callable[[int, int], None] | None = None,
+        record_state: bool = True,
     ):  # -> core.shift.ShiftReport
-        """Shift report of `current` against `reference` (batch names, files or frames)."""
+        """Shift report of `current` against `reference` (batch names, files or frames).
+
+        The verdict is remembered as the workspace's last shift unless `record_state` is False.
+        """
         from core.embed import embedding_text
         from core.shift import compare
 
@@ -229,6 +233,8 @@ class Workspace:
             current_embeddings=embedder.encode(embedding_text(cur)),
             alpha=alpha, n_permutations=n_permutations, random_state=self.settings.random_state, progress=progress,
         )
+        if not record_state:  # e.g. API calls: they must not overwrite the analyst's "last shift"
+            return report
         names = [x if isinstance(x, str) else "frame" for x in (reference, current)]
         self.update_state(last_shift={
             "reference": names[0], "current": names[1], "drift": bool(report.drift),

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list, description="Accepted X-API-Key values; empty = no auth.")
     api_max_batch: int = Field(1000, ge=1)
     api_max_body_bytes: int = Field(5_000_000, ge=1024)
+    api_reload_seconds: float = Field(5.0, gt=0, description="How often the API checks for a new champion.")
     ui_host: str = "127.0.0.1"
     ui_port: int = 8501
 
