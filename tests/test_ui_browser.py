@@ -141,6 +141,7 @@ def test_every_page_in_a_real_browser(page, server: tuple[str, Path], tmp_path: 
     open_page(page, url, "label", "Labelled in this batch")
     page.get_by_role("button", name="Outlier").click()
     page.get_by_text("labelled outlier").wait_for()
+    page.get_by_text("1 outlier and 0 normal labels").wait_for()  # the rerun after the click has finished
     settle(page)
     assert_no_exception(page, "label")
     from core.labels import LabelStore
