@@ -229,7 +229,7 @@ def test_real_reviews_of_another_category_are_flagged(embedder, data_dir) -> Non
     e_ref, e_same, e_gift = (embedder.encode(embedding_text(f)) for f in (ref, same, gift_cards))
     moved = compare(reference=ref, current=gift_cards, reference_embeddings=e_ref, current_embeddings=e_gift,
                     n_permutations=199)
-    assert moved.drift  # combined p is floored at 3 / 200 by 199 permutations and Bonferroni over three tests
+    assert moved.drift  # combined p is floored at 2 / 200 by 199 permutations and Bonferroni over two tests
     assert moved.test("mmd").p_value <= 0.01 and moved.test("classifier").p_value <= 0.01
     grown = [c for c in moved.clusters if c.status in ("new", "grown")]
     assert grown and grown[0].share_current > grown[0].share_reference
