@@ -194,6 +194,7 @@ def evaluate(
         out[f"ensemble_{combo}"] = _metrics(y, combine(surprises, model.groups_, combo))
     out["novelty_group"] = _metrics(y, combine(surprises, {"n": model.groups_["novelty"]}, "max"))
     out["headline"] = _metrics(y, result.scores["score"].to_numpy())
+    out["active_groups"] = {"groups": list(result.active_groups)}
     for frac in label_fracs:
         n_lab = max(2, int(round(frac * len(batch))))
         lab = rng.choice(len(batch), n_lab, replace=False)
@@ -233,7 +234,7 @@ def aggregate(runs: list[dict]) -> dict[str, dict[str, float | None]]:
     agg: dict[str, dict] = {}
     for k in keys:
         rows = [r.get(k) for r in runs if r.get(k)]
-        if not rows:
+        if not rows or k == "active_groups":
             continue
         if "auroc" in rows[0]:
             agg[k] = {

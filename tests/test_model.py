@@ -114,6 +114,10 @@ def test_labels_are_measured_and_the_scorer_only_wins_on_evidence(fitted, plante
     labels = pd.Series(np.where(y == 1, "outlier", "normal"), index=batch["review_id"])
     few = fitted.fit_labels(batch.iloc[:40], labels, embedder)  # no outliers among the first 40 labelled
     assert few.uses_label_scorer is False and "at least 2 outlier and 2 normal" in few.note
+    three = np.r_[np.arange(40), np.flatnonzero(y == 1)[:3]]
+    thin = fitted.fit_labels(batch.iloc[three], labels, embedder)
+    assert thin.uses_label_scorer is False and "3 outlier labels, at least 5" in thin.note
+    assert fitted.label_scorer_ is None
     metrics = fitted.fit_labels(batch, labels, embedder, force=True)
     assert (
         metrics.n_outlier == 6 and metrics.unsupervised.auroc is not None and metrics.label_aware is not None
@@ -165,3 +169,22 @@ def test_small_reference_without_ratings_fits_what_it_can(hashing_embedder) -> N
         other.score(
             batch, type("E", (), {"model_key": "other|x", "encode": lambda s, t, progress=None: None})()
         )
+
+
+def test_batch_with_planted_copies_makes_the_duplicate_group_active(hashing_embedder) -> None:
+    rng = np.random.default_rng(1)
+    vocab = [f"w{i}" for i in range(300)]
+
+    def texts(n: int) -> list[str]:
+        return [" ".join(rng.choice(vocab, 8)) for _ in range(n)]
+
+    ref = pd.DataFrame({"text": texts(150)})
+    model = OutlierModel(detectors=("knn", "lof"), random_state=0).fit(ref, hashing_embedder)
+    copies = ref["text"].iloc[:10].tolist()
+    batch = pd.DataFrame({"text": [*texts(150), *copies]})
+    result = model.score(batch, hashing_embedder)
+    assert "duplicate" in result.active_groups and "novelty" not in result.active_groups
+    top = set(result.scores["score"].nlargest(10).index)
+    assert top == set(range(150, 160)), "the planted copies should be the 10 highest scores"
+    single = model.score(batch.iloc[[150]], hashing_embedder)
+    assert set(single.active_groups) == set(model.groups_), "a single review is scored against all groups"
