@@ -17,6 +17,7 @@ run: setup  ## the main job on the embedded defaults: demo data loaded, model tr
 
 test: setup  ## the whole test suite, real model and real servers included
 	bash scripts/system-deps.sh
+	bash scripts/airflow-venv.sh
 	$(BIN)/pytest
 
 lint: setup

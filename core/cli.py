@@ -413,6 +413,27 @@ def api(
 
 @app.command()
 @handle_errors
+def stack(
+    host: Annotated[str, typer.Option(help="Address every service listens on.")] = "127.0.0.1",
+    s3_port: Annotated[int, typer.Option(help="S3 server (MinIO when on PATH, else moto).")] = 9000,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow server.")] = 5050,
+    api_port: Annotated[int, typer.Option(help="REST API.")] = 3000,
+    ui_port: Annotated[int, typer.Option(help="Workbench.")] = 8501,
+    s3_server: Annotated[str, typer.Option(help="auto, minio or moto.")] = "auto",
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="Skip the workbench.")] = False,
+) -> None:
+    """Start the full stack natively, without Docker: S3 server, MLflow server, API, workbench. Ctrl+C stops it."""
+    from core.stack import run_stack
+
+    services = ("s3", "mlflow", "api") if no_ui else ("s3", "mlflow", "api", "ui")
+    code = run_stack(host=host, s3_port=s3_port, mlflow_port=mlflow_port, api_port=api_port, ui_port=ui_port,
+                     services=services, s3_server=s3_server,
+                     log=lambda m: console.print(m, highlight=False, soft_wrap=True))
+    raise typer.Exit(code)
+
+
+@app.command()
+@handle_errors
 def demo(
     data: Annotated[
         Path | None,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import os
 
 from core.errors import WorkbenchError
 from core.pipeline import Workspace

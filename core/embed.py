@@ -199,7 +199,6 @@ class Embedder:
                 self._encoder = encode
             else:
                 from core.onnx_backend import OnnxInt8Encoder
-
                 from core.settings import get_settings
 
                 onnx_dir = self.onnx_dir or get_settings().models_dir / "onnx-int8"

@@ -177,9 +177,12 @@ def _unit(X: np.ndarray) -> np.ndarray:
 
 
 def _max_similarity(
-    Q: np.ndarray, R: np.ndarray, exclude_diagonal: bool = False
+    Q: np.ndarray, R: np.ndarray, exclude_diagonal: bool = False, exclude: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Highest cosine similarity of each row of Q to a row of R, and which row."""
+    """Highest cosine similarity of each row of Q to a row of R, and which row.
+
+    `exclude` gives, per row of Q, one row of R to leave out (-1 for none): the review itself.
+    """
     best = np.full(Q.shape[0], -1.0, dtype=np.float32)
     arg = np.full(Q.shape[0], -1, dtype=np.int64)
     if R.shape[0] == 0 or Q.shape[0] == 0:
@@ -190,6 +193,10 @@ def _max_similarity(
         if exclude_diagonal:
             rows = np.arange(sim.shape[0])
             sim[rows, rows + start] = -np.inf
+        if exclude is not None:
+            own = exclude[start : start + step]
+            rows = np.flatnonzero(own >= 0)
+            sim[rows, own[rows]] = -np.inf
         arg[start : start + step] = sim.argmax(axis=1)
         best[start : start + step] = sim.max(axis=1)
     return best, arg
@@ -230,6 +237,8 @@ class DuplicateSignal(Signal):
         self.reference_hashes_ = (
             pd.Series(range(len(hashes)), index=hashes).groupby(level=0).first().to_dict()
         )
+        self.reference_hash_counts_ = pd.Series(hashes).value_counts().to_dict()
+        self.reference_hash_list_ = list(hashes)
         self.reference_ids_ = (
             reference.frame["review_id"].astype(str).tolist()
             if "review_id" in reference.frame
@@ -250,21 +259,28 @@ class DuplicateSignal(Signal):
         if n == 0:
             return SignalScores(np.zeros(0), [])
         Q = _unit(batch.embeddings)
-        sim_ref, arg_ref = _max_similarity(Q, self.reference_embeddings_)
-        sim_in, arg_in = (
-            _max_similarity(Q, Q, exclude_diagonal=True) if n > 1 else (np.full(1, -1.0), np.full(1, -1))
-        )
-        hashes = _hashes(batch.frame["text"])
-        counts = pd.Series(hashes).value_counts()
-        exact_ref = np.array([h in self.reference_hashes_ for h in hashes])
-        exact_in = np.array([counts[h] > 1 for h in hashes])
-        n_words = text_descriptors(batch.frame["text"])["n_words"].to_numpy()
-        raw = self._raw(np.maximum(sim_ref, sim_in), exact_ref | exact_in, n_words)
         ids = (
             batch.frame["review_id"].astype(str).tolist()
             if "review_id" in batch.frame
             else [str(i) for i in range(n)]
         )
+        # A reference review scored again (the Explore map shows both batches) is not a copy of itself.
+        own_index = {rid: j for j, rid in enumerate(self.reference_ids_)}
+        own = np.array([own_index.get(rid, -1) for rid in ids], dtype=np.int64)
+        sim_ref, arg_ref = _max_similarity(Q, self.reference_embeddings_, exclude=own)
+        sim_in, arg_in = (
+            _max_similarity(Q, Q, exclude_diagonal=True) if n > 1 else (np.full(1, -1.0), np.full(1, -1))
+        )
+        hashes = _hashes(batch.frame["text"])
+        counts = pd.Series(hashes).value_counts()
+        exact_ref = np.array([
+            self.reference_hash_counts_.get(h, 0)
+            - (1 if own[i] >= 0 and self.reference_hash_list_[own[i]] == h else 0) > 0
+            for i, h in enumerate(hashes)
+        ])
+        exact_in = np.array([counts[h] > 1 for h in hashes])
+        n_words = text_descriptors(batch.frame["text"])["n_words"].to_numpy()
+        raw = self._raw(np.maximum(sim_ref, sim_in), exact_ref | exact_in, n_words)
         details = []
         for i, h in enumerate(hashes):
             parts = []
@@ -272,7 +288,9 @@ class DuplicateSignal(Signal):
                 parts.append(f"same text as {counts[h] - 1} other review(s) in this batch")
             if exact_ref[i]:
                 parts.append(
-                    f"same text as reference review {self.reference_ids_[self.reference_hashes_[h]]}"
+                    "same text as reference review "
+                    + (self.reference_ids_[self.reference_hashes_[h]] if self.reference_hashes_[h] != own[i]
+                       else "(another copy)")
                 )
             if not parts and sim_in[i] >= self.near_threshold and sim_in[i] >= sim_ref[i]:
                 parts.append(f"near copy (cosine {sim_in[i]:.2f}) of review {ids[arg_in[i]]} in this batch")
