@@ -159,8 +159,8 @@ def test_small_reference_without_ratings_fits_what_it_can(hashing_embedder) -> N
     result = other.score(batch, hashing_embedder)
     assert result.scores["is_outlier"].iloc[0]
     assert result.scores["score"].iloc[0] == result.scores["score"].max()
-    # A copy of a reference review is a duplicate, whatever its novelty.
-    copied = other.score(pd.DataFrame({"text": [ref["text"].iloc[0]]}), hashing_embedder)
+    # A copy of a reference review (another review with the same text) is a duplicate, whatever its novelty.
+    copied = other.score(pd.DataFrame({"review_id": ["copy-1"], "text": [ref["text"].iloc[0]]}), hashing_embedder)
     assert (
         copied.scores["duplicate"].iloc[0] > 0.9
         and "same text as reference review" in copied.scores["reason"].iloc[0]
@@ -188,3 +188,15 @@ def test_batch_with_planted_copies_makes_the_duplicate_group_active(hashing_embe
     assert top == set(range(150, 160)), "the planted copies should be the 10 highest scores"
     single = model.score(batch.iloc[[150]], hashing_embedder)
     assert set(single.active_groups) == set(model.groups_), "a single review is scored against all groups"
+
+
+def test_reference_reviews_scored_again_are_not_copies_of_themselves(hashing_embedder) -> None:
+    rng = np.random.default_rng(3)
+    words = [f"word{i}" for i in range(300)]
+    ref = pd.DataFrame({"review_id": [f"r{i}" for i in range(120)],
+                        "text": [" ".join(rng.choice(words, 12)) for _ in range(120)]})
+    model = OutlierModel(detectors=("knn",), random_state=0).fit(ref, hashing_embedder)
+    again = model.score(ref, hashing_embedder).scores
+    # The Explore map scores the reference too: its own rows must not light up as duplicates of themselves.
+    assert (again["duplicate"] < 0.5).mean() > 0.95
+    assert again["is_outlier"].mean() < 0.2
