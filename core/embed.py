@@ -45,16 +45,25 @@ def embedding_text(frame: pd.DataFrame, fields: Sequence[str] = ("title", "text"
     unknown = [f for f in fields if f not in frame.columns]
     if "text" not in frame.columns:
         raise ParameterError("the frame has no 'text' column; load it with core.load first")
-    parts = [frame[f].astype("string").fillna("").str.strip() for f in fields if f not in unknown]
-    if not parts:
+    columns = [[_clean(v) for v in frame[f].tolist()] for f in fields if f not in unknown]
+    if not columns:
         raise ParameterError(f"none of the embedded fields {list(fields)} is in the frame")
-    joined = parts[0]
-    for part in parts[1:]:
-        # "Great value" + "Works well" -> "Great value. Works well"; a title's own punctuation is kept.
-        ends_clean = joined.str.contains(r"[.!?:;]$", regex=True)
-        glue = joined.where(joined == "", joined + ends_clean.map({True: " ", False: ". "}).astype("string"))
-        joined = joined.where(part == "", glue + part)
-    return joined.tolist()
+    out = []
+    for parts in zip(*columns, strict=True):
+        joined = ""
+        for part in parts:
+            if not part:
+                continue
+            # "Great value" + "Works well" -> "Great value. Works well"; a title's own punctuation is kept.
+            joined = part if not joined else joined + (" " if joined[-1] in ".!?:;" else ". ") + part
+        out.append(joined)
+    return out
+
+
+def _clean(value: object) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return ""
+    return str(value).strip()
 
 
 def text_hash(text: str) -> bytes:
