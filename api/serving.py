@@ -13,7 +13,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,39 +90,19 @@ class ServedModel:
         return loaded
 
 
-class _BatchEmbedder:
-    """The embedder seen by one micro-batch: vectors computed once for the whole batch, the rest delegated."""
-
-    def __init__(self, embedder: Any, texts: Sequence[str]) -> None:
-        self.inner = embedder
-        self.model_key = embedder.model_key
-        unique = list(dict.fromkeys(texts))
-        vectors = embedder.encode(unique) if unique else []
-        self._known = dict(zip(unique, vectors, strict=True))
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    def encode(self, texts: Sequence[str], progress: Any = None) -> np.ndarray:
-        texts = ["" if t is None else str(t) for t in texts]
-        if all(t in self._known for t in texts):
-            if not texts:
-                return np.zeros((0, self.inner.dim), dtype=np.float32)
-            return np.stack([self._known[t] for t in texts]).astype(np.float32, copy=False)
-        return self.inner.encode(texts, progress=progress)
-
-
 def _number(value: Any) -> float | None:
     value = float(value)
     return value if np.isfinite(value) else None
 
 
-def to_predictions(scores: Any, ref: ModelRef) -> list[PredictionOut]:
+def to_predictions(
+    scores: Any, ref: ModelRef, rows: range | None = None, missing: list[str] | None = None
+) -> list[PredictionOut]:
     """`BundleScores` -> response rows (every detector and signal score, reasons, neighbours)."""
     frame = scores.frame
+    missing = list(scores.missing) if missing is None else missing
     out = []
-    for i in range(len(frame)):
+    for i in rows if rows is not None else range(len(frame)):
         reasons = scores.result.reasons(i)
         out.append(PredictionOut(
             review_id=reasons.review_id,
@@ -138,7 +117,7 @@ def to_predictions(scores: Any, ref: ModelRef) -> list[PredictionOut]:
                            for c in reasons.contributions],
             neighbours=[NeighbourOut(review_id=n.review_id, text=n.text, rating=n.rating, similarity=n.similarity)
                         for n in reasons.neighbours],
-            missing=list(scores.missing),
+            missing=missing,
             model=ref,
         ))
     return out
@@ -152,13 +131,13 @@ def canonical_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def score_jobs(loaded: Loaded, embedder: Any, jobs: list[list[dict[str, Any]]]) -> list[list[PredictionOut] | Exception]:
-    """Score several requests: one embedding pass for all of them, then each request scored on its own.
+    """Score several requests in one `bundle.score` call: one embedding pass, one pass of every detector.
 
-    Each request stays its own batch for `bundle.score` because the duplicate signal compares the reviews of
-    a batch with each other: merging strangers' requests would flag one client's review as a copy of
-    another's. The embedding, which is most of the cost, is shared.
+    Each request is its own group (`core.signals.GROUP_COLUMN`): the duplicate signal never compares one
+    client's review with another's, and the ensemble uses every group, so a request's scores do not depend
+    on which other requests happened to share its micro-batch.
     """
-    from core.embed import embedding_text
+    from core.signals import GROUP_COLUMN
 
     frames: list[pd.DataFrame | Exception] = []
     for records in jobs:
@@ -166,18 +145,29 @@ def score_jobs(loaded: Loaded, embedder: Any, jobs: list[list[dict[str, Any]]]) 
             frames.append(canonical_frame(records))
         except WorkbenchError as err:
             frames.append(err)
-    fields = loaded.bundle.outlier.embed_fields
-    texts = [t for f in frames if isinstance(f, pd.DataFrame) for t in embedding_text(f, fields)]
-    shared = _BatchEmbedder(embedder, texts)
-    results: list[list[PredictionOut] | Exception] = []
-    for frame in frames:
-        if isinstance(frame, Exception):
-            results.append(frame)
-            continue
-        try:
-            results.append(to_predictions(loaded.bundle.score(frame, shared), loaded.ref))
-        except Exception as err:  # one request's failure must not fail the others in the batch
-            results.append(err)
+    valid = [(k, f) for k, f in enumerate(frames) if isinstance(f, pd.DataFrame)]
+    results: list[list[PredictionOut] | Exception] = list(frames)  # errors stay in place
+    if not valid:
+        return results
+    combined = pd.concat([f.assign(**{GROUP_COLUMN: k}) for k, f in valid], ignore_index=True)
+    try:
+        scores = loaded.bundle.score(combined, embedder)
+    except Exception:
+        if len(valid) == 1:
+            raise
+        # One bad request must not fail the others: score each on its own to find and isolate it.
+        for k, frame in valid:
+            try:
+                results[k] = to_predictions(loaded.bundle.score(frame, embedder), loaded.ref)
+            except Exception as err:
+                results[k] = err
+        return results
+    start = 0
+    for k, frame in valid:
+        # What a request lacked is its own business, not the micro-batch's.
+        missing = loaded.bundle.outlier.feature_pipeline_.missing_columns(frame)
+        results[k] = to_predictions(scores, loaded.ref, range(start, start + len(frame)), missing)
+        start += len(frame)
     return results
 
 

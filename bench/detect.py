@@ -195,15 +195,21 @@ def evaluate(
     out["novelty_group"] = _metrics(y, combine(surprises, {"n": model.groups_["novelty"]}, "max"))
     out["headline"] = _metrics(y, result.scores["score"].to_numpy())
     out["active_groups"] = {"groups": list(result.active_groups)}
-    for frac in label_fracs:
+    headline = result.scores["score"].to_numpy()
+    # Two ways analysts come by labels: a random sample (the protocol), and the label queue, which
+    # shows the highest-scoring reviews first (what the Label page does), so labelled outliers are enriched.
+    for frac, protocol in [(f, p) for f in label_fracs for p in ("random", "queue")]:
         n_lab = max(2, int(round(frac * len(batch))))
-        lab = rng.choice(len(batch), n_lab, replace=False)
+        if protocol == "random":
+            lab = rng.choice(len(batch), n_lab, replace=False)
+        else:
+            lab = np.argsort(-headline, kind="stable")[:n_lab]
         rest = np.setdiff1d(np.arange(len(batch)), lab)
         labels = pd.Series(
             np.where(y[lab] == 1, "outlier", "normal"), index=batch["review_id"].iloc[lab].to_numpy()
         )
         base = _metrics(y[rest], result.scores["score"].to_numpy()[rest])
-        key = f"labels_{int(round(frac * 100))}pct"
+        key = f"labels_{int(round(frac * 100))}pct" + ("" if protocol == "random" else "_queue")
         entry: dict = {
             "n_labelled": int(n_lab),
             "n_labelled_outliers": int(y[lab].sum()),
@@ -306,7 +312,7 @@ def markdown(summary: dict[str, dict]) -> str:
             m = summary[b].get(r)
             cells += [_fmt(m and m["auroc"]), _fmt(m and m["ap"])]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
-    for frac in ("labels_1pct", "labels_5pct"):
+    for frac in ("labels_1pct", "labels_5pct", "labels_1pct_queue", "labels_5pct_queue"):
         for kind in ("headline", "forced", "unsupervised"):
             cells = []
             for b in summary:
@@ -343,6 +349,11 @@ def checks(summary: dict[str, dict]) -> dict[str, bool | None]:
         ]
         out[f"{b}_ensemble_within_0.02_of_best_member"] = (get(b, "headline") or 0) >= max(members) - 0.02
     for b in ("category", "machine"):
+        queue = summary.get(b, {}).get("labels_5pct_queue") or {}
+        # Information, not the target: the same comparison on the rows left after the queue.
+        out[f"info_{b}_labels5pct_queue_beats_ensemble_same_rows"] = (queue.get("headline_auroc") or 0) > (
+            queue.get("unsupervised_auroc") or 1
+        )
         lab = summary.get(b, {}).get("labels_5pct") or {}
         best = max(v["auroc"] for k, v in summary[b].items() if not k.startswith("labels_"))
         out[f"{b}_labels5pct_beats_best_unsupervised"] = (lab.get("headline_auroc") or 0) > best

@@ -51,7 +51,7 @@ from core.errors import ModelUnavailableError, NotFittedError, ParameterError, S
 from core.explain import GROUP_LABELS, Reasons, contributions, nearest_reviews, neighbours_of, summary_line
 from core.features import FeaturePipeline
 from core.labels import LabelAwareScorer, LabelMetrics, as_binary, score_metrics
-from core.signals import SIGNALS, SignalInputs, all_descriptors, make_signal
+from core.signals import GROUP_COLUMN, SIGNALS, SignalInputs, all_descriptors, make_signal
 
 ProgressCallback = Callable[[str, float], None]
 NOVELTY = "novelty"
@@ -405,12 +405,18 @@ class OutlierModel:
     def _group_statistic(surprise: dict[str, np.ndarray], members: Sequence[str]) -> np.ndarray:
         return np.mean(np.vstack([np.asarray(surprise[m], dtype=np.float64) for m in members]), axis=0)
 
-    def active_groups(self, surprise: dict[str, np.ndarray]) -> dict[str, tuple[str, ...]]:
-        """The groups that fire in excess in this batch (all groups for small batches or when none does)."""
+    def active_groups(
+        self, surprise: dict[str, np.ndarray], independent: bool = False
+    ) -> dict[str, tuple[str, ...]]:
+        """The groups that fire in excess in this batch (all groups for small batches or when none does).
+
+        With `independent` (rows from separate requests scored together) every group is used, so one
+        request's score never depends on what another request contained.
+        """
         from scipy.stats import binom
 
         n = len(next(iter(surprise.values()))) if surprise else 0
-        if not self.adaptive or n < self.adaptive_min_batch:
+        if not self.adaptive or independent or n < self.adaptive_min_batch:
             return dict(self.groups_)
         active = {}
         for g, members in self.groups_.items():
@@ -529,7 +535,8 @@ class OutlierModel:
             progress("scoring", 0.0)
         with self._threads(len(batch)):
             calibrated, surprise, details = self._raw_scores(batch, embeddings)
-            active = self.active_groups(surprise) if len(batch) else dict(self.groups_)
+            independent = GROUP_COLUMN in batch.columns and batch[GROUP_COLUMN].nunique() > 1
+            active = self.active_groups(surprise, independent=independent) if len(batch) else dict(self.groups_)
             if len(batch):
                 headline, p_value, threshold = self._ensemble(surprise, active)
             else:

@@ -158,6 +158,11 @@ class RatingMismatchSignal(Signal):
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
+#: Optional column of a batch: reviews with different values were sent separately (e.g. API requests scored
+#: in one micro-batch) and are never compared with each other as duplicates.
+GROUP_COLUMN = "request_group"
+
+
 def normalise_text(text: str) -> str:
     """Lower case, accents folded, punctuation and runs of spaces removed: what counts as "the same text"."""
     folded = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
@@ -177,11 +182,16 @@ def _unit(X: np.ndarray) -> np.ndarray:
 
 
 def _max_similarity(
-    Q: np.ndarray, R: np.ndarray, exclude_diagonal: bool = False, exclude: np.ndarray | None = None
+    Q: np.ndarray,
+    R: np.ndarray,
+    exclude_diagonal: bool = False,
+    exclude: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Highest cosine similarity of each row of Q to a row of R, and which row.
 
-    `exclude` gives, per row of Q, one row of R to leave out (-1 for none): the review itself.
+    `exclude` gives, per row of Q, one row of R to leave out (-1 for none): the review itself. With
+    `groups` (Q is R), rows are only compared with rows of the same group.
     """
     best = np.full(Q.shape[0], -1.0, dtype=np.float32)
     arg = np.full(Q.shape[0], -1, dtype=np.int64)
@@ -193,6 +203,8 @@ def _max_similarity(
         if exclude_diagonal:
             rows = np.arange(sim.shape[0])
             sim[rows, rows + start] = -np.inf
+        if groups is not None:
+            sim[groups[start : start + step, None] != groups[None, :]] = -np.inf
         if exclude is not None:
             own = exclude[start : start + step]
             rows = np.flatnonzero(own >= 0)
@@ -268,24 +280,28 @@ class DuplicateSignal(Signal):
         own_index = {rid: j for j, rid in enumerate(self.reference_ids_)}
         own = np.array([own_index.get(rid, -1) for rid in ids], dtype=np.int64)
         sim_ref, arg_ref = _max_similarity(Q, self.reference_embeddings_, exclude=own)
+        groups = batch.frame[GROUP_COLUMN].to_numpy() if GROUP_COLUMN in batch.frame else None
         sim_in, arg_in = (
-            _max_similarity(Q, Q, exclude_diagonal=True) if n > 1 else (np.full(1, -1.0), np.full(1, -1))
+            _max_similarity(Q, Q, exclude_diagonal=True, groups=groups)
+            if n > 1 else (np.full(1, -1.0), np.full(1, -1))
         )
         hashes = _hashes(batch.frame["text"])
-        counts = pd.Series(hashes).value_counts()
+        # Requests scored together (the API's micro-batches) are compared within their own group only.
+        keys = hashes if groups is None else [f"{g}\x1f{h}" for g, h in zip(groups, hashes, strict=True)]
+        counts = pd.Series(keys).value_counts()
         exact_ref = np.array([
             self.reference_hash_counts_.get(h, 0)
             - (1 if own[i] >= 0 and self.reference_hash_list_[own[i]] == h else 0) > 0
             for i, h in enumerate(hashes)
         ])
-        exact_in = np.array([counts[h] > 1 for h in hashes])
+        exact_in = np.array([counts[k] > 1 for k in keys])
         n_words = text_descriptors(batch.frame["text"])["n_words"].to_numpy()
         raw = self._raw(np.maximum(sim_ref, sim_in), exact_ref | exact_in, n_words)
         details = []
         for i, h in enumerate(hashes):
             parts = []
             if exact_in[i]:
-                parts.append(f"same text as {counts[h] - 1} other review(s) in this batch")
+                parts.append(f"same text as {counts[keys[i]] - 1} other review(s) in this batch")
             if exact_ref[i]:
                 parts.append(
                     "same text as reference review "

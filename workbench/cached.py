@@ -116,7 +116,9 @@ def quarantined(name: str) -> pd.DataFrame:
     return _quarantined(get_settings().home.as_posix(), name, batch_version(name))
 
 
-@st.cache_data(show_spinner="Scoring with the champion model…", max_entries=8)
+# Scores and the map frame are resources, not data: cache_data would pickle a copy of 20k rows on every rerun
+# (most of the Explore page's time); pages treat them as read-only.
+@st.cache_resource(show_spinner="Scoring with the champion model…", max_entries=8)
 def _scores(home: str, tracking_uri: str, name: str, version: str, model_version: str) -> Any:
     bundle = model(model_version)
     return bundle.score(frame(name), embedder(), project=True)
@@ -135,7 +137,7 @@ def labels() -> pd.DataFrame:
 DISPLAY_COLUMNS = ("text", "title", "rating", "category", "timestamp", "verified_purchase")
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def _map_frame(home: str, tracking_uri: str, names: tuple[str, ...], versions: tuple[str, ...],
                model_version: str) -> pd.DataFrame:
     bundle = model(model_version)
