@@ -55,7 +55,7 @@ from core.signals import GROUP_COLUMN, SIGNALS, SignalInputs, all_descriptors, m
 
 ProgressCallback = Callable[[str, float], None]
 NOVELTY = "novelty"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: duplicate signal keeps per-row reference hashes (a review is not its own copy)
 _REFERENCE_COLUMNS = ("review_id", "text", "title", "rating")
 _LABEL_REFERENCE_ROWS = 2000
 _LABEL_PCA = 16
@@ -765,7 +765,8 @@ class OutlierModel:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelUnavailableError(
-                f"{folder} holds model format {meta.get('format_version')!r}; this version reads {FORMAT_VERSION}"
+                f"{folder} holds model format {meta.get('format_version')!r}; this version reads {FORMAT_VERSION}: "
+                "retrain with `workbench train --reference BATCH`"
             )
         model = joblib.load(blob)
         if not isinstance(model, cls):
