@@ -70,16 +70,8 @@ class Settings(BaseSettings):
 
     # Derived locations -------------------------------------------------------------------
     @property
-    def batches_dir(self) -> Path:
-        return self.home / "batches"
-
-    @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.home / "reports"
 
     @property
     def models_dir(self) -> Path:
