@@ -35,6 +35,26 @@ class WorkspaceState(BaseModel):
 _EMBEDDERS: dict[tuple[str, str, int, str], Embedder] = {}
 
 
+def _embedder_key(s: Settings) -> tuple[str, str, int, str]:
+    return (s.embedding_model, s.embedding_backend, s.embedding_batch_size, str(s.cache_dir))
+
+
+def share_embedder(settings: Settings, embedder: Embedder) -> Callable[[], None]:
+    """Make workspaces with `settings` use an already loaded embedder (tests, notebooks, one process with
+    several workspaces): the model is loaded once. Returns a function that undoes it."""
+    key = _embedder_key(settings)
+    previous = _EMBEDDERS.get(key)
+    _EMBEDDERS[key] = embedder
+
+    def undo() -> None:
+        if previous is None:
+            _EMBEDDERS.pop(key, None)
+        else:
+            _EMBEDDERS[key] = previous
+
+    return undo
+
+
 class Workspace:
     """Everything under one ``WORKBENCH_HOME`` (or one bucket, in the full stack)."""
 
@@ -98,7 +118,7 @@ class Workspace:
     def embedder(self) -> Embedder:
         """One embedder per model configuration and process: the model loads once."""
         s = self.settings
-        key = (s.embedding_model, s.embedding_backend, s.embedding_batch_size, str(s.cache_dir))
+        key = _embedder_key(s)
         if key not in _EMBEDDERS:
             _EMBEDDERS[key] = make_embedder(s)
         return _EMBEDDERS[key]

@@ -114,7 +114,6 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory, subscription_pat
     # Share the session's loaded model and cache instead of loading a second copy.
     from core import pipeline
 
-    key = (settings.embedding_model, settings.embedding_backend, settings.embedding_batch_size, str(settings.cache_dir))
-    pipeline._EMBEDDERS[key] = embedder
+    pipeline.share_embedder(settings, embedder)
     ws.train("reference", detectors=("knn", "lof", "iforest"), project=True)
     return ws

@@ -132,8 +132,7 @@ def prepared_home(tmp_path: Path, subscription_path: Path, vgames_path: Path, em
 
     home = tmp_path / "home"
     settings = Settings(home=home, tracking_uri=None)
-    key = (settings.embedding_model, settings.embedding_backend, settings.embedding_batch_size, str(settings.cache_dir))
-    pipeline._EMBEDDERS[key] = embedder  # the session's loaded model, for the champion only
+    undo = pipeline.share_embedder(settings, embedder)  # the session's loaded model, for the champion only
     try:
         ws = Workspace.open(settings)
         subscription = pd.read_csv(subscription_path)
@@ -149,7 +148,7 @@ def prepared_home(tmp_path: Path, subscription_path: Path, vgames_path: Path, em
             + [{"review_id": i, "label": "outlier"} for i in ids[-6:]]
         )
     finally:
-        pipeline._EMBEDDERS.pop(key, None)
+        undo()
     return home
 
 

@@ -138,7 +138,8 @@ def test_archive_moves_the_file_and_is_safe_to_retry(settings: Settings) -> None
 # -- one whole run against an S3-protocol server ----------------------------------------------------------
 @pytest.mark.slow
 def test_whole_run_against_s3_storage(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subscription_path: Path, vgames_path: Path, embedder
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, subscription_path: Path,
+    vgames_path: Path, embedder,
 ) -> None:
     from core import pipeline
     from core.labels import LabelStore
@@ -149,9 +150,7 @@ def test_whole_run_against_s3_storage(
         settings = Settings(home=tmp_path / "home", tracking_uri=None, storage_backend="minio",
                             minio_endpoint=endpoint, minio_access_key="testing", minio_secret_key="testing",
                             minio_bucket="workbench")
-        key = (settings.embedding_model, settings.embedding_backend, settings.embedding_batch_size,
-               str(settings.cache_dir))
-        monkeypatch.setitem(pipeline._EMBEDDERS, key, embedder)
+        request.addfinalizer(pipeline.share_embedder(settings, embedder))
         ws = Workspace.open(settings)
         subscription = pd.read_csv(subscription_path)
         subscription.head(120).to_csv(tmp_path / "reference.csv", index=False)

@@ -46,7 +46,8 @@ def _wait_ready(url: str, timeout: float) -> httpx.Response:
 
 
 def test_native_stack_trains_serves_and_stops(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subscription_path: Path, embedder
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, subscription_path: Path,
+    embedder,
 ) -> None:
     from core import pipeline
     from core.pipeline import Workspace
@@ -65,9 +66,7 @@ def test_native_stack_trains_serves_and_stops(
 
         # Train on a small real batch through the stack: batches in S3, run + model in the MLflow server.
         settings = stack.settings()
-        key = (settings.embedding_model, settings.embedding_backend, settings.embedding_batch_size,
-               str(settings.cache_dir))
-        monkeypatch.setitem(pipeline._EMBEDDERS, key, embedder)
+        request.addfinalizer(pipeline.share_embedder(settings, embedder))
         ws = Workspace.open(settings)
         pd.read_csv(subscription_path).head(150).to_csv(tmp_path / "reference.csv", index=False)
         ws.ingest_path(tmp_path / "reference.csv", name="reference")

@@ -108,9 +108,7 @@ def test_full_stack_round_trip_with_mlflow_server_and_s3(tmp_path: Path, trained
             assert any(k.startswith("batches/ref/") for k in storage.list("batches/"))
             from core import pipeline
 
-            s = trained_workspace.settings
-            pipeline._EMBEDDERS[(s.embedding_model, s.embedding_backend, s.embedding_batch_size,
-                                 str(settings.cache_dir))] = trained_workspace.embedder()
+            pipeline.share_embedder(settings, trained_workspace.embedder())
             outcome = ws.train("ref", detectors=("knn", "lof"), project=False)
             registry = ws.registry()
             assert registry.promote(outcome.record.version) == outcome.record.version

@@ -70,8 +70,7 @@ def _copied_home(trained_workspace, embedder, tmp_path_factory: pytest.TempPathF
     target = tmp_path_factory.mktemp("ui-home") / "home"
     shutil.copytree(trained_workspace.settings.home, target)
     settings = Settings(home=target)
-    key = (settings.embedding_model, settings.embedding_backend, settings.embedding_batch_size, str(settings.cache_dir))
-    pipeline._EMBEDDERS[key] = embedder  # the session's loaded model: nothing is embedded twice
+    pipeline.share_embedder(settings, embedder)  # the session's loaded model: nothing is embedded twice
     return target
 
 
