@@ -206,11 +206,7 @@ class Workspace:
     def model(self, alias: str = "champion"):  # -> tuple[ModelBundle, VersionInfo]
         """The bundle behind an alias, loaded once per process and reloaded when the alias moves."""
         registry = self.registry()
-        wanted = None
-        for v in registry.versions():
-            if alias in v.aliases or v.version == str(alias):
-                wanted = v
-                break
+        wanted = registry.version(str(alias))
         if wanted is None:
             raise ModelUnavailableError(
                 f"no model with alias or version {alias!r} in {registry.uri}; "

@@ -218,25 +218,46 @@ class Registry:
             found = self.client.search_model_versions(f"name='{self.name}'")
         except MlflowException:
             return []
-        # search_model_versions leaves aliases out; the registered model has the alias -> version map.
+        alias_map = self._alias_map()
+        return [self._info(v, alias_map) for v in sorted(found, key=lambda v: int(v.version), reverse=True)]
+
+    def version(self, ref: str) -> VersionInfo | None:
+        """One version by alias (``champion``) or number, in two or three store calls; None when absent."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if str(ref).isdigit():
+                found = self.client.get_model_version(self.name, str(ref))
+            else:
+                found = self.client.get_model_version_by_alias(self.name, str(ref))
+        except MlflowException:
+            return None
+        return self._info(found, self._alias_map())
+
+    def _alias_map(self) -> dict[str, list[str]]:
+        # Version searches leave aliases out; the registered model has the alias -> version map.
+        from mlflow.exceptions import MlflowException
+
         alias_map: dict[str, list[str]] = {}
         try:
             for alias, version in (self.client.get_registered_model(self.name).aliases or {}).items():
                 alias_map.setdefault(str(version), []).append(alias)
         except MlflowException:
             pass
-        out = []
-        for v in sorted(found, key=lambda v: int(v.version), reverse=True):
-            metrics: dict[str, float] = {}
-            if v.run_id:
-                try:
-                    metrics = dict(self.client.get_run(v.run_id).data.metrics)
-                except MlflowException:
-                    metrics = {}
-            created = datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")
-            out.append(VersionInfo(str(v.version), sorted(alias_map.get(str(v.version), [])), v.run_id, created,
-                                   metrics, dict(v.tags or {})))
-        return out
+        return alias_map
+
+    def _info(self, found: Any, alias_map: dict[str, list[str]]) -> VersionInfo:
+        from mlflow.exceptions import MlflowException
+
+        metrics: dict[str, float] = {}
+        if found.run_id:
+            try:
+                metrics = dict(self.client.get_run(found.run_id).data.metrics)
+            except MlflowException:
+                metrics = {}
+        created = datetime.fromtimestamp(found.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")
+        return VersionInfo(str(found.version), sorted(alias_map.get(str(found.version), [])), found.run_id,
+                           created, metrics, dict(found.tags or {}))
 
     def champion_version(self) -> str | None:
         from mlflow.exceptions import MlflowException
@@ -263,8 +284,8 @@ class Registry:
                 version = str(self.client.get_model_version_by_alias(self.name, CHALLENGER).version)
             except Exception as err:
                 raise NotFoundError(f"model {self.name!r} has no challenger; train one with `workbench train`") from err
-        known = {v.version for v in self.versions()}
-        if str(version) not in known:
+        if self.version(str(version)) is None:
+            known = {v.version for v in self.versions()}
             raise NotFoundError(f"model {self.name!r} has no version {version} (versions: {', '.join(sorted(known)) or 'none'})")
         self._set_champion(str(version))
         return str(version)
@@ -292,7 +313,7 @@ class Registry:
                 f"no model at {ref} in {self.uri}; train one with `workbench train --reference BATCH`"
             ) from err
         wrapper = model.unwrap_python_model()
-        version = next((v for v in self.versions() if alias in v.aliases or v.version == str(alias)), None)
+        version = self.version(str(alias))
         if version is None:
             raise ModelUnavailableError(f"{ref} disappeared while loading")
         return wrapper.bundle, version
