@@ -119,19 +119,12 @@ class ModelBundle:
         """Outlier scores, reasons and the per-review shift p-value of every row of `frame`."""
         result = self.outlier.score(frame, embedder, progress=progress)
         table = result.scores.copy()
-        embeddings = self._embeddings_of(frame, embedder)
+        embeddings = result.embeddings  # already computed by the outlier model: not embedded twice
         table["shift_p_value"] = self.shift_scorer.score(embeddings) if len(frame) else np.zeros(0)
         if project and self.projection is not None:
             coords = self.projection.transform(embeddings)
             table["x"], table["y"] = coords[:, 0], coords[:, 1]
         return BundleScores(result=result, frame=table)
-
-    def _embeddings_of(self, frame: pd.DataFrame, embedder: Any) -> np.ndarray:
-        from core.embed import embedding_text
-
-        if not len(frame):
-            return np.zeros((0, self.reference_embeddings.shape[1]), dtype=np.float32)
-        return embedder.encode(embedding_text(frame, self.outlier.embed_fields))  # cached: already embedded
 
     def reference_coords(self) -> np.ndarray | None:
         return None if self.projection is None else self.projection.reference_coords_

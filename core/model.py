@@ -46,7 +46,7 @@ import pandas as pd
 
 from core.calibration import COMBINATIONS, ScoreCalibrator, combine, validate_share
 from core.detectors import DETECTORS, make_detector
-from core.embed import embedding_text
+from core.embed import embedding_text, unit_rows
 from core.errors import ModelUnavailableError, NotFittedError, ParameterError, SchemaError
 from core.explain import GROUP_LABELS, Reasons, contributions, nearest_reviews, neighbours_of, summary_line
 from core.features import FeaturePipeline
@@ -68,11 +68,6 @@ def _controller() -> Any:
     return ThreadpoolController()
 
 
-def _unit(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return (X / np.where(norms == 0, 1, norms)).astype(np.float32)
-
-
 @dataclass(frozen=True)
 class ScoreResult:
     """Scores of one batch.
@@ -92,6 +87,8 @@ class ScoreResult:
         The ensemble groups the headline used for this batch (see adaptive groups in the module notes).
     group_scores, surprises
         Calibrated 0-1 score per ensemble group, and ``-log p`` per detector and signal (0 = not applicable).
+    embeddings
+        The batch's text embeddings, so callers (the per-review shift score, the 2-D map) need not embed again.
     """
 
     scores: pd.DataFrame
@@ -106,6 +103,7 @@ class ScoreResult:
     neighbour_index: np.ndarray = field(repr=False)
     neighbour_similarity: np.ndarray = field(repr=False)
     reference_frame: pd.DataFrame = field(repr=False)
+    embeddings: np.ndarray = field(repr=False)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -541,7 +539,7 @@ class OutlierModel:
                 headline, p_value, threshold = self._ensemble(surprise, active)
             else:
                 headline, p_value, threshold = np.zeros(0), np.zeros(0), self.threshold_
-            nn_idx, nn_sim = nearest_reviews(_unit(embeddings), _unit(self.reference_embeddings_), k=3)
+            nn_idx, nn_sim = nearest_reviews(unit_rows(embeddings), unit_rows(self.reference_embeddings_), k=3)
         if self.false_alarm_rate is not None:
             flagged = p_value <= self.false_alarm_rate
         else:
@@ -591,6 +589,7 @@ class OutlierModel:
             neighbour_index=nn_idx,
             neighbour_similarity=nn_sim,
             reference_frame=self.reference_frame_,
+            embeddings=embeddings,
         )
 
     @staticmethod
