@@ -66,6 +66,15 @@ def _clean(value: object) -> str:
     return str(value).strip()
 
 
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as float32: cosine similarity becomes a dot product."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ParameterError(f"embeddings must be a 2-d array (n, dim), got shape {X.shape}")
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return (X / np.where(norms == 0, 1, norms)).astype(np.float32, copy=False)
+
+
 def text_hash(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 

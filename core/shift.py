@@ -31,6 +31,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from core.clusters import ClusterSummary, cluster_shift
+from core.embed import unit_rows
 from core.errors import NotFittedError, ParameterError
 from core.features import CATEGORICAL_INPUTS, DESCRIPTORS, NUMERIC_INPUTS, tabular_inputs
 
@@ -736,7 +737,7 @@ class ReviewShiftScorer:
         """Keep part of the reference as neighbours and score the held-out part for calibration."""
         if not 0 < self.calibration_fraction < 1:
             raise ParameterError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
-        x = _unit(np.asarray(reference_embeddings, dtype=np.float32))
+        x = unit_rows(np.asarray(reference_embeddings, dtype=np.float32))
         n = x.shape[0] if x.ndim == 2 else 0
         n_cal = int(round(n * self.calibration_fraction))
         if n - n_cal < self.n_neighbors + 1 or n_cal < 1:
@@ -755,7 +756,7 @@ class ReviewShiftScorer:
         """Mean cosine distance to the nearest reference reviews (higher = more novel)."""
         if not hasattr(self, "neighbours_"):
             self._check_fitted()
-        x = _unit(np.asarray(embeddings, dtype=np.float32))
+        x = unit_rows(np.asarray(embeddings, dtype=np.float32))
         k = min(self.n_neighbors, self.neighbours_.shape[0])
         out = np.empty(x.shape[0], dtype=np.float64)
         for start in range(0, x.shape[0], 2048):
@@ -779,13 +780,6 @@ class ReviewShiftScorer:
     def _check_fitted(self) -> None:
         if not hasattr(self, "calibration_novelty_"):
             raise NotFittedError("this ReviewShiftScorer is not fitted yet; call fit(reference_embeddings) first")
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    if x.ndim != 2:
-        raise ParameterError(f"embeddings must be a 2-d array (n, dim), got shape {x.shape}")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms == 0, 1, norms)
 
 
 def novelty_test(

@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold, cross_val_predict
 
+from core.embed import unit_rows
 from core.errors import NotFittedError, ParameterError
 from core.features import DESCRIPTORS, text_descriptors
 
@@ -176,11 +177,6 @@ def _hashes(texts: pd.Series) -> list[str]:
     ]
 
 
-def _unit(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return (X / np.where(norms == 0, 1, norms)).astype(np.float32)
-
-
 def _max_similarity(
     Q: np.ndarray,
     R: np.ndarray,
@@ -244,7 +240,7 @@ class DuplicateSignal(Signal):
             raise ParameterError(
                 f"floor must be in [0, near_threshold={self.near_threshold}], got {self.floor!r}"
             )
-        self.reference_embeddings_ = _unit(reference.embeddings)
+        self.reference_embeddings_ = unit_rows(reference.embeddings)
         hashes = _hashes(reference.frame["text"])
         self.reference_hashes_ = (
             pd.Series(range(len(hashes)), index=hashes).groupby(level=0).first().to_dict()
@@ -270,7 +266,7 @@ class DuplicateSignal(Signal):
         n = len(batch.frame)
         if n == 0:
             return SignalScores(np.zeros(0), [])
-        Q = _unit(batch.embeddings)
+        Q = unit_rows(batch.embeddings)
         ids = (
             batch.frame["review_id"].astype(str).tolist()
             if "review_id" in batch.frame
@@ -320,7 +316,7 @@ class DuplicateSignal(Signal):
     def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
         # Each reference review against all the others: the batch-time comparison with it left out.
         self._check_fitted()
-        Q = _unit(reference.embeddings)
+        Q = unit_rows(reference.embeddings)
         sim, _ = _max_similarity(Q, Q, exclude_diagonal=True)
         hashes = _hashes(reference.frame["text"])
         counts = pd.Series(hashes).value_counts()
