@@ -108,21 +108,33 @@ def load_bytes(
         raise InputFileError(name, str(err)) from err
     frame, quarantined_rows = _canonicalise(raw, lines, columns)
     quarantined_rows = sorted(bad + quarantined_rows, key=lambda q: q.line)
-    quarantined = _quarantine_frame(quarantined_rows)
+    return _result(name, fmt, raw, frame, quarantined_rows, columns, rows_read=len(raw) + len(bad))
+
+
+def _result(
+    name: str,
+    fmt: str,
+    raw: pd.DataFrame,
+    frame: pd.DataFrame,
+    quarantined: list[QuarantinedRow],
+    columns: dict[str, str],
+    rows_read: int,
+) -> LoadResult:
+    """The kept rows, the quarantined rows as a frame, and the validation report over both."""
     report = ValidationReport(
         source=name,
         format=fmt,
-        rows_read=len(raw) + len(bad),
+        rows_read=rows_read,
         rows_kept=len(frame),
-        rows_quarantined=len(quarantined_rows),
+        rows_quarantined=len(quarantined),
         duplicates=int(frame["is_duplicate"].sum()),
         columns=columns,
         missing_columns=[c for c in CANONICAL_COLUMNS if c not in columns and c != "review_id"],
         extra_columns=[c for c in raw.columns if c not in columns.values()],
-        quarantine_reasons=dict(Counter(_reason_kind(q.reason) for q in quarantined_rows)),
-        quarantined=quarantined_rows[:REPORT_QUARANTINE_LIMIT],
+        quarantine_reasons=dict(Counter(_reason_kind(q.reason) for q in quarantined)),
+        quarantined=quarantined[:REPORT_QUARANTINE_LIMIT],
     )
-    return LoadResult(frame=frame, quarantined=quarantined, report=report)
+    return LoadResult(frame=frame, quarantined=_quarantine_frame(quarantined), report=report)
 
 
 def load_frame(
@@ -143,15 +155,7 @@ def load_frame(
     if strict and bad:
         listed = "; ".join(f"row {q.line}: {q.reason}" for q in bad[:5])
         raise InputFileError(name, f"{len(bad)} row(s) cannot be scored: {listed}")
-    report = ValidationReport(
-        source=name, format="frame", rows_read=len(raw), rows_kept=len(frame), rows_quarantined=len(bad),
-        duplicates=int(frame["is_duplicate"].sum()), columns=columns,
-        missing_columns=[c for c in CANONICAL_COLUMNS if c not in columns and c != "review_id"],
-        extra_columns=[c for c in raw.columns if c not in columns.values()],
-        quarantine_reasons=dict(Counter(_reason_kind(q.reason) for q in bad)),
-        quarantined=bad[:REPORT_QUARANTINE_LIMIT],
-    )
-    return LoadResult(frame=frame, quarantined=_quarantine_frame(bad), report=report)
+    return _result(name, "frame", raw, frame, bad, columns, rows_read=len(raw))
 
 
 # --------------------------------------------------------------------------------------------------
