@@ -33,6 +33,17 @@ def wait_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None 
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+def stop(process: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Ask a server to stop, and kill it when it does not within `timeout`."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 @contextmanager
 def s3_server():
     """moto's S3 server mode; yields its ``host:port`` endpoint."""
@@ -69,9 +80,5 @@ def mlflow_server(workdir: Path, s3_endpoint: str, bucket: str):
         wait_http(f"http://127.0.0.1:{port}/health", timeout=120, process=process)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,19 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.servers import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SEED = {"text": "Sample review text", "rating": 5, "verified_purchase": True}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(trained_workspace, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "WORKBENCH_HOME": str(trained_workspace.settings.home), "HF_HUB_OFFLINE": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = (tmp_path_factory.mktemp("uvicorn") / "server.log").open("w+")
