@@ -59,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary WORKBENCH_HOME and print its path")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ui-"))
@@ -110,7 +111,9 @@ def main() -> None:
                 start = time.perf_counter()
                 page.goto(url)
                 page.wait_for_selector('[data-testid="stApp"]')
+                shell = time.perf_counter() - start
                 page.wait_for_selector(".js-plotly-plot canvas", state="attached")
+                canvas = time.perf_counter() - start
                 # Drawn = plotly finished laying out the traces with every point.
                 page.wait_for_function(
                     "n => { const g = document.querySelector('.js-plotly-plot');"
@@ -122,7 +125,10 @@ def main() -> None:
                 settled = time.perf_counter() - start
                 page.screenshot(path=str(tmp / "explore.png"))
                 page.close()
-                return {"scatter_drawn_s": drawn, "page_complete_s": settled}
+                print(f"  shell {shell:.2f} s, canvas {canvas:.2f} s, drawn {drawn:.2f} s, complete {settled:.2f} s",
+                      flush=True)
+                return {"app_shell_s": shell, "canvas_attached_s": canvas, "scatter_drawn_s": drawn,
+                        "page_complete_s": settled}
 
             n_points = info.rows + 2000
             warm = load(900_000)
@@ -151,7 +157,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten to {out}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if args.keep:
+        print(f"kept {tmp} (WORKBENCH_HOME={home})")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

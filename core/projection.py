@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.embed import unit_rows
 from core.errors import NotFittedError, ParameterError
 
 
@@ -18,6 +19,13 @@ def _numba_cache() -> None:
         folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "review-workbench" / "numba"
         folder.mkdir(parents=True, exist_ok=True)
         os.environ["NUMBA_CACHE_DIR"] = str(folder)
+
+
+# UMAP's own limit for exact neighbours. Below it UMAP's transform scores every new review against every reference
+# review through a Python-level metric callback (about 75 s for 20k reviews against 2k here); handing it cosine
+# distances computed with one matrix product instead ("precomputed") gives the same neighbours in a few seconds.
+# Above it UMAP builds an approximate index whose queries are fast anyway.
+EXACT_BELOW = 4096
 
 
 class Projection:
@@ -31,12 +39,16 @@ class Projection:
         How tightly points may pack.
     random_state
         Seed; makes the map reproducible.
+    exact_below
+        References smaller than this use exact cosine neighbours; larger ones UMAP's approximate index.
     """
 
-    def __init__(self, n_neighbors: int = 15, min_dist: float = 0.1, random_state: int = 0) -> None:
+    def __init__(self, n_neighbors: int = 15, min_dist: float = 0.1, random_state: int = 0,
+                 exact_below: int = EXACT_BELOW) -> None:
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
         self.random_state = random_state
+        self.exact_below = exact_below
 
     def fit(self, reference_embeddings: np.ndarray) -> Projection:
         n = len(reference_embeddings)
@@ -45,14 +57,29 @@ class Projection:
         _numba_cache()
         import umap
 
+        exact = n < self.exact_below
         self.umap_ = umap.UMAP(
-            n_neighbors=min(self.n_neighbors, n - 1), min_dist=self.min_dist, metric="cosine",
+            n_neighbors=min(self.n_neighbors, n - 1), min_dist=self.min_dist,
+            metric="precomputed" if exact else "cosine", force_approximation_algorithm=not exact,
             random_state=self.random_state, n_jobs=1, low_memory=True,
         )
+        self.reference_ = unit_rows(reference_embeddings) if exact else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.reference_coords_ = self.umap_.fit_transform(reference_embeddings).astype(np.float32)
+            inputs = self._cosine_distances(self.reference_) if exact else reference_embeddings
+            self.reference_coords_ = self.umap_.fit_transform(inputs).astype(np.float32)
+        if exact:
+            # UMAP keeps its training input (here n x n distances, 16 MB for 2k reviews) only to read its row
+            # count when transforming precomputed distances; an empty n x 0 array keeps the saved model small.
+            self.umap_._raw_data = np.empty((n, 0), dtype=np.float32)
         return self
+
+    def _cosine_distances(self, unit: np.ndarray) -> np.ndarray:
+        distances = 1.0 - unit @ self.reference_.T
+        np.clip(distances, 0.0, 2.0, out=distances)
+        if unit is self.reference_:
+            np.fill_diagonal(distances, 0.0)
+        return distances
 
     def transform(self, embeddings: np.ndarray) -> np.ndarray:
         if not hasattr(self, "umap_"):
@@ -62,7 +89,15 @@ class Projection:
         _numba_cache()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self.umap_.transform(embeddings).astype(np.float32)
+            if getattr(self, "reference_", None) is None:  # approximate index (or a map saved before exact mode)
+                return self.umap_.transform(embeddings).astype(np.float32)
+            unit = unit_rows(embeddings)
+            # Chunks bound the distance matrix (2,048 x reference rows); new points do not interact in UMAP's
+            # transform, so chunking changes nothing but memory.
+            return np.concatenate([
+                self.umap_.transform(self._cosine_distances(unit[start:start + 2048]))
+                for start in range(0, len(unit), 2048)
+            ]).astype(np.float32)
 
     def save_coords(self, path: Path) -> None:
         np.save(path, self.reference_coords_)
