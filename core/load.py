@@ -16,9 +16,10 @@ import math
 import sys
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -156,6 +157,120 @@ def load_frame(
         listed = "; ".join(f"row {q.line}: {q.reason}" for q in bad[:5])
         raise InputFileError(name, f"{len(bad)} row(s) cannot be scored: {listed}")
     return _result(name, "frame", raw, frame, bad, columns, rows_read=len(raw))
+
+
+_STRING_FIELDS = ("title", "product_title", "category", "user_id", "product_id", "review_id")
+
+
+def load_records(
+    records: Sequence[Mapping[str, Any]], name: str = "request", groups: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """The canonical frame of rows that already use canonical names and plain Python values (API requests).
+
+    Equal to ``load_frame(pd.DataFrame(records), name, strict=True).frame`` (a property test holds the two
+    together), built column by column in plain Python: ~1 ms for one review instead of ~8 ms, which is a third
+    of the API's latency budget. Rows the fast path does not cover (other names or types, a row that would be
+    quarantined) go through `load_frame`, so its checks and messages stay the only ones.
+
+    `groups` (one key per row) canonicalises several requests at once as if each were loaded on its own:
+    duplicates are flagged, and repeated content numbered ``-2``, ``-3``..., within a group only.
+    """
+    rows = list(records)
+    n = len(rows)
+    present = {key for row in rows for key in row}
+    if not n or not present <= set(CANONICAL_COLUMNS) or not _plain(rows):
+        if groups is None:
+            return load_frame(pd.DataFrame(rows), name=name, strict=True).frame
+        order = list(dict.fromkeys(groups))
+        return pd.concat(
+            [load_records([r for r, g in zip(rows, groups, strict=True) if g == key], name=name) for key in order],
+            ignore_index=True,
+        )
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} keys for {n} records")
+    group_of = list(groups) if groups is not None else [0] * n
+    texts = [row["text"].strip() for row in rows]
+    ratings = [row.get("rating") for row in rows]
+    votes = [row.get("helpful_vote") for row in rows]
+    if (
+        not all(texts)
+        or any(r is not None and not 1 <= r <= 5 for r in ratings)
+        or any(v is not None and v < 0 for v in votes)
+    ):
+        return load_frame(pd.DataFrame(rows), name=name, strict=True).frame  # the loader words the error
+
+    strings = {
+        field: [None if row.get(field) is None else row[field].strip() for row in rows] if field in present else None
+        for field in _STRING_FIELDS
+    }
+    rating = [np.nan if r is None else float(r) for r in ratings] if "rating" in present else [np.nan] * n
+    stamps = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]")
+    if "timestamp" in present:
+        stamps, bad = _parse_timestamp(pd.Series([row.get("timestamp") for row in rows], dtype=object))
+        if bad.any():
+            return load_frame(pd.DataFrame(rows), name=name, strict=True).frame
+
+    def column(field: str) -> list[Any]:
+        return strings[field] or [None] * n
+
+    # is_duplicate and the content ids as the loader derives them, on plain values (NaN and None count as equal).
+    seen: set[tuple[Any, ...]] = set()
+    duplicate = []
+    for key in zip(group_of, texts, column("title"), [None if r != r else r for r in rating], column("user_id"),
+                   column("product_id"), strict=True):
+        duplicate.append(key in seen)
+        seen.add(key)
+    # pandas formats a datetime column with one precision for all rows, so the text comes from pandas too.
+    stamp_text = stamps.astype("string").fillna("").tolist() if "timestamp" in present else [""] * n
+    content_ids = _ids_from_keys([
+        "\x1f".join(["" if v is None else v for v in (text, title)] + ["" if r != r else str(r)]
+                    + ["" if v is None else v for v in (user, product)] + [stamp])
+        for text, title, r, user, product, stamp in zip(texts, column("title"), rating, column("user_id"),
+                                                         column("product_id"), stamp_text, strict=True)
+    ], group_of)
+    given_ids = strings["review_id"]
+    columns: dict[str, Any] = {}
+    if given_ids is not None and any(v is not None for v in given_ids):
+        columns["review_id"] = pd.array([c if v is None else v for v, c in zip(given_ids, content_ids, strict=True)],
+                                        dtype="string")
+    columns["text"] = pd.array(texts, dtype="string")
+    columns["title"] = pd.array(column("title"), dtype="string")
+    columns["rating"] = np.asarray(rating, dtype=np.float64)
+    columns["helpful_vote"] = (
+        np.array([0.0 if v is None else float(v) for v in votes]) if "helpful_vote" in present else np.full(n, np.nan)
+    )
+    columns["verified_purchase"] = pd.array([row.get("verified_purchase") for row in rows], dtype="boolean")
+    for field in ("product_title", "category"):
+        columns[field] = pd.array(column(field), dtype="string")
+    columns["timestamp"] = stamps.array
+    for field in ("user_id", "product_id"):
+        columns[field] = pd.array(column(field), dtype="string")
+    columns["is_duplicate"] = np.asarray(duplicate, dtype=bool)
+    columns["source_line"] = np.arange(1, n + 1)
+    frame = pd.DataFrame(columns)
+    if "review_id" not in columns:
+        frame.insert(0, "review_id", content_ids)
+    return frame
+
+
+def _plain(rows: list[Mapping[str, Any]]) -> bool:
+    """Every value of the type the fast path handles exactly as the loader does."""
+    for row in rows:
+        if not isinstance(row.get("text"), str):
+            return False
+        for field in _STRING_FIELDS:
+            if not isinstance(row.get(field), str | None):
+                return False
+        for field in ("rating", "helpful_vote"):
+            value = row.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not math.isfinite(value)):
+                return False
+        if not isinstance(row.get("verified_purchase"), bool | None):
+            return False
+        if not isinstance(row.get("timestamp"), str | None):
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -478,6 +593,10 @@ def _parse_bool(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return pd.Series(result, index=values.index), bad
 
 
+_EARLIEST = pd.Timestamp.min.tz_localize("UTC")
+_LATEST = pd.Timestamp.max.tz_localize("UTC")
+
+
 def _parse_timestamp(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     stripped = values.map(lambda v: v.strip() if isinstance(v, str) else v)
     numeric = pd.to_numeric(stripped, errors="coerce")
@@ -497,7 +616,10 @@ def _parse_timestamp(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
         retry = parsed.isna()
         if retry.any():
             parsed[retry] = pd.to_datetime(texts[retry], utc=True, errors="coerce", format="mixed")
-        result[is_text] = parsed
+        # Dates past 2262 (or before 1677) parse at a coarser unit but do not fit the nanosecond column:
+        # they are unusable timestamps (quarantined with the others), not a crash.
+        in_range = (parsed >= _EARLIEST) & (parsed <= _LATEST)
+        result[is_text] = parsed.where(in_range).astype("datetime64[ns, UTC]")
     bad = (stripped.notna() & result.isna()).to_numpy()
     return result, bad
 
@@ -506,13 +628,17 @@ def _content_ids(frame: pd.DataFrame) -> np.ndarray:
     """Stable ids from the row content; repeats of the same content get a ``-2``, ``-3``... suffix."""
     parts = ["text", "title", "rating", "user_id", "product_id", "timestamp"]
     columns = [frame[p].astype("string").fillna("").to_numpy(dtype=object) for p in parts]
-    keys = ["\x1f".join(values) for values in zip(*columns, strict=True)]
+    return _ids_from_keys(["\x1f".join(values) for values in zip(*columns, strict=True)])
+
+
+def _ids_from_keys(keys: list[str], groups: Sequence[Any] | None = None) -> np.ndarray:
     digests = [hashlib.sha1(k.encode("utf-8")).hexdigest()[:16] for k in keys]
-    seen: Counter[str] = Counter()
+    seen: Counter[tuple[Any, str]] = Counter()
     out = []
-    for digest in digests:
-        seen[digest] += 1
-        out.append(digest if seen[digest] == 1 else f"{digest}-{seen[digest]}")
+    for group, digest in zip(groups if groups is not None else [0] * len(digests), digests, strict=True):
+        seen[group, digest] += 1
+        count = seen[group, digest]
+        out.append(digest if count == 1 else f"{digest}-{count}")
     return np.asarray(out, dtype=object)
 
 

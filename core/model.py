@@ -557,23 +557,25 @@ class OutlierModel:
                 if len(batch)
                 else []
             )
-        out = pd.DataFrame({"review_id": batch["review_id"].to_numpy()})
+        # One dict, one DataFrame: inserting a dozen columns one by one costs a millisecond per API request.
+        columns: dict[str, Any] = {"review_id": batch["review_id"].to_numpy()}
         for name in (*self.detector_names_, *self.signal_names_):
-            out[name] = calibrated[name]
+            columns[name] = calibrated[name]
         if self.label_scorer_ is not None and len(batch):
-            out["unsupervised_score"] = headline
+            columns["unsupervised_score"] = headline
             headline = self.label_scorer_.predict_proba(self._label_features(batch, embeddings, surprise))
             # The label-aware scorer's probabilities are balanced by class weight: 0.5 is its natural cut.
             flagged = headline >= 0.5
             threshold = 0.5
-        out["score"] = headline
-        out["p_value"] = p_value
-        out["is_outlier"] = np.asarray(flagged, dtype=bool)
+        columns["score"] = headline
+        columns["p_value"] = p_value
+        columns["is_outlier"] = np.asarray(flagged, dtype=bool)
         records = groups.to_dict("records")  # row-wise .iloc in a loop cost ~0.3 s per 1k reviews
-        out["reason"] = [
+        columns["reason"] = [
             summary_line(contributions(records[i], {g: d[i] for g, d in group_details.items()}))
             for i in range(len(batch))
         ]
+        out = pd.DataFrame(columns)
         if progress:
             progress("scoring", 1.0)
         return ScoreResult(

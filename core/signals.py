@@ -12,6 +12,7 @@ import hashlib
 import re
 import unicodedata
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -22,7 +23,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 
 from core.embed import unit_rows
 from core.errors import NotFittedError, ParameterError
-from core.features import DESCRIPTORS, text_descriptors
+from core.features import DESCRIPTORS, text_descriptors, word_count
 
 SIGNALS: tuple[str, ...] = ("rating_mismatch", "duplicate", "text_quality")
 
@@ -273,7 +274,7 @@ class DuplicateSignal(Signal):
             else [str(i) for i in range(n)]
         )
         # A reference review scored again (the Explore map shows both batches) is not a copy of itself.
-        own_index = {rid: j for j, rid in enumerate(self.reference_ids_)}
+        own_index = self._own_index()
         own = np.array([own_index.get(rid, -1) for rid in ids], dtype=np.int64)
         sim_ref, arg_ref = _max_similarity(Q, self.reference_embeddings_, exclude=own)
         groups = batch.frame[GROUP_COLUMN].to_numpy() if GROUP_COLUMN in batch.frame else None
@@ -284,14 +285,14 @@ class DuplicateSignal(Signal):
         hashes = _hashes(batch.frame["text"])
         # Requests scored together (the API's micro-batches) are compared within their own group only.
         keys = hashes if groups is None else [f"{g}\x1f{h}" for g, h in zip(groups, hashes, strict=True)]
-        counts = pd.Series(keys).value_counts()
+        counts = Counter(keys)
         exact_ref = np.array([
             self.reference_hash_counts_.get(h, 0)
             - (1 if own[i] >= 0 and self.reference_hash_list_[own[i]] == h else 0) > 0
             for i, h in enumerate(hashes)
         ])
         exact_in = np.array([counts[k] > 1 for k in keys])
-        n_words = text_descriptors(batch.frame["text"])["n_words"].to_numpy()
+        n_words = np.array([word_count(t) for t in batch.frame["text"].fillna("").astype(str)], dtype=np.float64)
         raw = self._raw(np.maximum(sim_ref, sim_in), exact_ref | exact_in, n_words)
         details = []
         for i, h in enumerate(hashes):
@@ -312,6 +313,12 @@ class DuplicateSignal(Signal):
                 )
             details.append("; ".join(parts))
         return SignalScores(raw, details)
+
+    def _own_index(self) -> dict[str, int]:
+        # Built once per loaded model, not per request (10k reference ids cost ~1 ms to index).
+        if getattr(self, "_reference_positions", None) is None:
+            self._reference_positions = {rid: j for j, rid in enumerate(self.reference_ids_)}
+        return self._reference_positions
 
     def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
         # Each reference review against all the others: the batch-time comparison with it left out.
@@ -440,6 +447,9 @@ def style_descriptors(texts: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(STYLE_DESCRIPTORS), index=texts.index, dtype=np.float64)
 
 
+_ALL_DESCRIPTORS = (*DESCRIPTORS, *STYLE_DESCRIPTORS)
+
+
 def all_descriptors(texts: pd.Series) -> pd.DataFrame:
     """`core.features.text_descriptors` plus `style_descriptors`."""
     return pd.concat([text_descriptors(texts), style_descriptors(texts)], axis=1)
@@ -462,8 +472,13 @@ class TextQualitySignal(Signal):
         self.descriptors = descriptors
         self.tail = tail
 
-    def _raw(self, tails: pd.DataFrame) -> np.ndarray:
-        return np.clip(tails.to_numpy() - np.log(1.0 / self.tail), 0.0, None).sum(axis=1)
+    def _raw(self, tails: np.ndarray) -> np.ndarray:
+        return np.clip(tails - np.log(1.0 / self.tail), 0.0, None).sum(axis=1)
+
+    def _values(self, texts: pd.Series) -> np.ndarray:
+        """The descriptors of `texts`, one column per entry of `self.descriptors` (numpy: this runs per request)."""
+        table = np.hstack([text_descriptors(texts).to_numpy(), style_descriptors(texts).to_numpy()])
+        return table[:, [_ALL_DESCRIPTORS.index(d) for d in self.descriptors]]
 
     def fit(self, reference: SignalInputs) -> TextQualitySignal:
         if not 0 < self.tail < 0.5:
@@ -473,17 +488,18 @@ class TextQualitySignal(Signal):
             raise ParameterError(
                 f"unknown descriptor(s) {unknown}; expected some of {list(DESCRIPTOR_SIDES)}"
             )
-        values = all_descriptors(reference.frame["text"])[list(self.descriptors)]
-        self.reference_values_ = {d: np.sort(values[d].to_numpy()) for d in self.descriptors}
+        values = self._values(reference.frame["text"])
+        self.reference_values_ = {d: np.sort(values[:, j]) for j, d in enumerate(self.descriptors)}
+        self.reference_medians_ = {d: float(np.median(v)) for d, v in self.reference_values_.items()}
         self._reference_table = values
         self.available_ = True
         return self
 
-    def _tails(self, values: pd.DataFrame, leave_one_out: bool = False) -> pd.DataFrame:
-        out = {}
-        for d in self.descriptors:
+    def _tails(self, values: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+        out = np.empty(values.shape, dtype=np.float64)
+        for j, d in enumerate(self.descriptors):
             ref = self.reference_values_[d]
-            x = values[d].to_numpy()
+            x = values[:, j]
             n = ref.size - int(leave_one_out)
             ge = ref.size - np.searchsorted(ref, x, side="left") - int(leave_one_out)
             le = np.searchsorted(ref, x, side="right") - int(leave_one_out)
@@ -496,35 +512,40 @@ class TextQualitySignal(Signal):
                 p = lower
             else:
                 p = np.minimum(1.0, 2 * np.minimum(upper, lower))
-            out[d] = -np.log(p)
-        return pd.DataFrame(out, index=values.index)
+            out[:, j] = -np.log(p)
+        return out
 
-    def _details(self, values: pd.DataFrame, tails: pd.DataFrame) -> list[str]:
+    def _details(self, values: np.ndarray, tails: np.ndarray) -> list[str]:
+        in_tail = np.log(1.0 / self.tail)
         details = []
         for i in range(len(values)):
-            row = tails.iloc[i]
-            top = row.sort_values(ascending=False)
             parts = []
-            for name, surprise in top.iloc[:2].items():
-                if surprise < np.log(1.0 / self.tail):  # not in the tail: not worth a reason
+            for j in np.argsort(-tails[i], kind="stable")[:2]:
+                if tails[i, j] < in_tail:  # not in the tail: not worth a reason
                     break
-                x = float(values.iloc[i][name])
-                ref = self.reference_values_[name]
-                high = x >= float(np.median(ref))
-                label = _DESCRIPTOR_LABELS[name][0 if high else 1]
-                parts.append(f"{label} ({name}={x:.3g}, reference median {np.median(ref):.3g})")
+                name, x = self.descriptors[j], float(values[i, j])
+                median = self._median(name)
+                label = _DESCRIPTOR_LABELS[name][0 if x >= median else 1]
+                parts.append(f"{label} ({name}={x:.3g}, reference median {median:.3g})")
             details.append("; ".join(parts))
         return details
 
+    def _median(self, name: str) -> float:
+        medians = getattr(self, "reference_medians_", None)  # absent in models saved before it was kept
+        return medians[name] if medians else float(np.median(self.reference_values_[name]))
+
     def score(self, batch: SignalInputs) -> SignalScores:
         self._check_fitted()
-        values = all_descriptors(batch.frame["text"])[list(self.descriptors)]
+        values = self._values(batch.frame["text"])
         tails = self._tails(values)
         return SignalScores(self._raw(tails), self._details(values, tails))
 
     def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
         self._check_fitted()
-        return self._raw(self._tails(self._reference_table, leave_one_out=True))
+        table = self._reference_table
+        if isinstance(table, pd.DataFrame):  # models saved before the table was kept as an array
+            table = table[list(self.descriptors)].to_numpy()
+        return self._raw(self._tails(table, leave_one_out=True))
 
 
 def make_signal(name: str, **params: object) -> Signal:

@@ -173,6 +173,34 @@ def test_concurrent_single_requests_are_not_duplicates_of_each_other(client):
 
 
 @pytest.mark.slow
+def test_micro_batch_isolates_a_bad_request_and_keeps_ids_per_request(trained_workspace):
+    from api.serving import ServedModel, score_jobs
+    from core.errors import InputFileError
+
+    loaded = ServedModel(trained_workspace).refresh()
+    good = {"text": "The box came with three kinds of tea and a tiny cookbook.", "rating": 4}
+    alone = score_jobs(loaded, trained_workspace.fast_embedder(), [[good]])[0]
+    results = score_jobs(loaded, trained_workspace.fast_embedder(), [[good], [{"text": "   "}], [good, good]])
+    assert isinstance(results[1], InputFileError) and "row 1: empty text" in str(results[1])
+    first, pair = results[0], results[2]
+    # The same content in another request is not "-2": ids and duplicates are per request.
+    assert first[0].review_id == alone[0].review_id == pair[0].review_id
+    assert pair[1].review_id == pair[0].review_id + "-2"
+    assert first[0].score == pytest.approx(alone[0].score)
+    assert pair[0].signal_scores["duplicate"] > first[0].signal_scores["duplicate"]
+
+
+def test_fast_embedder_gives_the_configured_vectors(trained_workspace):
+    """The API embeds with onnxruntime; its vectors are torch's, so models trained with torch score the same."""
+    import numpy as np
+
+    texts = ["Great snacks, arrived on time.", "The razor broke after two days and support never answered."]
+    fast, reference = trained_workspace.fast_embedder(), trained_workspace.embedder()
+    assert fast.backend == "onnx" and fast.model_key == reference.model_key
+    np.testing.assert_allclose(fast._encoder(texts), reference._encoder(texts), atol=1e-5)
+
+
+@pytest.mark.slow
 def test_batch_over_the_configured_maximum_is_422(trained_workspace):
     settings = trained_workspace.settings.model_copy(update={"api_max_batch": 2})
     with TestClient(create_app(settings)) as c:

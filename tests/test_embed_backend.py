@@ -1,4 +1,4 @@
-"""The onnx-int8 embedding backend: close to fp32 on real reviews, exported once, cached apart from torch."""
+"""The onnx backends: int8 close to fp32 on real reviews, exported once, cached apart from torch."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def encoder(st_model, onnx_dir: Path):
     pytest.importorskip("onnxruntime")
-    from core.onnx_backend import OnnxInt8Encoder
+    from core.onnx_backend import OnnxEncoder
 
-    return OnnxInt8Encoder(st_model, onnx_dir, batch_size=16)
+    return OnnxEncoder(st_model, onnx_dir, batch_size=16)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,8 @@ def test_exported_model_is_reused_on_second_load(
     def no_export(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached export should have been reused")
 
-    monkeypatch.setattr(backend, "_export_int8", no_export)
-    again = backend.OnnxInt8Encoder(st_model, onnx_dir)
+    monkeypatch.setattr(backend, "_export", no_export)
+    again = backend.OnnxEncoder(st_model, onnx_dir)
     assert not again.exported
     assert again.model_path == encoder.model_path
     assert encoder.model_path.stat().st_mtime_ns == mtime
@@ -98,14 +98,14 @@ def test_changed_weights_change_the_fingerprint(st_model) -> None:
 @pytest.mark.slow
 def test_racing_loads_export_once(st_model, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from core.onnx_backend import OnnxInt8Encoder
+    from core.onnx_backend import OnnxEncoder
 
-    results: list[OnnxInt8Encoder] = []
+    results: list[OnnxEncoder] = []
     errors: list[BaseException] = []
 
     def load() -> None:
         try:
-            results.append(OnnxInt8Encoder(st_model, tmp_path))
+            results.append(OnnxEncoder(st_model, tmp_path))
         except BaseException as err:  # surfaced below; a thread would otherwise swallow it
             errors.append(err)
 
@@ -142,8 +142,8 @@ def test_int8_embedder_has_its_own_cache_key(onnx_dir: Path, encoder, tmp_path: 
 
 
 def test_missing_onnxruntime_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from core.onnx_backend import OnnxInt8Encoder
+    from core.onnx_backend import OnnxEncoder
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
     with pytest.raises(WorkbenchError, match="install.*onnxruntime"):
-        OnnxInt8Encoder(object(), tmp_path)
+        OnnxEncoder(object(), tmp_path)

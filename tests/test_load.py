@@ -159,3 +159,10 @@ def test_explicit_encoding_reads_latin1() -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="file not found"):
         load_path(tmp_path / "nope.csv")
+
+
+def test_dates_outside_the_nanosecond_range_are_quarantined_not_a_crash() -> None:
+    result = load_bytes(b"text,timestamp\na,2263-01-01\nb,1600-01-01\nc,2021-05-05\n", name="dates.csv")
+    assert result.frame["text"].tolist() == ["c"]
+    assert result.report.quarantine_reasons == {"unparsable timestamp": 2}
+    assert [q.line for q in result.report.quarantined] == [2, 3]
