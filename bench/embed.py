@@ -233,6 +233,24 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         torch_cos = np.sum(np.asarray(cold_vectors) * reference, axis=1)
         cos = np.sum(int8_vectors * reference, axis=1)
 
+        # One review per call, as the API embeds a lone request: torch vs the same fp32 graph in onnxruntime.
+        onnx_embedder = Embedder(backend="onnx", batch_size=args.batch_size, onnx_dir=tmp / "onnx")
+        onnx_embedder._load()
+        single = {"torch": [], "onnx": []}
+        singles = texts[: min(200, n)]
+        for text in singles[:5]:
+            torch_embedder._encoder([text]), onnx_embedder._encoder([text])
+        for text in singles:  # interleaved, one text each
+            for name, enc in (("torch", torch_embedder._encoder), ("onnx", onnx_embedder._encoder)):
+                start = time.perf_counter()
+                enc([text])
+                single[name].append(time.perf_counter() - start)
+        onnx_vectors = onnx_embedder._encoder(texts)
+        single_ms = {k: float(np.median(v) * 1000) for k, v in single.items()}
+        onnx_max_abs = float(np.abs(onnx_vectors - reference).max())
+        print(f"one review: torch {single_ms['torch']:.1f} ms, onnx {single_ms['onnx']:.1f} ms; "
+              f"onnx vs torch max |diff| {onnx_max_abs:.1e}", flush=True)
+
         csv_path = build_csv(args.data, args.csv_rows, tmp, args.seed)
         loading = Timing(f"load_path {args.csv_rows} rows CSV", args.csv_rows)
         result = None
@@ -251,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "cached_vs_cold": cached.per_s / cold.per_s,
     }
     quality = {
+        "onnx_fp32_max_abs_diff": onnx_max_abs,
         "int8_mean_cosine": float(cos.mean()),
         "int8_min_cosine": float(cos.min()),
         "torch_embedder_min_cosine": float(torch_cos.min()),
@@ -284,6 +303,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"min {quality['int8_min_cosine']:.4f}"
         f" | | | mean >= 0.99: {mark[checks['int8_mean_cosine']]} |",
         f"| onnx-int8 one-off export | {export_s:.1f} s | | | not in throughput |",
+        f"| one review per call (median of {len(singles)}): torch / onnx fp32 | {single_ms['torch']:.1f} ms / "
+        f"{single_ms['onnx']:.1f} ms | | {single_ms['torch'] / single_ms['onnx']:.2f}x | onnx max abs diff to fp32 "
+        f"{onnx_max_abs:.1e} |",
         f"| model load: torch / onnx-int8 incl. export | {load_torch.best_s:.1f} s / {load_int8.best_s:.1f} s"
         " | | | |",
         f"| {loading.name} ({load_report['csv_mb']} MB) | {loading.per_s:,.0f} rows/s | "
@@ -298,6 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "command": shlex.join([sys.executable, *sys.argv]),
         "machine": info,
         "n_reviews": n,
+        "single_review_ms": single_ms,
         "mean_tokens": float(np.mean(tokens)),
         "batch_size": args.batch_size,
         "repeats": args.repeats,
