@@ -705,26 +705,31 @@ class ReviewShiftScorer:
     """Per-review shift score: how novel a review is relative to the reference, as a conformal p-value.
 
     The novelty of a review is its mean cosine distance to its `n_neighbors` nearest reference reviews.
-    `fit` holds out `calibration_fraction` of the reference; the novelty of those held-out reviews is the
-    yardstick: ``p = (1 + #{calibration novelty >= novelty}) / (m + 1)``. Under no shift a review's p-value
-    is uniform, so ``p <= 0.05`` happens for 5 % of reviews; small p = more novel than the reference allows.
+    By default (jackknife) every reference review is a neighbour and its novelty against the others is the
+    yardstick: ``p = (1 + #{calibration novelty >= novelty}) / (m + 1)`` with m = the reference size. A
+    reference review is scored against one review fewer than a new one, which only makes p a little larger
+    (conservative). Under no shift ``p <= 0.05`` happens for 5 % of reviews; small p = more novel than the
+    reference allows. Measured against holding out 30 % (bench/shift.py, same splits): false alarms of the
+    per-review p-values 1.01 % / 5.07 % at 0.01 / 0.05 (n = 200), and the novelty test found 10 % of a new
+    category among 150 reviews 49 times in 100 instead of 28 (72 instead of 68 with a 1,000-review reference).
 
     Parameters
     ----------
     n_neighbors
         Neighbours averaged in the novelty.
     calibration_fraction
-        Share of the reference held out for calibration.
+        None (default): jackknife over the whole reference. A share in (0, 1): hold that share out for
+        calibration and use the rest as neighbours (split conformal, exact but with fewer of both).
     max_reference
         At most this many reference reviews are kept as neighbours (random subsample), to bound memory.
     random_state
-        Seed of the split.
+        Seed of the subsample and of the split.
     """
 
     def __init__(
         self,
         n_neighbors: int = 5,
-        calibration_fraction: float = 0.3,
+        calibration_fraction: float | None = None,
         max_reference: int = 20_000,
         random_state: int = 0,
     ) -> None:
@@ -734,18 +739,30 @@ class ReviewShiftScorer:
         self.random_state = random_state
 
     def fit(self, reference_embeddings: np.ndarray) -> ReviewShiftScorer:
-        """Keep part of the reference as neighbours and score the held-out part for calibration."""
-        if not 0 < self.calibration_fraction < 1:
-            raise ParameterError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
+        """Keep the reference as neighbours and calibrate on reference novelty (held out or leave-one-out)."""
         x = unit_rows(np.asarray(reference_embeddings, dtype=np.float32))
         n = x.shape[0] if x.ndim == 2 else 0
+        rng = np.random.default_rng(self.random_state)
+        if self.calibration_fraction is None:  # jackknife: every reference review, scored without itself
+            if n < self.n_neighbors + 2:
+                raise ParameterError(
+                    f"the reference needs at least {self.n_neighbors + 2} reviews for {self.n_neighbors} "
+                    f"neighbours, got {n}"
+                )
+            keep = np.sort(rng.permutation(n)[: self.max_reference])
+            self.neighbours_ = x[keep]
+            self.calibration_index_ = keep
+            self.calibration_novelty_ = np.sort(self._novelty(self.neighbours_, leave_self_out=True))
+            return self
+        if not 0 < self.calibration_fraction < 1:
+            raise ParameterError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
         n_cal = int(round(n * self.calibration_fraction))
         if n - n_cal < self.n_neighbors + 1 or n_cal < 1:
             raise ParameterError(
                 f"the reference needs at least {int(math.ceil((self.n_neighbors + 2) / (1 - self.calibration_fraction)))}"
                 f" reviews for {self.n_neighbors} neighbours and a calibration set, got {n}"
             )
-        order = np.random.default_rng(self.random_state).permutation(n)
+        order = rng.permutation(n)
         train = order[n_cal:][: self.max_reference]
         self.neighbours_ = x[train]
         self.calibration_index_ = np.sort(order[:n_cal])
@@ -756,11 +773,17 @@ class ReviewShiftScorer:
         """Mean cosine distance to the nearest reference reviews (higher = more novel)."""
         if not hasattr(self, "neighbours_"):
             self._check_fitted()
-        x = unit_rows(np.asarray(embeddings, dtype=np.float32))
-        k = min(self.n_neighbors, self.neighbours_.shape[0])
+        return self._novelty(unit_rows(np.asarray(embeddings, dtype=np.float32)))
+
+    def _novelty(self, x: np.ndarray, leave_self_out: bool = False) -> np.ndarray:
+        # leave_self_out: x are the neighbours themselves; row i is compared with every neighbour but i.
+        k = min(self.n_neighbors, self.neighbours_.shape[0] - int(leave_self_out))
         out = np.empty(x.shape[0], dtype=np.float64)
         for start in range(0, x.shape[0], 2048):
             sims = x[start : start + 2048] @ self.neighbours_.T
+            if leave_self_out:
+                rows = np.arange(sims.shape[0])
+                sims[rows, rows + start] = -np.inf
             top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
             out[start : start + 2048] = 1.0 - top.mean(axis=1)
         return out

@@ -115,9 +115,11 @@ def test_embedding_tests_are_calibrated_under_no_shift() -> None:
         assert count / reps <= 0.11, (name, count / reps)
 
 
-def test_per_review_p_values_are_uniform_on_held_out_reference_reviews() -> None:
+@pytest.mark.parametrize("fraction", [None, 0.3], ids=["jackknife", "split"])
+def test_per_review_p_values_are_uniform_on_held_out_reference_reviews(fraction: float | None) -> None:
     rng = np.random.default_rng(5)
-    scorer = ReviewShiftScorer(random_state=0).fit(unit_gaussian(rng, 2000))
+    scorer = ReviewShiftScorer(calibration_fraction=fraction, random_state=0).fit(unit_gaussian(rng, 2000))
+    assert scorer.n_calibration == (2000 if fraction is None else 600)
     p = scorer.score(unit_gaussian(rng, 4000))
     assert abs(np.mean(p <= 0.05) - 0.05) < 0.015
     assert abs(np.mean(p <= 0.01) - 0.01) < 0.008
