@@ -145,6 +145,7 @@ class ModelOut(BaseModel):
     detectors: list[str]
     signals: list[str]
     embedding_model: str | None
+    embedding_backend: str = Field(description="Runtime that embeds requests: onnx (torch's vectors), torch or onnx-int8.")
     reference_batch: str | None
     reference_size: int
     contamination: float | None

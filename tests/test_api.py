@@ -221,6 +221,7 @@ def test_model_and_ready(client, trained_workspace):
     info = m.json()
     assert info["alias"] == "champion" and "champion" in info["aliases"]
     assert info["detectors"] == list(DETECTORS) and info["reference_size"] == 300 and info["trained_at"]
+    assert info["embedding_backend"] == "onnx"  # torch's vectors through onnxruntime
     ready = client.get("/ready").json()
     assert ready == {"ready": True, "model_version": info["version"], "storage": ready["storage"], "reason": None}
 
