@@ -15,7 +15,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,28 +124,16 @@ def prepared_home(tmp_path: Path, subscription_path: Path, vgames_path: Path, em
     """A workspace with a champion trained on Subscription Box reviews, 16 labels and a Video Games batch
     (with 6 off-topic Subscription Box reviews planted in it) waiting under incoming/."""
     from core import pipeline
-    from core.labels import LabelStore
-    from core.load import load_path
     from core.pipeline import Workspace
     from core.settings import Settings
+    from tests.seeding import seed_pipeline
 
     home = tmp_path / "home"
     settings = Settings(home=home, tracking_uri=None)
     undo = pipeline.share_embedder(settings, embedder)  # the session's loaded model, for the champion only
     try:
-        ws = Workspace.open(settings)
-        subscription = pd.read_csv(subscription_path)
-        subscription.head(150).to_csv(tmp_path / "reference.csv", index=False)
-        ws.ingest_path(tmp_path / "reference.csv", name="reference")
-        ws.train("reference", detectors=("knn", "lof"), project=False, use_labels=False)
-        incoming = pd.concat([pd.read_csv(vgames_path).head(144), subscription.iloc[400:406]], ignore_index=True)
-        incoming.to_csv(tmp_path / "2026-11-27-games.csv", index=False)
-        ws.storage.put_bytes("incoming/2026-11-27-games.csv", (tmp_path / "2026-11-27-games.csv").read_bytes())
-        ids = load_path(tmp_path / "2026-11-27-games.csv").frame["review_id"].astype(str).tolist()
-        LabelStore(settings.resolved_labels_url).add_many(
-            [{"review_id": i, "label": "normal"} for i in ids[:10]]
-            + [{"review_id": i, "label": "outlier"} for i in ids[-6:]]
-        )
+        seed_pipeline(Workspace.open(settings), tmp_path, subscription_path, vgames_path, reference_rows=150,
+                      games_rows=144, planted_from=400, incoming_name="2026-11-27-games.csv")
     finally:
         undo()
     return home

@@ -142,8 +142,7 @@ def test_whole_run_against_s3_storage(
     vgames_path: Path, embedder,
 ) -> None:
     from core import pipeline
-    from core.labels import LabelStore
-    from core.load import load_path
+    from tests.seeding import seed_pipeline
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with s3_server() as endpoint:
@@ -152,19 +151,9 @@ def test_whole_run_against_s3_storage(
                             minio_bucket="workbench")
         request.addfinalizer(pipeline.share_embedder(settings, embedder))
         ws = Workspace.open(settings)
-        subscription = pd.read_csv(subscription_path)
-        subscription.head(120).to_csv(tmp_path / "reference.csv", index=False)
-        ws.ingest_path(tmp_path / "reference.csv", name="reference")
-        ws.train("reference", detectors=("knn", "lof"), project=False, use_labels=False)
-
         # A games batch with 6 box reviews planted in it: labelled outliers, 10 games reviews labelled normal.
-        games = pd.concat([pd.read_csv(vgames_path).head(94), subscription.iloc[500:506]], ignore_index=True)
-        games.to_csv(tmp_path / "games.csv", index=False)
-        ws.storage.put_bytes("incoming/games.csv", (tmp_path / "games.csv").read_bytes())
-        ids = load_path(tmp_path / "games.csv").frame["review_id"].astype(str).tolist()
-        LabelStore(settings.resolved_labels_url).add_many(
-            [{"review_id": i, "label": "normal"} for i in ids[:10]]
-            + [{"review_id": i, "label": "outlier"} for i in ids[-6:]])
+        seed_pipeline(ws, tmp_path, subscription_path, vgames_path, reference_rows=120, games_rows=94,
+                      planted_from=500, incoming_name="games.csv")
 
         picked = orch.pick_new_batch(settings=settings)
         assert picked == "incoming/games.csv"
