@@ -190,9 +190,9 @@ class _Job:
 class MicroBatcher:
     """Scores requests in one thread, batching those that arrive while it is busy (up to `max_rows` rows).
 
-    A lone request is scored at once. Under concurrent load (the last batch held several requests) the first
-    request of a batch may wait up to `max_wait` for company; 0, the default, measured best with 16 clients
-    (bench/api.py: 72-89 requests/s with no wait, 71-76 with 5 ms).
+    `max_wait` > 0 makes the first request of a batch wait that long for company; 0, the default, measured
+    best with 16 clients (bench/api.py: 72-93 requests/s with no wait, 71-76 when waiting 5 ms after a batch
+    of several requests) and lets a lone request be scored at once.
     """
 
     def __init__(self, served: ServedModel, embedder_factory: Any, max_wait: float = 0.0, max_rows: int = 256) -> None:
@@ -204,7 +204,6 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # batches scored, for tests and logs
-        self._last_jobs = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
@@ -232,7 +231,7 @@ class MicroBatcher:
         while True:
             jobs = [await self._queue.get()]
             rows = len(jobs[0].records)
-            deadline = loop.time() + (self.max_wait if self._last_jobs > 1 else 0.0)
+            deadline = loop.time() + self.max_wait
             while rows < self.max_rows:
                 if not self._queue.empty():
                     job = self._queue.get_nowait()  # queued while the last batch was scored
@@ -246,7 +245,6 @@ class MicroBatcher:
                         break
                 jobs.append(job)
                 rows += len(job.records)
-            self._last_jobs = len(jobs)
             jobs = [j for j in jobs if not j.future.cancelled()]  # clients that went away
             if not jobs:
                 continue

@@ -490,7 +490,6 @@ class TextQualitySignal(Signal):
             )
         values = self._values(reference.frame["text"])
         self.reference_values_ = {d: np.sort(values[:, j]) for j, d in enumerate(self.descriptors)}
-        self.reference_medians_ = {d: float(np.median(v)) for d, v in self.reference_values_.items()}
         self._reference_table = values
         self.available_ = True
         return self
@@ -524,15 +523,11 @@ class TextQualitySignal(Signal):
                 if tails[i, j] < in_tail:  # not in the tail: not worth a reason
                     break
                 name, x = self.descriptors[j], float(values[i, j])
-                median = self._median(name)
+                median = float(np.median(self.reference_values_[name]))  # only for reviews in a tail
                 label = _DESCRIPTOR_LABELS[name][0 if x >= median else 1]
                 parts.append(f"{label} ({name}={x:.3g}, reference median {median:.3g})")
             details.append("; ".join(parts))
         return details
-
-    def _median(self, name: str) -> float:
-        medians = getattr(self, "reference_medians_", None)  # absent in models saved before it was kept
-        return medians[name] if medians else float(np.median(self.reference_values_[name]))
 
     def score(self, batch: SignalInputs) -> SignalScores:
         self._check_fitted()
