@@ -290,5 +290,6 @@ def default_onnx_dir() -> Path:
     An export takes tens of seconds and depends only on the model and library versions (its file name is their
     fingerprint, written by an atomic rename), so every workspace of the user can share it.
     """
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "review-workbench" / "onnx"
+    from core.settings import user_cache_dir
+
+    return user_cache_dir("onnx")

@@ -10,13 +10,14 @@ import numpy as np
 
 from core.embed import unit_rows
 from core.errors import NotFittedError, ParameterError
+from core.settings import user_cache_dir
 
 
 def _numba_cache() -> None:
     # numba compiles UMAP on first use (tens of seconds); a persistent cache makes it a one-time cost.
     # It lives per user, not per WORKBENCH_HOME, so a fresh workspace (or test run) does not compile again.
     if "NUMBA_CACHE_DIR" not in os.environ:
-        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "review-workbench" / "numba"
+        folder = user_cache_dir("numba")
         folder.mkdir(parents=True, exist_ok=True)
         os.environ["NUMBA_CACHE_DIR"] = str(folder)
 

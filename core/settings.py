@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         return self.labels_url or f"sqlite:///{self.home / 'labels.db'}"
 
 
+def user_cache_dir(name: str) -> Path:
+    """``$XDG_CACHE_HOME`` (or ~/.cache) / review-workbench / `name`: for files that depend only on the installed
+    libraries and models (compiled code, exported models), so every ``WORKBENCH_HOME`` of the user shares them."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "review-workbench" / name
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
