@@ -423,12 +423,12 @@ def stack(
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Skip the workbench.")] = False,
 ) -> None:
     """Start the full stack natively, without Docker: S3 server, MLflow server, API, workbench. Ctrl+C stops it."""
-    from core.stack import run_stack
+    from core.stack import NativeStack, run_stack
 
     services = ("s3", "mlflow", "api") if no_ui else ("s3", "mlflow", "api", "ui")
-    code = run_stack(host=host, s3_port=s3_port, mlflow_port=mlflow_port, api_port=api_port, ui_port=ui_port,
-                     services=services, s3_server=s3_server,
-                     log=lambda m: console.print(m, highlight=False, soft_wrap=True))
+    code = run_stack(NativeStack(host=host, s3_port=s3_port, mlflow_port=mlflow_port, api_port=api_port,
+                                 ui_port=ui_port, services=services, s3_server=s3_server,
+                                 log=lambda m: console.print(m, highlight=False, soft_wrap=True)))
     raise typer.Exit(code)
 
 

@@ -327,18 +327,8 @@ class _Stop(Exception):
     pass
 
 
-def run_stack(
-    home: str | Path | None = None,
-    host: str = "127.0.0.1",
-    s3_port: int = 9000,
-    mlflow_port: int = 5050,
-    api_port: int = 3000,
-    ui_port: int = 8501,
-    services: Iterable[str] = SERVICES,
-    s3_server: str = "auto",
-    log: Callable[[str], None] = print,
-) -> int:
-    """Start the native stack, print its URLs, and keep it running until Ctrl+C or SIGTERM.
+def run_stack(stack: NativeStack) -> int:
+    """Start `stack`, print its URLs through its log, and keep it running until Ctrl+C or SIGTERM.
 
     Returns the exit code for the command: 0 after a requested stop, 1 when a service stopped on its own
     (its last log lines are printed). Everything started is stopped before returning, in every case.
@@ -348,8 +338,7 @@ def run_stack(
         raise _Stop(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stack = NativeStack(home=home, host=host, s3_port=s3_port, mlflow_port=mlflow_port, api_port=api_port,
-                        ui_port=ui_port, services=services, s3_server=s3_server, log=log)
+    log = stack.log
     try:
         stack.start()
         for line in describe(stack):
