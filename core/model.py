@@ -494,11 +494,12 @@ class OutlierModel:
         inputs = SignalInputs(frame=frame, embeddings=embeddings)
         for name, signal in self.signals_.items():
             result = signal.score(inputs)
-            cal = self.calibrators_[name].transform(result.raw)
+            calibrator = self.calibrators_[name]
+            if result.calibration is not None and np.isfinite(result.calibration).sum() >= 20:
+                calibrator = ScoreCalibrator().fit(result.calibration)
+            cal = calibrator.transform(result.raw)
             calibrated[name] = np.where(np.isfinite(result.raw), cal, np.nan)
-            surprise[name] = np.where(
-                np.isfinite(result.raw), self.calibrators_[name].surprise(result.raw), 0.0
-            )
+            surprise[name] = np.where(np.isfinite(result.raw), calibrator.surprise(result.raw), 0.0)
             details[name] = result.details
         return calibrated, surprise, details
 

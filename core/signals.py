@@ -38,10 +38,15 @@ class SignalInputs:
 
 @dataclass(frozen=True)
 class SignalScores:
-    """Raw scores of one signal on one batch (NaN = not applicable) and a detail line per review."""
+    """Raw scores of one signal on one batch (NaN = not applicable) and a detail line per review.
+
+    `calibration`, when set, holds raw scores of the reference reviews computed the way this batch's were
+    (for a signal whose scores depend on the batch they came in); they replace the fitted calibration.
+    """
 
     raw: np.ndarray
     details: list[str] = field(default_factory=list)
+    calibration: np.ndarray | None = None
 
 
 class Signal(ABC):
@@ -220,6 +225,14 @@ class DuplicateSignal(Signal):
     signal adds no noise to the ensemble. Among duplicates (similarity >= `near_threshold`) longer texts
     score higher: a repeated 80-word review is rarely a coincidence, a repeated "Great!" often is.
 
+    Calibration per batch: a batch review is compared with the reference *and* the rest of its batch, so
+    the larger the batch the likelier a chance near copy ("Great gift card!" twice). Calibrating against
+    reference reviews compared only with each other made 11.7 % of an ordinary 1,050-review batch of gift
+    card reviews fire at p <= 0.05. So a batch's scores are calibrated against the reference reviews
+    compared with the same pool, the other reference reviews plus the batch (`SignalScores.calibration`):
+    under no duplicates, batch and reference reviews are then exchangeable. Requests scored together as
+    independent groups (the API) keep the fitted calibration; each is one or a few reviews.
+
     Parameters
     ----------
     near_threshold
@@ -254,6 +267,10 @@ class DuplicateSignal(Signal):
             else [str(i) for i in range(len(hashes))]
         )
         self._reference_words = text_descriptors(reference.frame["text"])["n_words"].to_numpy()
+        Q = self.reference_embeddings_
+        self.reference_similarity_, _ = _max_similarity(Q, Q, exclude_diagonal=True)
+        counts = pd.Series(hashes).value_counts()
+        self.reference_exact_ = np.array([counts[h] > 1 for h in hashes])
         self.available_ = True
         return self
 
@@ -294,6 +311,7 @@ class DuplicateSignal(Signal):
         exact_in = np.array([counts[k] > 1 for k in keys])
         n_words = np.array([word_count(t) for t in batch.frame["text"].fillna("").astype(str)], dtype=np.float64)
         raw = self._raw(np.maximum(sim_ref, sim_in), exact_ref | exact_in, n_words)
+        calibration = None if groups is not None else self._pooled_reference_scores(Q, hashes, own)
         details = []
         for i, h in enumerate(hashes):
             parts = []
@@ -312,7 +330,26 @@ class DuplicateSignal(Signal):
                     f"near copy (cosine {sim_ref[i]:.2f}) of reference review {self.reference_ids_[arg_ref[i]]}"
                 )
             details.append("; ".join(parts))
-        return SignalScores(raw, details)
+        return SignalScores(raw, details, calibration)
+
+    def _pooled_reference_scores(self, Q: np.ndarray, hashes: list[str], own: np.ndarray) -> np.ndarray | None:
+        """Raw scores of the reference reviews against the other reference reviews plus the batch `Q`."""
+        if getattr(self, "reference_similarity_", None) is None:  # a model saved before this was added
+            return None
+        # A batch row that is a reference review itself is not that review's copy.
+        mask = own >= 0
+        pooled = self.reference_similarity_.copy()
+        if (~mask).any():
+            to_batch, _ = _max_similarity(self.reference_embeddings_, Q[~mask])
+            pooled = np.maximum(pooled, to_batch)
+        if mask.any():
+            rows = np.flatnonzero(mask)
+            sim = self.reference_embeddings_ @ Q[rows].T
+            sim[own[rows], np.arange(rows.size)] = -np.inf
+            pooled = np.maximum(pooled, sim.max(axis=1))
+        foreign = {h for h, o in zip(hashes, own, strict=True) if o < 0}
+        exact = self.reference_exact_ | np.array([h in foreign for h in self.reference_hash_list_])
+        return self._raw(pooled, exact, self._reference_words)
 
     def _own_index(self) -> dict[str, int]:
         # Built once per loaded model, not per request (10k reference ids cost ~1 ms to index).
@@ -323,12 +360,7 @@ class DuplicateSignal(Signal):
     def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
         # Each reference review against all the others: the batch-time comparison with it left out.
         self._check_fitted()
-        Q = unit_rows(reference.embeddings)
-        sim, _ = _max_similarity(Q, Q, exclude_diagonal=True)
-        hashes = _hashes(reference.frame["text"])
-        counts = pd.Series(hashes).value_counts()
-        exact = np.array([counts[h] > 1 for h in hashes])
-        return self._raw(sim, exact, self._reference_words)
+        return self._raw(self.reference_similarity_, self.reference_exact_, self._reference_words)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -66,3 +66,25 @@ def test_max_keeps_a_single_strong_group_that_mean_dilutes() -> None:
     assert mean[0] < mean[1]
     with pytest.raises(ParameterError, match="combination must be one of max, mean, fisher"):
         combine(surprises, groups, "median")
+
+
+def test_mostly_zero_scores_fire_at_the_nominal_rate() -> None:
+    # Duplicate and text-quality signals are 0 for most reviews; a non-zero score is not by itself rare.
+    rng = np.random.default_rng(2)
+
+    def draw(n: int) -> np.ndarray:
+        return np.where(rng.uniform(size=n) < 0.12, rng.uniform(0.95, 1.05, size=n), 0.0)
+
+    cal = ScoreCalibrator().fit(draw(20_000))  # large, so the rate's spread is the batch's alone
+    smooth = cal.smooth_p_value(draw(50_000))
+    assert abs((smooth <= 0.05).mean() - 0.05) < 0.006
+    assert (smooth[smooth < 1] >= 0.0).all() and cal.smooth_p_value(np.array([0.0]))[0] == 1.0
+
+
+def test_smooth_p_value_is_monotone_and_at_most_one_step_below_conformal() -> None:
+    rng = np.random.default_rng(3)
+    cal = ScoreCalibrator().fit(np.round(rng.normal(size=400), 1))  # ties, as real scores have
+    s = np.sort(rng.normal(size=5000) * 2)
+    smooth, conformal = cal.smooth_p_value(s), cal.p_value(s)
+    assert np.all(np.diff(smooth) <= 1e-15)
+    assert np.all(smooth <= conformal + 1e-15) and np.all(smooth >= conformal - 1 / 401 - 1e-12)

@@ -113,3 +113,48 @@ def test_flipped_ratings_rank_high(beauty, embedder) -> None:
     assert roc_auc_score(y, result.raw) > 0.75  # chance is 0.5; 8-10 planted of ~90 is a small sample
     top = int(np.argmax(result.raw))
     assert "rated 5 stars, the text reads like" in result.details[top]
+
+
+def test_duplicate_calibration_pools_the_reference_with_the_batch(hashing_embedder) -> None:
+    ref = pd.DataFrame({"review_id": [f"r{i}" for i in range(40)],
+                        "text": [f"review number {i} about shampoo and soap and brush {i * 7}" for i in range(40)]})
+    batch = pd.DataFrame({"review_id": ["b0", "r7", "b2"],
+                          "text": ["REVIEW number 5 about shampoo and soap and brush 35!!",  # a copy of r5
+                                   ref["text"][7],  # r7 itself, scored again: not its own copy
+                                   "totally fresh words nobody wrote elsewhere here"]})
+    signal = DuplicateSignal().fit(SignalInputs(ref, hashing_embedder.encode(ref["text"].tolist())))
+    pooled = signal.score(SignalInputs(batch, hashing_embedder.encode(batch["text"].tolist()))).calibration
+    held = signal.held_out_scores(SignalInputs(ref, hashing_embedder.encode(ref["text"].tolist())))
+    assert pooled is not None and pooled.shape == (40,)
+    assert pooled[5] >= 1 and held[5] < 1  # r5 now has a copy in the pool
+    assert pooled[7] == held[7]
+    assert np.array_equal(np.delete(pooled, 5), np.delete(held, 5))
+
+
+def test_duplicate_signal_fires_at_the_nominal_rate_on_a_large_ordinary_batch() -> None:
+    # Many short generic reviews are near copies of each other by chance, and a batch review is compared with
+    # more reviews (reference + batch) than a reference review was (reference only). Calibrating against
+    # reference reviews pooled with the batch keeps the firing rate at its nominal level.
+    from core.calibration import ScoreCalibrator
+
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(30, 64))
+
+    def draw(n: int, prefix: str) -> SignalInputs:
+        generic = rng.uniform(size=n) < 0.3
+        X = np.where(generic[:, None], centres[rng.integers(30, size=n)] + 0.2 * rng.normal(size=(n, 64)),
+                     rng.normal(size=(n, 64)))
+        frame = pd.DataFrame({"review_id": [f"{prefix}{i}" for i in range(n)],
+                              "text": [f"{prefix} words {i}" for i in range(n)]})
+        return SignalInputs(frame, (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32))
+
+    reference = draw(300, "r")
+    signal = DuplicateSignal().fit(reference)
+    fitted = ScoreCalibrator().fit(signal.held_out_scores(reference))
+    pooled_rates, fitted_rates = [], []
+    for _ in range(5):
+        result = signal.score(draw(1500, "b"))
+        pooled_rates.append((ScoreCalibrator().fit(result.calibration).p_value(result.raw) <= 0.05).mean())
+        fitted_rates.append((fitted.p_value(result.raw) <= 0.05).mean())
+    assert abs(np.mean(pooled_rates) - 0.05) < 0.02
+    assert np.mean(fitted_rates) > 0.08  # what the reference-only calibration did
