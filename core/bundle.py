@@ -72,7 +72,7 @@ class ModelBundle:
         cls,
         reference: pd.DataFrame,
         embedder: Any,
-        detectors: tuple[str, ...] = ("knn", "lof", "iforest", "autoencoder"),
+        detectors: tuple[str, ...] = ("knn", "lof", "mahalanobis", "iforest", "autoencoder"),
         contamination: float = 0.05,
         random_state: int = 0,
         project: bool = True,

@@ -206,7 +206,7 @@ def main() -> None:  # pragma: no cover - console script entry
     app()
 
 
-DETECTOR_HELP = "Detectors, comma-separated: knn, lof, iforest, autoencoder."
+DETECTOR_HELP = "Detectors, comma-separated: knn, lof, mahalanobis, iforest, autoencoder."
 
 
 def _stage_progress(update):
@@ -217,7 +217,7 @@ def _stage_progress(update):
 @handle_errors
 def train(
     reference: Annotated[str, typer.Option(help="Reference batch name or review file the model learns from.")],
-    detectors: Annotated[str, typer.Option(help=DETECTOR_HELP)] = "knn,lof,iforest,autoencoder",
+    detectors: Annotated[str, typer.Option(help=DETECTOR_HELP)] = "knn,lof,mahalanobis,iforest,autoencoder",
     contamination: Annotated[float | None, typer.Option(help="Expected outlier share (sets the threshold).")] = None,
     no_projection: Annotated[bool, typer.Option("--no-projection", help="Skip the 2-D map (faster).")] = False,
     no_labels: Annotated[bool, typer.Option("--no-labels", help="Ignore stored labels.")] = False,

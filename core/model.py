@@ -188,7 +188,7 @@ class OutlierModel:
         detector_params: dict[str, dict[str, Any]] | None = None,
         min_reference: int = 50,
         blas_threads: int | None = 1,
-        novelty_detectors: Sequence[str] = ("knn", "lof"),
+        novelty_detectors: Sequence[str] = ("knn", "lof", "mahalanobis"),
         adaptive: bool = True,
         adaptive_alpha: float = 0.02,
         adaptive_level: float = 0.01,

@@ -136,7 +136,7 @@ def embed_batch(batch: str, settings: Settings | None = None) -> int:
 # -- 4. train ----------------------------------------------------------------------------------------------
 def train_challenger(
     batch: str,
-    detectors: str | Sequence[str] = ("knn", "lof", "iforest"),
+    detectors: str | Sequence[str] = ("knn", "lof", "mahalanobis", "iforest"),
     project: bool = True,
     use_labels: bool = True,
     settings: Settings | None = None,

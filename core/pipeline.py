@@ -173,7 +173,7 @@ class Workspace:
     def train(
         self,
         reference: str | Path,
-        detectors: tuple[str, ...] = ("knn", "lof", "iforest", "autoencoder"),
+        detectors: tuple[str, ...] = ("knn", "lof", "mahalanobis", "iforest", "autoencoder"),
         contamination: float | None = None,
         project: bool = True,
         use_labels: bool = True,

@@ -29,7 +29,7 @@ with errors_shown():
     saved = ws.state().reference
     reference = st.selectbox("Reference batch (what normal looks like)", names,
                              index=names.index(saved) if saved in names else 0, key="train.reference")
-    detectors = st.multiselect("Detectors", list(DETECTORS), default=["knn", "lof", "iforest"], key="train.detectors",
+    detectors = st.multiselect("Detectors", list(DETECTORS), default=["knn", "lof", "mahalanobis", "iforest"], key="train.detectors",
                                format_func=lambda d: f"{d} — {HELP.get(d, '')}")
     contamination = st.slider("Expected share of outliers (sets the flag threshold)", 0.01, 0.25,
                               float(ws.settings.contamination), 0.01, key="train.contamination")

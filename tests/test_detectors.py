@@ -70,7 +70,7 @@ def test_parameters_are_validated_with_what_came() -> None:
     with pytest.raises(ParameterError, match="n_neighbors must be an integer >= 1, got 0"):
         make_detector("knn", n_neighbors=0).fit(X)
     with pytest.raises(
-        ParameterError, match="unknown detector 'ocsvm'; expected one of knn, lof, iforest, autoencoder"
+        ParameterError, match="unknown detector 'ocsvm'; expected one of knn, lof, mahalanobis, iforest, autoencoder"
     ):
         make_detector("ocsvm")
     with pytest.raises(ParameterError, match="bad parameters for detector 'lof'"):
@@ -100,3 +100,21 @@ def test_isolation_forest_fast_path_matches_sklearn() -> None:
     fast = detector.decision_function(few)  # <= 256 rows: walks the trees directly
     reference = detector.model_.decision_function(detector._reduce(few))  # sklearn/PyOD's own path
     assert np.allclose(fast, reference, atol=1e-9)
+
+
+def test_mahalanobis_held_out_scores_are_exact_leave_one_out() -> None:
+    from core.detectors import MahalanobisDetector
+
+    X, _ = _clustered(80, dim=12, seed=3)
+    detector = MahalanobisDetector().fit(X)
+    held = detector.decision_scores_
+    # Refit without each row, keeping the full fit's shrinkage and identity target (the documented approximation).
+    for i in (0, 17, 79):
+        rest = np.delete(X, i, axis=0).astype(np.float64)
+        mean = rest.mean(axis=0)
+        empirical = (rest - mean).T @ (rest - mean) / len(rest)
+        covariance = (1 - detector.shrinkage_) * empirical + detector.shrinkage_ * detector.target_scale_ * np.eye(12)
+        e = X[i] - mean
+        assert held[i] == pytest.approx(float(e @ np.linalg.solve(covariance, e)), rel=1e-6)  # float32 inputs
+    # A row scored by the full fit (which saw it) looks less unusual than when held out.
+    assert np.all(detector.decision_function(X) < held)

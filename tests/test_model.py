@@ -72,7 +72,7 @@ def test_planted_off_topic_reviews_rank_high_with_reasons(fitted, planted, embed
     reasons = result.reasons(top)
     assert reasons.top_signals[0].name == "novelty"
     assert len(reasons.neighbours) == 3 and all(n.text and n.rating is not None for n in reasons.neighbours)
-    assert set(reasons.detector_scores) == {"knn", "lof", "iforest", "autoencoder"}
+    assert set(reasons.detector_scores) == {"knn", "lof", "mahalanobis", "iforest", "autoencoder"}
     assert "unusual text for this reference" in scores["reason"].iloc[top]
     # The threshold flags roughly the contamination share of reference-like reviews, not everything.
     assert scores["is_outlier"][y == 0].mean() < 0.2
@@ -81,7 +81,7 @@ def test_planted_off_topic_reviews_rank_high_with_reasons(fitted, planted, embed
 @pytest.mark.slow
 def test_progress_reports_every_stage(fitted) -> None:
     stages = dict(fitted._test_stages)  # type: ignore[attr-defined]
-    for stage in ("embedding", "fitting knn", "fitting lof", "fitting iforest", "fitting autoencoder"):
+    for stage in ("embedding", "fitting knn", "fitting lof", "fitting mahalanobis", "fitting iforest", "fitting autoencoder"):
         assert stages.get(stage) == 1.0
 
 
@@ -99,7 +99,7 @@ def test_text_only_batch_is_scored_and_missing_columns_reported(fitted, planted,
 def test_save_and_load_give_the_same_scores(fitted, planted, embedder, tmp_path: Path) -> None:
     fitted.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert meta["detector_names"] == ["knn", "lof", "iforest", "autoencoder"] and meta["n_reference"] == 300
+    assert meta["detector_names"] == ["knn", "lof", "mahalanobis", "iforest", "autoencoder"] and meta["n_reference"] == 300
     loaded = OutlierModel.load(tmp_path / "m")
     a = fitted.score(planted[1], embedder).scores
     b = loaded.score(planted[1], embedder).scores
