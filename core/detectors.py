@@ -34,6 +34,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.model_selection import KFold
 
+from core.embed import unit_rows
 from core.errors import NotFittedError, ParameterError
 
 DETECTORS: tuple[str, ...] = ("knn", "lof", "mahalanobis", "iforest", "autoencoder")
@@ -209,13 +210,8 @@ class KNNDetector(Detector):
     def _min_samples(self) -> int:
         return int(self.n_neighbors) + 1
 
-    @staticmethod
-    def _normalise(Z: np.ndarray) -> np.ndarray:
-        norms = np.linalg.norm(Z, axis=1, keepdims=True)
-        return (Z / np.where(norms == 0, 1, norms)).astype(np.float32)
-
     def _fit(self, Z: np.ndarray) -> None:
-        self.reference_ = self._normalise(Z)
+        self.reference_ = unit_rows(Z)
 
     def _search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         R = self.reference_
@@ -245,7 +241,7 @@ class KNNDetector(Detector):
         """
         self._check_fitted()
         k = int(n_neighbors or self.n_neighbors)
-        Q = self._normalise(self._reduce(_as_matrix(X)))
+        Q = unit_rows(self._reduce(_as_matrix(X)))
         if not exclude_self:
             return self._search(Q, k)
         dist, idx = self._search(Q, k + 1)
@@ -260,7 +256,7 @@ class KNNDetector(Detector):
         return dist.mean(axis=1) if self.method == "mean" else dist[:, -1]
 
     def _score(self, Z: np.ndarray) -> np.ndarray:
-        return self._aggregate(self._search(self._normalise(Z), self.n_neighbors)[0])
+        return self._aggregate(self._search(unit_rows(Z), self.n_neighbors)[0])
 
     def held_out_scores(self, X: np.ndarray, n_splits: int = 5) -> np.ndarray:
         """Leave-one-out scores: each reference row against all the others (exact for kNN)."""
@@ -272,7 +268,7 @@ class KNNDetector(Detector):
 
     def _training_scores(self, Z: np.ndarray) -> np.ndarray:
         # PyOD's convention for kNN: a training row is not its own neighbour.
-        dist, idx = self._search(self._normalise(Z), self.n_neighbors + 1)
+        dist, idx = self._search(unit_rows(Z), self.n_neighbors + 1)
         n = Z.shape[0]
         own = idx == np.arange(n)[:, None]
         drop = np.where(own.any(axis=1), own.argmax(axis=1), dist.shape[1] - 1)
@@ -333,8 +329,10 @@ class MahalanobisDetector(Detector):
 
     Held-out scores are exact leave-one-out: removing row i changes the mean and the covariance by a
     rank-one term, so with the shrinkage intensity and the identity target kept from the full fit,
-    ``d_-i = (n / (n - 1))^2 q / (1 - c q)`` with ``q`` the row's distance under the full-fit matrix
-    (Sherman-Morrison). No refitting, and calibration sees what a new review would see.
+    ``d_-i = (n / (n - 1))^2 q / (1 - c q)`` with ``q`` the row's distance under
+    ``(n covariance - shrinkage * scale * I) / (n - 1)`` (Sherman-Morrison). That matrix has the
+    covariance's eigenvectors, so one eigendecomposition serves both: no refitting, and calibration sees
+    what a new review would see.
     """
 
     name = "mahalanobis"
@@ -345,28 +343,28 @@ class MahalanobisDetector(Detector):
     def _fit(self, Z: np.ndarray) -> None:
         from sklearn.covariance import ledoit_wolf_shrinkage
 
-        U = KNNDetector._normalise(Z).astype(np.float64)
+        U = unit_rows(Z).astype(np.float64)
         n, d = U.shape
         self.location_ = U.mean(axis=0)
         centred = U - self.location_
         empirical = centred.T @ centred / n
         self.shrinkage_ = float(ledoit_wolf_shrinkage(centred, assume_centered=True))
         self.target_scale_ = float(np.trace(empirical) / d)
-        # The matrix whose inverse a leave-one-out fit would perturb by a rank-one term (see _training_scores).
-        self._loo_base = (1 - self.shrinkage_) * n / (n - 1) * empirical + self.shrinkage_ * self.target_scale_ * np.eye(d)
         covariance = (1 - self.shrinkage_) * empirical + self.shrinkage_ * self.target_scale_ * np.eye(d)
-        self.precision_ = np.linalg.pinv(covariance, hermitian=True)
+        # Eigenvalues are at least shrinkage * scale > 0 (for a non-constant reference).
+        self.eigenvalues_, self.eigenvectors_ = np.linalg.eigh(covariance)
+
+    def _projected(self, Z: np.ndarray) -> np.ndarray:
+        return (unit_rows(Z).astype(np.float64) - self.location_) @ self.eigenvectors_
 
     def _score(self, Z: np.ndarray) -> np.ndarray:
-        centred = KNNDetector._normalise(Z).astype(np.float64) - self.location_
-        return np.einsum("ij,jk,ik->i", centred, self.precision_, centred)
+        return (self._projected(Z) ** 2 / np.maximum(self.eigenvalues_, 1e-300)).sum(axis=1)
 
     def _training_scores(self, Z: np.ndarray) -> np.ndarray:
         n = Z.shape[0]
-        centred = KNNDetector._normalise(Z).astype(np.float64) - self.location_
-        q = np.einsum("ij,jk,ik->i", centred, np.linalg.pinv(self._loo_base, hermitian=True), centred)
+        loo_eigenvalues = (n * self.eigenvalues_ - self.shrinkage_ * self.target_scale_) / (n - 1)
+        q = (self._projected(Z) ** 2 / np.maximum(loo_eigenvalues, 1e-300)).sum(axis=1)
         c = (1 - self.shrinkage_) * n / (n - 1) ** 2
-        del self._loo_base  # only needed here; keeps the saved model small
         return (n / (n - 1)) ** 2 * q / np.maximum(1.0 - c * q, 1e-12)
 
     def held_out_scores(self, X: np.ndarray, n_splits: int = 5) -> np.ndarray:

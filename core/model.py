@@ -498,7 +498,7 @@ class OutlierModel:
         for name, signal in self.signals_.items():
             result = signal.score(inputs)
             calibrator = self.calibrators_[name]
-            if result.calibration is not None and np.isfinite(result.calibration).sum() >= 20:
+            if result.calibration is not None:
                 calibrator = ScoreCalibrator().fit(result.calibration)
             cal = calibrator.transform(result.raw)
             calibrated[name] = np.where(np.isfinite(result.raw), cal, np.nan)
