@@ -20,6 +20,7 @@ at 0 and every non-zero score got p of about 0.04: 11.7 % of an ordinary batch f
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -102,6 +103,24 @@ class ScoreCalibrator:
         p = np.where(j == 0, 1.0, (n - j + 1.0 - np.clip(frac, 0.0, 1.0)) / (n + 1.0))
         return np.where(j >= n, tail, p)
 
+    def exceedances(self, scores: np.ndarray, level: float) -> Exceedances:
+        """How many `scores` lie beyond the reference's upper `level` quantile, with that count's null law.
+
+        Like `exceedances` over conformal p-values, but aware of ties: for a signal that is 0 for most
+        reviews the k-th largest calibration score may be tied with many others, and the reference mass
+        strictly above a tied value t is at most Beta(r, m + 1 - r) with r = 1 + #{calibration > t}, a tighter
+        (still valid) null than Beta(k, m + 1 - k). NaN scores never count.
+        """
+        self._check()
+        cal = self.calibration_scores_
+        m = self.n_calibration_
+        k = _rank_of_level(level, m)
+        t = cal[m - k]  # the k-th largest calibration score
+        r = 1 + m - int(np.searchsorted(cal, t, side="right"))
+        s = np.asarray(scores, dtype=np.float64)
+        count = int(np.sum(np.nan_to_num(s, nan=-np.inf) > t))
+        return Exceedances(count=count, n=int(s.size), cut=r / (m + 1), a=r, b=m + 1 - r)
+
     def transform(self, scores: np.ndarray) -> np.ndarray:
         """Calibrated scores in [0, 1]: about the share of reference reviews less unusual than each one."""
         return 1.0 - self.smooth_p_value(scores)
@@ -109,6 +128,53 @@ class ScoreCalibrator:
     def surprise(self, scores: np.ndarray) -> np.ndarray:
         """``-log`` of the smoothed p-value: additive evidence, used to combine groups."""
         return -np.log(np.clip(self.smooth_p_value(scores), 1e-300, 1.0))
+
+
+@dataclass(frozen=True)
+class Exceedances:
+    """How many conformal p-values of a batch are at most a level, and that count's law under no change.
+
+    With m calibration scores and ``k = max(1, floor(level (m + 1)))``, ``p <= k / (m + 1)`` means "more
+    extreme than the k-th most extreme calibration score". The mass beyond that score is Beta(k, m + 1 - k),
+    so under exchangeability the count among n batch rows is BetaBinomial(n, k, m + 1 - k), not
+    Binomial(n, level): every row shares one calibration set, and its randomness (with m = 800 and level
+    0.02, the share beyond the cut has a relative spread of 25 %) moves all counts together.
+    """
+
+    count: int
+    n: int
+    cut: float
+    a: int
+    b: int
+
+    @property
+    def expected(self) -> float:
+        return self.n * self.a / (self.a + self.b)
+
+    def p_value(self, u: float = 1.0) -> float:
+        """One-sided p-value of the count; ``u`` in [0, 1] splits the point mass (uniform u: exactly uniform)."""
+        from scipy import stats  # lazy: scipy.stats costs the API's cold start ~0.3 s
+
+        if not self.n:
+            return 1.0
+        p = stats.betabinom.sf(self.count, self.n, self.a, self.b) + u * stats.betabinom.pmf(
+            self.count, self.n, self.a, self.b
+        )
+        return float(min(max(p, 0.0), 1.0))
+
+
+def _rank_of_level(level: float, n_calibration: int) -> int:
+    """The calibration rank k (from the top) whose conformal p-value k / (m + 1) is the largest <= `level`."""
+    return min(n_calibration, max(1, int(np.floor(level * (n_calibration + 1) + 1e-9))))
+
+
+def exceedances(p_values: np.ndarray, n_calibration: int, level: float) -> Exceedances:
+    """Count the conformal p-values at most `level` (rounded down to a calibration rank); see `Exceedances`."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = int(n_calibration)
+    k = _rank_of_level(level, m)
+    cut = k / (m + 1)
+    return Exceedances(count=int(np.sum(p <= cut + 1e-12)), n=int(p.size), cut=cut, a=k, b=m + 1 - k)
 
 
 def threshold_from_contamination(calibration_scores: np.ndarray, contamination: float) -> float:

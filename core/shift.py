@@ -30,6 +30,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from core.calibration import exceedances
 from core.clusters import ClusterSummary, cluster_shift
 from core.embed import unit_rows
 from core.errors import NotFittedError, ParameterError
@@ -835,23 +836,17 @@ def novelty_test(
         Seed or generator for splitting the probability of the observed count (the count is discrete; the
         split makes the p-value exactly uniform under no shift instead of conservative).
     """
-    p_values = np.asarray(p_values, dtype=np.float64)
-    n = p_values.size
-    m = int(n_calibration)
     level = alpha if level is None else level
-    k = max(1, int(math.floor(level * (m + 1) + 1e-9)))
-    cut = k / (m + 1)
-    count = int(np.sum(p_values <= cut + 1e-12))
-    a, b = k, m + 1 - k
-    u = _rng(random_state).uniform()
-    p = float(stats.betabinom.sf(count, n, a, b) + u * stats.betabinom.pmf(count, n, a, b)) if n else 1.0
-    expected = n * a / (a + b)
+    beyond = exceedances(p_values, n_calibration, level)
+    n, count, a, b = beyond.n, beyond.count, beyond.a, beyond.b
+    p = beyond.p_value(u=_rng(random_state).uniform())
+    expected = beyond.expected
     return TestResult(
-        name="novelty", feature="embedding", statistic=float(count), p_value=min(max(p, 0.0), 1.0),
+        name="novelty", feature="embedding", statistic=float(count), p_value=p,
         effect_size=float((count - expected) / n) if n else 0.0, effect_name="excess_share", threshold=alpha,
         drift=bool(p < alpha),
-        detail={"n_current": n, "n_calibration": m, "level": cut, "count": count, "expected": float(expected),
-                "share_novel": count / n if n else 0.0,
+        detail={"n_current": n, "n_calibration": int(n_calibration), "level": beyond.cut, "count": count,
+                "expected": float(expected), "share_novel": count / n if n else 0.0,
                 "null_q95": int(stats.betabinom.ppf(0.95, n, a, b)) if n else 0,
                 "effect_threshold": STATISTICS["novelty"].effect_threshold},
     )

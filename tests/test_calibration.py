@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.calibration import ScoreCalibrator, combine, threshold_from_contamination
+from core.calibration import ScoreCalibrator, combine, exceedances, threshold_from_contamination
 from core.errors import NotFittedError, ParameterError
 
 
@@ -88,3 +88,47 @@ def test_smooth_p_value_is_monotone_and_at_most_one_step_below_conformal() -> No
     smooth, conformal = cal.smooth_p_value(s), cal.p_value(s)
     assert np.all(np.diff(smooth) <= 1e-15)
     assert np.all(smooth <= conformal + 1e-15) and np.all(smooth >= conformal - 1 / 401 - 1e-12)
+
+
+def test_exceedance_count_is_tested_against_the_shared_calibration_set() -> None:
+    # Every batch row is compared with one calibration set, so counts vary more than Binomial(n, level):
+    # the BetaBinomial null keeps the false-alarm rate at or below the level where the binomial one does not.
+    rng = np.random.default_rng(0)
+    trials, level = 1500, 0.01
+    beta_binomial_hits = binomial_hits = 0
+    from scipy.stats import binom
+
+    for _ in range(trials):
+        calibrator = ScoreCalibrator().fit(rng.random(800))
+        beyond = exceedances(calibrator.p_value(rng.random(1000)), calibrator.n_calibration_, 0.02)
+        beta_binomial_hits += beyond.p_value() < level
+        binomial_hits += binom.sf(beyond.count - 1, beyond.n, 0.02) < level
+    assert beta_binomial_hits / trials <= level + 0.005
+    assert binomial_hits / trials > 3 * level
+
+
+def test_exceedances_count_rows_beyond_a_calibration_rank() -> None:
+    p = np.array([1 / 11, 2 / 11, 0.5, 1.0, 3 / 11])
+    beyond = exceedances(p, n_calibration=10, level=0.2)  # k = floor(0.2 * 11) = 2, cut 2 / 11
+    assert (beyond.count, beyond.a, beyond.b) == (2, 2, 9)
+    assert beyond.cut == pytest.approx(2 / 11)
+    assert beyond.expected == pytest.approx(5 * 2 / 11)
+    assert 0 < beyond.p_value() <= 1
+    assert beyond.p_value(u=0.0) < beyond.p_value(u=1.0)
+    assert exceedances(np.array([]), 10, 0.2).p_value() == 1.0
+
+
+def test_exceedances_of_a_mostly_zero_score_use_the_ranks_above_the_ties() -> None:
+    # 150 reference scores, 149 of them 0: the 2 % quantile is the 3rd largest score, a 0, and only one
+    # reference score lies beyond it, so the count's null is BetaBinomial(n, 2, 149), not (n, 3, 148);
+    # with every reference score 0, any positive batch score is beyond the reference maximum: (n, 1, 150).
+    calibrator = ScoreCalibrator().fit(np.r_[np.zeros(149), [3.0]])
+    beyond = calibrator.exceedances(np.r_[np.zeros(150), np.full(10, 0.1), [np.nan]], 0.02)
+    assert (beyond.count, beyond.n, beyond.a, beyond.b) == (10, 161, 2, 149)
+    all_zero = ScoreCalibrator().fit(np.zeros(150)).exceedances(np.r_[np.zeros(150), np.full(10, 0.1)], 0.02)
+    assert (all_zero.count, all_zero.a, all_zero.b) == (10, 1, 150)
+    assert all_zero.p_value() < 0.002  # ten copies among 160 reviews: clear excess
+    # Without ties it is the count of conformal p-values at most the level.
+    scores = np.random.default_rng(1).random(300)
+    cal = ScoreCalibrator().fit(np.random.default_rng(2).random(400))
+    assert cal.exceedances(scores, 0.05) == exceedances(cal.p_value(scores), 400, 0.05)
