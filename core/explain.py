@@ -14,6 +14,7 @@ GROUP_LABELS: dict[str, str] = {
     "rating_mismatch": "rating contradicts the text",
     "duplicate": "duplicate or near-duplicate text",
     "text_quality": "unusual text form",
+    "predictable_text": "machine-like predictable wording",
 }
 
 #: A calibrated score from which a group is named as a reason (more unusual than 90 % of the reference).

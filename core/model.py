@@ -6,10 +6,11 @@ held-out reference scores (leave-one-out or K-fold cross-fitting). `OutlierModel
 the headline ``score`` with its conformal ``p_value``, ``is_outlier`` and a short ``reason``; full
 `core.explain.Reasons` per review come from `ScoreResult.reasons`.
 
-Ensemble (why ``max`` over groups is the default): the four embedding detectors all measure one thing,
-novelty, so they are averaged into one group first (in surprise units, ``-log p``); rating mismatch,
-duplicates and text quality are groups of their own. Real anomalies tend to trip one group (an off-topic
-review is novel but well-formed and honestly rated; a copied review is the opposite of novel), so averaging
+Ensemble (why ``max`` over groups is the default): the novelty detectors all measure one thing, so they
+are averaged into one group first (in surprise units, ``-log p``); rating mismatch, duplicates, text
+quality and predictable wording are groups of their own. Real anomalies tend to trip one group (an off-topic
+review is novel but well-formed and honestly rated; a copied review is the opposite of novel; a generated
+review is less novel than a genuine one but too predictable), so averaging
 over groups dilutes the one that fired, while the maximum keeps it. The combined statistic is calibrated
 once more against the reference, so the headline score reads like every other: "more unusual than this
 share of reference reviews". bench/detect.py measures max, mean and Fisher's sum on every benchmark.

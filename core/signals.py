@@ -1,4 +1,4 @@
-"""Signals beyond "unusual embedding": rating/text mismatch, duplicates, text quality.
+"""Signals beyond "unusual embedding": rating/text mismatch, duplicates, text quality, predictable wording.
 
 Each signal is fitted on the reference, gives a raw score per review (higher = more abnormal, NaN where its
 inputs are missing), held-out raw scores of the reference for calibration, and a short human-readable
@@ -24,8 +24,9 @@ from sklearn.model_selection import KFold, cross_val_predict
 from core.embed import unit_rows
 from core.errors import NotFittedError, ParameterError
 from core.features import DESCRIPTORS, text_descriptors, word_count
+from core.language_model import BigramLanguageModel
 
-SIGNALS: tuple[str, ...] = ("rating_mismatch", "duplicate", "text_quality")
+SIGNALS: tuple[str, ...] = ("rating_mismatch", "duplicate", "text_quality", "predictable_text")
 
 
 @dataclass(frozen=True)
@@ -575,12 +576,80 @@ class TextQualitySignal(Signal):
         return self._raw(self._tails(table, leave_one_out=True))
 
 
+def _review_ids(frame: pd.DataFrame) -> list[str]:
+    return frame["review_id"].astype(str).tolist() if "review_id" in frame else [str(i) for i in range(len(frame))]
+
+
+def _digest(text: object) -> str:
+    return hashlib.blake2b(str(text).encode("utf-8"), digest_size=8).hexdigest()
+
+
+class PredictableTextSignal(Signal):
+    """Wording more predictable than reference reviews allow: how machine-generated text reads.
+
+    A word-bigram model of the reference (`core.language_model`) gives each review its mean log-probability
+    per token; the raw score is ``(mean - median) * sqrt(tokens)``, with the median over reference reviews:
+    the evidence summed over tokens, standardised like a z-statistic, so that a short review needs a larger
+    deviation (its mean is noisier). Higher = more predictable = more suspicious. Without the sqrt(tokens)
+    the reference's top percent was filled with short generic reviews ("Great product!") and generated
+    reviews reached it less often: on bench/detect.py (d), 10 seeds, 35 % of them beyond the reference's 98th
+    percentile instead of 48 % (AUROC 0.900 / 0.899, ordinary reviews 2.3 % / 2.3 %). Reference reviews are
+    scored by the model of the other reference reviews (exact leave-one-out) and so calibrate new ones; a
+    reference review scored again (same review id and text; the Explore map scores both batches) gets that
+    leave-one-out score too, not the score of a model that has seen it. Texts without words get NaN.
+
+    Parameters
+    ----------
+    prior_strength, unigram_smoothing
+        Smoothing of the bigram model (`core.language_model.BigramLanguageModel`).
+    """
+
+    name = "predictable_text"
+
+    def __init__(self, prior_strength: float = 10.0, unigram_smoothing: float = 0.1) -> None:
+        self.prior_strength = prior_strength
+        self.unigram_smoothing = unigram_smoothing
+
+    def fit(self, reference: SignalInputs) -> PredictableTextSignal:
+        texts = reference.frame["text"].tolist()
+        self.model_ = BigramLanguageModel(self.prior_strength, self.unigram_smoothing).fit(texts)
+        self.reference_texts_ = dict(zip(_review_ids(reference.frame), map(_digest, texts), strict=True))
+        means, _ = self.model_.mean_log_prob(texts, leave_one_out=True)
+        self.available_ = bool(np.isfinite(means).sum() >= 2)
+        self.reference_median_ = float(np.nanmedian(means)) if self.available_ else float("nan")
+        return self
+
+    def _raw(self, means: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        return (means - self.reference_median_) * np.sqrt(tokens)
+
+    def score(self, batch: SignalInputs) -> SignalScores:
+        self._check_fitted()
+        texts = batch.frame["text"].tolist()
+        fitted = self.reference_texts_
+        own = [fitted.get(rid) == _digest(t) for rid, t in zip(_review_ids(batch.frame), texts, strict=True)]
+        means, tokens = self.model_.mean_log_prob(texts, leave_one_out=own)
+        median = self.reference_median_
+        details = [
+            f"wording more predictable than usual (mean log-probability per word {x:.2f}, reference median "
+            f"{median:.2f}), as machine-generated text often is"
+            if np.isfinite(x) and x > median
+            else ""
+            for x in means
+        ]
+        return SignalScores(self._raw(means, tokens), details)
+
+    def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
+        self._check_fitted()
+        return self._raw(*self.model_.mean_log_prob(reference.frame["text"].tolist(), leave_one_out=True))
+
+
 def make_signal(name: str, **params: object) -> Signal:
-    """A signal by name (``rating_mismatch``, ``duplicate``, ``text_quality``)."""
+    """A signal by name (``rating_mismatch``, ``duplicate``, ``text_quality``, ``predictable_text``)."""
     registry: dict[str, type[Signal]] = {
         "rating_mismatch": RatingMismatchSignal,
         "duplicate": DuplicateSignal,
         "text_quality": TextQualitySignal,
+        "predictable_text": PredictableTextSignal,
     }
     if name not in registry:
         raise ParameterError(f"unknown signal {name!r}; expected one of {', '.join(SIGNALS)}")

@@ -58,6 +58,7 @@ def test_planted_off_topic_reviews_rank_high_with_reasons(fitted, planted, embed
         "rating_mismatch",
         "duplicate",
         "text_quality",
+        "predictable_text",
         "score",
         "p_value",
         "is_outlier",
@@ -148,7 +149,7 @@ def test_small_reference_without_ratings_fits_what_it_can(hashing_embedder) -> N
     words = ["card", "gift", "great", "easy", "fast", "love", "perfect", "nice", "birthday", "present"]
     ref = pd.DataFrame({"text": [" ".join(rng.choice(words, 6)) for _ in range(60)]})
     model = OutlierModel(detectors=("knn", "lof"), random_state=0).fit(ref, hashing_embedder)
-    assert model.signal_names_ == ("duplicate", "text_quality")  # no ratings: no mismatch signal
+    assert model.signal_names_ == ("duplicate", "text_quality", "predictable_text")  # no ratings: no mismatch signal
     with pytest.raises(
         ParameterError, match="false_alarm_rate=0.01 needs at least 99 reference reviews, got 60"
     ):
