@@ -106,7 +106,8 @@ class BatchStore:
         return sorted(infos, key=lambda i: i.created)
 
     def exists(self, name: str) -> bool:
-        return self.storage.exists(f"batches/{name}/manifest.json")
+        """Whether a batch of this name is stored; False for anything that cannot be a batch name (a path)."""
+        return bool(_NAME.match(name)) and self.storage.exists(f"batches/{name}/manifest.json")
 
     def info(self, name: str) -> BatchInfo:
         try:

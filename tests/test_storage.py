@@ -54,3 +54,11 @@ def test_bad_batch_name_is_rejected(tmp_path: Path) -> None:
     store = BatchStore(LocalStorage(tmp_path))
     with pytest.raises(ParameterError, match="batch name"):
         store.save("../x", load_bytes(b"text\nhi\n", name="a.csv"))
+
+
+def test_a_file_path_is_not_a_stored_batch(tmp_path: Path) -> None:
+    # `workbench train --reference /abs/path/ref.csv` asks whether the path names a batch before loading it.
+    store = BatchStore(LocalStorage(tmp_path))
+    assert not store.exists("/tmp/reviews/ref.csv") and not store.exists("../x")
+    store.save("ref.csv", load_bytes(b"text\nhi\n", name="a.csv"))
+    assert store.exists("ref.csv")
