@@ -33,6 +33,7 @@ from core.load import load_path  # noqa: E402
 from core.report import report_to_html  # noqa: E402
 from core.shift import (  # noqa: E402
     DEFAULT_DRIVERS,
+    PREDICTABILITY,
     ReviewShiftScorer,
     classifier_test,
     combine_p_values,
@@ -40,6 +41,7 @@ from core.shift import (  # noqa: E402
     feature_tests,
     mmd_test,
     novelty_test,
+    predictability,
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -52,6 +54,7 @@ FILES = {
     "Subscription_Boxes": "amazon2023_subscription_videogames/processed_Subscription_box.csv.gz",
 }
 BASE = "Magazine_Subscriptions"  # reference category of the power scenarios
+MACHINE_FILE = "fake_reviews_salminen_dev/fake_reviews_dev.csv.gz"  # genuine + GPT-2 reviews, scenario (v)
 EMBEDDING_TESTS = ("mmd", "classifier", "novelty", "verdict", "verdict_all_three")
 UNIFORM_TESTS = ("mmd", "classifier", "novelty")  # Bonferroni verdicts are conservative by design
 
@@ -94,8 +97,13 @@ def run_split(pool: Pool, ref: np.ndarray, cur: np.ndarray, n_permutations: int,
     rng = np.random.default_rng(seed)
     out: dict[str, float] = {}
     # Per-feature tests get 500 permutations, so that Holm over ~23 tests can still reach 0.05 (23/501).
-    results, _, _ = feature_tests(reference=pool.tabular.iloc[ref], current=cur_pool.tabular.iloc[cur],
-                                  n_permutations=FEATURE_PERMUTATIONS, random_state=rng)
+    ref_tab, cur_tab = pool.tabular.iloc[ref].copy(), cur_pool.tabular.iloc[cur].copy()
+    # Predictability is measured against each split's own reference (a word model fitted on it).
+    ref_tab[PREDICTABILITY], cur_tab[PREDICTABILITY] = predictability(
+        pool.frame["text"].iloc[ref].tolist(), cur_pool.frame["text"].iloc[cur].tolist()
+    )
+    results, _, _ = feature_tests(reference=ref_tab, current=cur_tab, n_permutations=FEATURE_PERMUTATIONS,
+                                  random_state=rng)
     for r in results:
         out[f"{r.name}:{r.feature}"] = r.p_value
     out["any_feature_holm"] = float(min((r.detail["p_value_adjusted"] for r in results), default=1.0))
@@ -152,7 +160,20 @@ def false_alarms(pool: Pool, sizes: list[int], splits: int, n_permutations: int,
     return out
 
 
-def power(pool: Pool, splits: int, n_permutations: int, alpha: float, log: Callable[[str], None]) -> dict[str, object]:
+def load_machine_pool(data: Path) -> Pool:
+    """Genuine and GPT-2 reviews of the fake-review file; `source` is the file's label."""
+    embedder = make_embedder()
+    frame = load_path(data / MACHINE_FILE).frame
+    texts = embedding_text(frame)
+    keep = ~pd.Series(texts).duplicated().to_numpy()
+    frame = frame.loc[keep].reset_index(drop=True)
+    embeddings = embedder.encode([t for t, k in zip(texts, keep, strict=True) if k])
+    return Pool(frame=frame, tabular=tabular_inputs(frame), embeddings=embeddings,
+                source=frame["label"].astype(str).to_numpy())
+
+
+def power(pool: Pool, splits: int, n_permutations: int, alpha: float, log: Callable[[str], None],
+          machine: Pool | None = None) -> dict[str, object]:
     base = np.flatnonzero(pool.source == BASE)
     others = [name for name in FILES if name != BASE and np.any(pool.source == name)]
     rng = np.random.default_rng(7)
@@ -183,13 +204,26 @@ def power(pool: Pool, splits: int, n_permutations: int, alpha: float, log: Calla
     scenarios["(iii) only 4-5 stars, n=1000"] = ratings(1000)
     scenarios["(iv) 10% new category, n=150"] = injected(150, 0.10)
     scenarios["(iv) 10% new category, n=150, reference 1000"] = injected(150, 0.10, n_ref=1000)
+    pools = dict.fromkeys(scenarios, pool)
+    if machine is not None:
+        genuine = np.flatnonzero(machine.source == "original")
+        generated = np.flatnonzero(machine.source == "computer_generated")
+
+        def machine_text(s: int, n: int = 200, share: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+            k = int(round(share * n))
+            idx = rng.choice(genuine, size=2 * n - k, replace=False)
+            return idx[:n], np.concatenate([idx[n:], rng.choice(generated, size=k, replace=False)])
+
+        name = "(v) 20% machine-generated reviews, n=200"
+        scenarios[name], pools[name] = machine_text, machine
     out: dict[str, object] = {}
     for name, draw in scenarios.items():
         t0 = time.perf_counter()
-        rows = [run_split(pool, *draw(s), n_permutations, seed=s) for s in range(splits)]
+        rows = [run_split(pools[name], *draw(s), n_permutations, seed=s) for s in range(splits)]
         r = rates(rows, alpha)
         out[name] = {"rates": r, "any_feature_holm": r["any_feature_holm"],
-                     "rating_chi_square": r.get("chi_square:rating"), "seconds": time.perf_counter() - t0}
+                     "rating_chi_square": r.get("chi_square:rating"),
+                     "predictability_ks": r.get(f"ks:{PREDICTABILITY}"), "seconds": time.perf_counter() - t0}
         log(f"power {name}: {splits} splits in {out[name]['seconds']:.0f} s")
     out["_injected_categories"] = others
     return out
@@ -253,12 +287,14 @@ def markdown(result: dict[str, object], alpha: float) -> str:
     for name, block in (result["power"] or {}).items():  # type: ignore[union-attr]
         if name.startswith("_"):
             continue
-        target = targets[name.split()[0]]
+        target = targets.get(name.split()[0])
         r = block["rates"]
         for t in EMBEDDING_TESTS:
-            row(f"power {name}: {t}", r[t], f">= {target}" if t == "verdict" else "",
-                r[t] >= target if t == "verdict" else None)
+            judged = t == "verdict" and target is not None
+            row(f"power {name}: {t}", r[t], f">= {target}" if judged else "", r[t] >= target if judged else None)
         row(f"power {name}: any feature (Holm)", r["any_feature_holm"], "", None)
+        if block.get("predictability_ks") is not None:
+            row(f"power {name}: {PREDICTABILITY} KS (unadjusted)", block["predictability_ks"], "", None)
         if "chi_square:rating" in r:
             row(f"power {name}: rating chi-square", r["chi_square:rating"],
                 f">= {target}" if name.startswith("(iii)") else "",
@@ -321,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         result["false_alarms"], result["power"] = {}, {}
     else:
         result["false_alarms"] = false_alarms(pool, args.sizes, args.splits, args.permutations, args.alpha, log)
-        result["power"] = power(pool, args.power_splits, args.permutations, args.alpha, log)
+        machine = load_machine_pool(args.data) if (args.data / MACHINE_FILE).is_file() else None
+        result["power"] = power(pool, args.power_splits, args.permutations, args.alpha, log, machine=machine)
     full = load_pool(list(FILES), args.data, dedupe=False)
     result["timings"] = timings(full, args.timing_sizes, 1000, log)
     result["seconds_total"] = time.perf_counter() - t0

@@ -35,6 +35,7 @@ from core.clusters import ClusterSummary, cluster_shift
 from core.embed import unit_rows
 from core.errors import NotFittedError, ParameterError
 from core.features import CATEGORICAL_INPUTS, DESCRIPTORS, NUMERIC_INPUTS, tabular_inputs
+from core.language_model import BigramLanguageModel
 
 ProgressCallback = Callable[[int, int], None]
 Kind = Literal["numeric", "categorical", "embedding"]
@@ -330,6 +331,28 @@ def _as_level(values: pd.Series) -> pd.Series:
     return values.astype("string").fillna("(missing)")
 
 
+#: A per-feature column measured against the reference itself: each review's mean log-probability per word
+#: under a word-bigram model of the reference (`core.language_model`). A batch of machine-generated reviews
+#: is more predictable than the reference (bench/detect.py (d)), which no embedding test is built to see.
+PREDICTABILITY = "word_predictability"
+
+
+def predictability(reference_texts: Sequence[object], current_texts: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    """`PREDICTABILITY` of both batches; reference reviews are scored by the model of the other reference
+    reviews (leave-one-out), so under no shift the two batches' values are exchangeable."""
+    model = BigramLanguageModel().fit(reference_texts)
+    return model.mean_log_prob(reference_texts, leave_one_out=True)[0], model.mean_log_prob(current_texts)[0]
+
+
+def shift_inputs(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-feature inputs of both batches: `core.features.tabular_inputs` plus `PREDICTABILITY`."""
+    ref_tab, cur_tab = tabular_inputs(reference), tabular_inputs(current)
+    ref_tab[PREDICTABILITY], cur_tab[PREDICTABILITY] = predictability(
+        reference["text"].tolist(), current["text"].tolist()
+    )
+    return ref_tab, cur_tab
+
+
 def feature_tests(
     *,
     reference: pd.DataFrame,
@@ -341,7 +364,7 @@ def feature_tests(
     categorical: Sequence[str] | None = None,
     random_state: int | np.random.Generator | None = 0,
 ) -> tuple[list[TestResult], list[FeatureDistribution], dict[str, str]]:
-    """Per-feature shift tests on tabular columns (the output of `core.features.tabular_inputs`).
+    """Per-feature shift tests on tabular columns (the output of `shift_inputs` or `core.features.tabular_inputs`).
 
     Numeric columns get KS and Wasserstein (PSI and normalised distance as effects), categorical columns and
     `DISCRETE_NUMERIC` columns a chi-square test (Jensen-Shannon effect). All p-values come from the same
@@ -358,7 +381,8 @@ def feature_tests(
     correction
         ``holm`` (family-wise) or ``bh`` (false discovery rate) over all per-feature tests.
     numeric, categorical
-        Columns to test; by default the workbench's numeric inputs and descriptors, and categorical inputs.
+        Columns to test; by default the workbench's numeric inputs and descriptors (with `PREDICTABILITY` when
+        the inputs have it), and categorical inputs.
     random_state
         Seed or generator.
 
@@ -368,7 +392,9 @@ def feature_tests(
         The results, binned distributions for plotting, and the columns skipped with the reason.
     """
     rng = _rng(random_state)
-    numeric = list(numeric if numeric is not None else (*NUMERIC_INPUTS, *DESCRIPTORS))
+    if numeric is None:
+        numeric = [*NUMERIC_INPUTS, *DESCRIPTORS, *([PREDICTABILITY] if PREDICTABILITY in reference else [])]
+    numeric = list(numeric)
     categorical = list(categorical if categorical is not None else CATEGORICAL_INPUTS)
     n_ref, n_cur = len(reference), len(current)
     skipped: dict[str, str] = {}
@@ -955,8 +981,9 @@ def compare(
     rng_f = np.random.default_rng(seeds[0])
     f_ref = _subsample(n_ref, max_feature_samples, rng_f)
     f_cur = _subsample(n_cur, max_feature_samples, rng_f)
+    ref_inputs, cur_inputs = shift_inputs(reference.iloc[f_ref], current.iloc[f_cur])
     features, distributions, skipped = feature_tests(
-        reference=tabular_inputs(reference.iloc[f_ref]), current=tabular_inputs(current.iloc[f_cur]),
+        reference=ref_inputs, current=cur_inputs,
         # Per-feature tests are cheap, and a Holm correction over ~20 tests needs p-values finer than
         # alpha / 20, so they never use fewer than 1,000 permutations.
         alpha=alpha, n_permutations=max(n_permutations, 1000), correction=correction, random_state=rng_f,

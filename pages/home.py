@@ -62,7 +62,7 @@ with errors_shown():
         box = st.warning if last.get("drift") else st.success
         box(
             f"**{verdict}**: `{last.get('current')}` against `{last.get('reference')}`, "
-            f"p = {fmt_p(float(last.get('p_value', 1.0)))} ({last.get('created', '')})"
+            f"{fmt_p(float(last.get('p_value', 1.0)))} ({last.get('created', '')})"
         )
     else:
         st.write("No shift report yet.")

@@ -51,13 +51,13 @@ with errors_shown():
         last = saved.last_shift
         if last and last.get("reference") == reference and last.get("current") == current:
             st.caption(f"Last verdict stored for this pair ({last.get('created')}): "
-                       f"{'shift' if last.get('drift') else 'no shift'}, p = {fmt_p(float(last.get('p_value', 1)))}. "
+                       f"{'shift' if last.get('drift') else 'no shift'}, {fmt_p(float(last.get('p_value', 1)))}. "
                        "Run the check to see the details.")
         st.stop()
 
     # Verdict --------------------------------------------------------------------------------------------
     box = st.error if report.drift else st.success
-    box(f"**{'Shift detected' if report.drift else 'No significant shift'}** — combined p = {fmt_p(report.p_value)} "
+    box(f"**{'Shift detected' if report.drift else 'No significant shift'}** — combined {fmt_p(report.p_value)} "
         f"(alpha {report.alpha:g}; {report.n_reference:,} reference vs {report.n_current:,} current reviews)",
         icon="📈" if report.drift else "✅")
     st.write(report.explanation)
@@ -119,7 +119,7 @@ with errors_shown():
                 c.top_terms[:5])
             with st.expander(title, expanded=c.status in ("new", "grew") and c.p_value < report.alpha):
                 st.caption(f"{c.size_reference:,} reference and {c.size_current:,} current reviews · "
-                           f"change {c.change:+.1%} · p = {fmt_p(c.p_value)}")
+                           f"change {c.change:+.1%} · {fmt_p(c.p_value)}")
                 for example in c.examples:
                     st.markdown(f"- {example}")
     with tab_reviews:

@@ -10,6 +10,7 @@ import pytest
 
 from core.errors import NotFittedError, ParameterError
 from core.shift import (
+    PREDICTABILITY,
     STATISTICS,
     ReviewShiftScorer,
     ShiftReport,
@@ -238,3 +239,22 @@ def test_real_reviews_of_another_category_are_flagged(embedder, data_dir) -> Non
     null = compare(reference=ref, current=same, reference_embeddings=e_ref, current_embeddings=e_same,
                    n_permutations=199)
     assert not null.drift
+
+
+def test_a_batch_of_machine_generated_reviews_shifts_word_predictability(fake_reviews_path) -> None:  # noqa: ANN001
+    # GPT-2 reviews read more predictably than genuine ones under a word model of the reference: the
+    # per-feature test sees the batch even where the embedding tests do not (bench/shift.py, scenario (v)).
+    from core.load import load_path
+
+    frame = load_path(fake_reviews_path).frame
+    genuine = frame[frame["label"] == "original"].sample(500, random_state=1).reset_index(drop=True)
+    generated = frame[frame["label"] == "computer_generated"].sample(100, random_state=1)
+    ref = genuine.iloc[:300].reset_index(drop=True)
+    current = pd.concat([genuine.iloc[300:], generated], ignore_index=True)
+    rng = np.random.default_rng(0)
+    report = compare(reference=ref, current=current, reference_embeddings=unit_gaussian(rng, len(ref)),
+                     current_embeddings=unit_gaussian(rng, len(current)), n_permutations=199)
+    test = report.test("ks", PREDICTABILITY)
+    assert test.drift and test.p_value < 0.01
+    assert PREDICTABILITY in report.drifted_features
+    assert any(d.feature == PREDICTABILITY for d in report.distributions)

@@ -45,9 +45,10 @@ def count_progress(bar: Any, what: str) -> Callable[[int, int], None]:
 
 
 def fmt_p(value: float | None) -> str:
+    """``p = 0.012`` or ``p < 0.001`` (not "p = < 0.001")."""
     if value is None:
-        return "n/a"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+        return "p n/a"
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
 
 def flash(key: Any) -> None:
@@ -93,7 +94,7 @@ def review_detail(reasons: Any, row: Any) -> None:
     with right:
         verdict = "flagged as outlier" if reasons.is_outlier else "within normal range"
         st.metric("Ensemble score", f"{reasons.score:.2f}", help="0.97 = more unusual than 97 % of reference reviews")
-        st.write(f"**{verdict}** (p = {fmt_p(reasons.p_value)}) — {reasons.summary}")
+        st.write(f"**{verdict}** ({fmt_p(reasons.p_value)}) — {reasons.summary}")
     st.markdown("**Why**")
     st.dataframe(
         pd.DataFrame([{"signal": c.label, "score": c.score, "detail": c.detail} for c in reasons.contributions]),
