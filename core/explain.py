@@ -15,6 +15,7 @@ GROUP_LABELS: dict[str, str] = {
     "duplicate": "duplicate or near-duplicate text",
     "text_quality": "unusual text form",
     "predictable_text": "machine-like predictable wording",
+    "text_form": "unusual text form or machine-like wording",
 }
 
 #: A calibrated score from which a group is named as a reason (more unusual than 90 % of the reference).

@@ -201,3 +201,17 @@ def test_reference_reviews_scored_again_are_not_copies_of_themselves(hashing_emb
     # The Explore map scores the reference too: its own rows must not light up as duplicates of themselves.
     assert (again["duplicate"] < 0.5).mean() > 0.95
     assert again["is_outlier"].mean() < 0.2
+
+
+def test_text_quality_and_predictable_wording_share_one_group(hashing_embedder) -> None:
+    rng = np.random.default_rng(5)
+    words = [f"word{i}" for i in range(300)]
+    ref = pd.DataFrame({"text": [" ".join(rng.choice(words, 12)) + "." for _ in range(150)]})
+    model = OutlierModel(detectors=("knn",), random_state=0).fit(ref, hashing_embedder)
+    assert model.groups_["text_form"] == ("text_quality", "predictable_text")
+    assert "text_quality" not in model.groups_ and "predictable_text" not in model.groups_
+    result = model.score(pd.DataFrame({"text": ["$$$$ !!!! 1111 ???? $$$$ !!!!", " ".join(rng.choice(words, 12))]}),
+                         hashing_embedder)
+    text_form = next(c for c in result.reasons(0).contributions if c.name == "text_form")
+    assert text_form.score > 0.9 and text_form.label == "unusual text form or machine-like wording"
+    assert "mostly non-letters" in text_form.detail  # the members' details, joined
