@@ -6,6 +6,10 @@ resampled, so hundreds of splits cost only the tests. Run from the repository ro
     WORKBENCH_HOME=/work/bench-home .venv/bin/python bench/shift.py            # full (several minutes)
     WORKBENCH_HOME=/work/bench-home .venv/bin/python bench/shift.py --quick    # smoke run (~1 min)
 
+Power scenarios (i)-(iv) are the issue's (a new category mixed into Magazine_Subscriptions reviews, a whole
+other category, a ratings-only shift); (v) mixes 20 % GPT-2 reviews of the fake-review file into genuine ones,
+which the embedding tests do not see and the word-predictability feature test does.
+
 Prints a markdown table and writes JSON (machine, command, settings, every number) to ``--out``.
 """
 
