@@ -193,6 +193,8 @@ def evaluate(
     for combo in COMBOS:
         out[f"ensemble_{combo}"] = _metrics(y, combine(surprises, model.groups_, combo))
     out["novelty_group"] = _metrics(y, combine(surprises, {"n": model.groups_["novelty"]}, "max"))
+    if "text_form" in model.groups_:
+        out["text_form_group"] = _metrics(y, combine(surprises, {"t": model.groups_["text_form"]}, "max"))
     out["headline"] = _metrics(y, result.scores["score"].to_numpy())
     out["active_groups"] = {"groups": list(result.active_groups)}
     headline = result.scores["score"].to_numpy()
@@ -345,7 +347,7 @@ def checks(summary: dict[str, dict]) -> dict[str, bool | None]:
         members = [
             v["auroc"]
             for k, v in s.items()
-            if not k.startswith(("labels_", "ensemble_", "headline", "novelty"))
+            if not k.startswith(("labels_", "ensemble_", "headline", "novelty", "text_form"))  # members only
         ]
         out[f"{b}_ensemble_within_0.02_of_best_member"] = (get(b, "headline") or 0) >= max(members) - 0.02
     for b in ("category", "machine"):
