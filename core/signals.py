@@ -184,6 +184,14 @@ def _hashes(texts: pd.Series) -> list[str]:
     ]
 
 
+def _review_ids(frame: pd.DataFrame) -> list[str]:
+    return frame["review_id"].astype(str).tolist() if "review_id" in frame else [str(i) for i in range(len(frame))]
+
+
+def _digest(text: object) -> str:
+    return hashlib.blake2b(str(text).encode("utf-8"), digest_size=8).hexdigest()
+
+
 def _max_similarity(
     Q: np.ndarray,
     R: np.ndarray,
@@ -262,16 +270,11 @@ class DuplicateSignal(Signal):
         )
         self.reference_hash_counts_ = pd.Series(hashes).value_counts().to_dict()
         self.reference_hash_list_ = list(hashes)
-        self.reference_ids_ = (
-            reference.frame["review_id"].astype(str).tolist()
-            if "review_id" in reference.frame
-            else [str(i) for i in range(len(hashes))]
-        )
+        self.reference_ids_ = _review_ids(reference.frame)
         self._reference_words = text_descriptors(reference.frame["text"])["n_words"].to_numpy()
         Q = self.reference_embeddings_
         self.reference_similarity_, _ = _max_similarity(Q, Q, exclude_diagonal=True)
-        counts = pd.Series(hashes).value_counts()
-        self.reference_exact_ = np.array([counts[h] > 1 for h in hashes])
+        self.reference_exact_ = np.array([self.reference_hash_counts_[h] > 1 for h in hashes])
         self.available_ = True
         return self
 
@@ -286,11 +289,7 @@ class DuplicateSignal(Signal):
         if n == 0:
             return SignalScores(np.zeros(0), [])
         Q = unit_rows(batch.embeddings)
-        ids = (
-            batch.frame["review_id"].astype(str).tolist()
-            if "review_id" in batch.frame
-            else [str(i) for i in range(n)]
-        )
+        ids = _review_ids(batch.frame)
         # A reference review scored again (the Explore map shows both batches) is not a copy of itself.
         own_index = self._own_index()
         own = np.array([own_index.get(rid, -1) for rid in ids], dtype=np.int64)
@@ -333,10 +332,8 @@ class DuplicateSignal(Signal):
             details.append("; ".join(parts))
         return SignalScores(raw, details, calibration)
 
-    def _pooled_reference_scores(self, Q: np.ndarray, hashes: list[str], own: np.ndarray) -> np.ndarray | None:
+    def _pooled_reference_scores(self, Q: np.ndarray, hashes: list[str], own: np.ndarray) -> np.ndarray:
         """Raw scores of the reference reviews against the other reference reviews plus the batch `Q`."""
-        if getattr(self, "reference_similarity_", None) is None:  # a model saved before this was added
-            return None
         # A batch row that is a reference review itself is not that review's copy.
         mask = own >= 0
         pooled = self.reference_similarity_.copy()
@@ -570,18 +567,7 @@ class TextQualitySignal(Signal):
 
     def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
         self._check_fitted()
-        table = self._reference_table
-        if isinstance(table, pd.DataFrame):  # models saved before the table was kept as an array
-            table = table[list(self.descriptors)].to_numpy()
-        return self._raw(self._tails(table, leave_one_out=True))
-
-
-def _review_ids(frame: pd.DataFrame) -> list[str]:
-    return frame["review_id"].astype(str).tolist() if "review_id" in frame else [str(i) for i in range(len(frame))]
-
-
-def _digest(text: object) -> str:
-    return hashlib.blake2b(str(text).encode("utf-8"), digest_size=8).hexdigest()
+        return self._raw(self._tails(self._reference_table, leave_one_out=True))
 
 
 class PredictableTextSignal(Signal):
