@@ -600,9 +600,11 @@ class PredictableTextSignal(Signal):
         texts = reference.frame["text"].tolist()
         self.model_ = BigramLanguageModel(self.prior_strength, self.unigram_smoothing).fit(texts)
         self.reference_texts_ = dict(zip(_review_ids(reference.frame), map(_digest, texts), strict=True))
-        means, _ = self.model_.mean_log_prob(texts, leave_one_out=True)
+        means, tokens = self.model_.mean_log_prob(texts, leave_one_out=True)
         self.available_ = bool(np.isfinite(means).sum() >= 2)
         self.reference_median_ = float(np.nanmedian(means)) if self.available_ else float("nan")
+        # Kept for held_out_scores: the leave-one-out pass is most of this signal's fitting time.
+        self.reference_scores_ = self._raw(means, tokens)
         return self
 
     def _raw(self, means: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -625,8 +627,9 @@ class PredictableTextSignal(Signal):
         return SignalScores(self._raw(means, tokens), details)
 
     def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
+        # The reference is the one fitted (as for the duplicate signal): its leave-one-out scores from fit.
         self._check_fitted()
-        return self._raw(*self.model_.mean_log_prob(reference.frame["text"].tolist(), leave_one_out=True))
+        return self.reference_scores_
 
 
 def make_signal(name: str, **params: object) -> Signal:
