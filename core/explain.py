@@ -16,6 +16,8 @@ GROUP_LABELS: dict[str, str] = {
     "text_quality": "unusual text form",
     "predictable_text": "machine-like predictable wording",
     "text_form": "unusual text form or machine-like wording",
+    "unusual_wording": "wording unusual for this reference",
+    "batch_contrast": "stands apart from the reference with others of this batch",
 }
 
 #: A calibrated score from which a group is named as a reason (more unusual than 90 % of the reference).

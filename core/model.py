@@ -77,7 +77,15 @@ NOVELTY = "novelty"
 #: 0.883 / 0.504, better on every benchmark in both halves of the seeds. One group fewer adds fewer false alarms
 #: to the maximum, and generated reviews trip both signals, so their mean clears the group test more often.
 TEXT_FORM = "text_form"
-SIGNAL_GROUPS: dict[str, str] = {"text_quality": TEXT_FORM, "predictable_text": TEXT_FORM}
+#: Unusual wording and the batch contrast join the novelty detectors: they see off-topic reviews too, through
+#: the words and through the batch, where the detectors see the embedding of one review at a time.
+SIGNAL_GROUPS: dict[str, str] = {
+    "text_quality": TEXT_FORM,
+    "predictable_text": TEXT_FORM,
+    "unusual_wording": NOVELTY,
+    "batch_contrast": NOVELTY,
+}
+_SEEDED_SIGNALS = ("rating_mismatch", "batch_contrast")
 FORMAT_VERSION = 3  # 2: duplicate signal keeps per-row reference hashes; 3: adaptive groups tested at several levels
 _REFERENCE_COLUMNS = ("review_id", "text", "title", "rating")
 _LABEL_REFERENCE_ROWS = 2000
@@ -350,6 +358,7 @@ class OutlierModel:
         start = time.perf_counter()
         if progress:
             progress("features", 0.0)
+        self._calibration_cache: dict = {}
         self.feature_pipeline_ = FeaturePipeline(self.embed_fields).fit(ref)
         embeddings = self._embed(ref, embedder, progress)
         timings["embedding"] = time.perf_counter() - start
@@ -382,7 +391,8 @@ class OutlierModel:
                 if progress:
                     progress(stage, 0.0)
                 signal = make_signal(
-                    name, **({"random_state": self.random_state} if name == "rating_mismatch" else {})
+                    name,
+                    **({"random_state": self.random_state} if name in _SEEDED_SIGNALS else {}),
                 )
                 signal.fit(inputs)
                 if signal.available_:
@@ -424,42 +434,70 @@ class OutlierModel:
     def _group_statistic(surprise: dict[str, np.ndarray], members: Sequence[str]) -> np.ndarray:
         return np.mean(np.vstack([np.asarray(surprise[m], dtype=np.float64) for m in members]), axis=0)
 
+    def present_groups(self, calibrated: dict[str, np.ndarray]) -> dict[str, tuple[str, ...]]:
+        """The groups with the members this batch has scores for (no ratings: no rating group; a single
+        request: no batch contrast). A member with no score at all would only pull its group's mean down."""
+        present: dict[str, tuple[str, ...]] = {}
+        for g, members in self.groups_.items():
+            kept = tuple(m for m in members if m not in calibrated or np.isfinite(calibrated[m]).any())
+            if kept:
+                present[g] = kept
+        return present or dict(self.groups_)
+
+    def _group_calibrator(self, group: str, members: tuple[str, ...]) -> ScoreCalibrator:
+        if members == self.groups_.get(group):
+            return self.group_calibrators_[group]
+        reference = {m: self.reference_surprises_[m].to_numpy() for m in members}
+        return ScoreCalibrator().fit(self._group_statistic(reference, members))
+
     def active_groups(
-        self, surprise: dict[str, np.ndarray], independent: bool = False
+        self,
+        surprise: dict[str, np.ndarray],
+        independent: bool = False,
+        groups: dict[str, tuple[str, ...]] | None = None,
     ) -> dict[str, tuple[str, ...]]:
         """The groups that fire in excess in this batch (all groups for small batches or when none does).
 
-        With `independent` (rows from separate requests scored together) every group is used, so one
-        request's score never depends on what another request contained.
+        `groups` defaults to every fitted group (see `present_groups`). With `independent` (rows from separate
+        requests scored together) every group is used, so one request's score never depends on what another
+        request contained.
         """
+        groups = dict(self.groups_) if groups is None else groups
         n = len(next(iter(surprise.values()))) if surprise else 0
         if not self.adaptive or independent or n < self.adaptive_min_batch:
-            return dict(self.groups_)
+            return groups
         active = {}
-        for g, members in self.groups_.items():
-            calibrator, statistic = self.group_calibrators_[g], self._group_statistic(surprise, members)
+        for g, members in groups.items():
+            calibrator, statistic = self._group_calibrator(g, members), self._group_statistic(surprise, members)
             p = min(calibrator.exceedances(statistic, level).p_value() for level in self.adaptive_levels)
             if len(self.adaptive_levels) * p < self.adaptive_level:
                 active[g] = members
-        return active or dict(self.groups_)
+        return active or groups
 
     def _ensemble(
         self, surprise: dict[str, np.ndarray], groups: dict[str, tuple[str, ...]]
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Headline score, conformal p-value and threshold over `groups`, calibrated on the reference."""
         statistic = combine(surprise, groups, self.combination)
-        if groups == self.groups_:
-            calibrator, threshold = self.ensemble_calibrator_, self.threshold_
-        else:
+        calibrator, threshold = self._ensemble_calibration(tuple(groups.items()))
+        return calibrator.transform(statistic), calibrator.p_value(statistic), threshold
+
+    def _ensemble_calibration(self, groups: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[ScoreCalibrator, float]:
+        if dict(groups) == self.groups_:
+            return self.ensemble_calibrator_, self.threshold_
+        # Recalibrating costs a sort of the reference per call; the API asks for the same few sets every request.
+        cache = self.__dict__.setdefault("_calibration_cache", {})
+        if groups not in cache:
             reference = {c: self.reference_surprises_[c].to_numpy() for c in self.reference_surprises_}
-            ref_stat = combine(reference, groups, self.combination)
+            ref_stat = combine(reference, dict(groups), self.combination)
             calibrator = ScoreCalibrator().fit(ref_stat)
             if self.false_alarm_rate is not None:
                 threshold = 1.0 - float(self.false_alarm_rate)
             else:
                 raw = float(np.quantile(ref_stat, 1.0 - self.contamination))
                 threshold = float(calibrator.transform(np.array([raw]))[0])
-        return calibrator.transform(statistic), calibrator.p_value(statistic), threshold
+            cache[groups] = (calibrator, threshold)
+        return cache[groups]
 
     @staticmethod
     def _groups(detectors: Sequence[str], signals: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -553,7 +591,8 @@ class OutlierModel:
         with self._threads(len(batch)):
             calibrated, surprise, details = self._raw_scores(batch, embeddings)
             independent = GROUP_COLUMN in batch.columns and batch[GROUP_COLUMN].nunique() > 1
-            active = self.active_groups(surprise, independent=independent) if len(batch) else dict(self.groups_)
+            present = self.present_groups(calibrated) if len(batch) else dict(self.groups_)
+            active = self.active_groups(surprise, independent=independent, groups=present)
             if len(batch):
                 headline, p_value, threshold = self._ensemble(surprise, active)
             else:
@@ -564,7 +603,10 @@ class OutlierModel:
         else:
             flagged = headline >= threshold
         groups = pd.DataFrame(
-            {g: self._group_score(surprise, members, calibrated) for g, members in self.groups_.items()}
+            {
+                g: self._group_score(surprise, present.get(g, members), calibrated)
+                for g, members in self.groups_.items()
+            }
         )
         group_details = {
             g: ["; ".join(filter(None, parts)) for parts in zip(*(details[m] for m in members), strict=True)]
@@ -573,14 +615,11 @@ class OutlierModel:
             for g, members in self.groups_.items()
         }
         if NOVELTY in self.groups_:
-            group_details[NOVELTY] = (
-                [
-                    f"nearest reference review at cosine {s:.2f}" if nn_sim.shape[1] else ""
-                    for s in nn_sim[:, 0]
-                ]
-                if len(batch)
-                else []
-            )
+            nearest = [f"nearest reference review at cosine {s:.2f}" if nn_sim.shape[1] else "" for s in nn_sim[:, 0]]
+            signal_parts = [details[m] for m in self.groups_[NOVELTY] if m in details]
+            group_details[NOVELTY] = [
+                "; ".join(filter(None, parts)) for parts in zip(nearest, *signal_parts, strict=True)
+            ]
         # One dict, one DataFrame: inserting a dozen columns one by one costs a millisecond per API request.
         columns: dict[str, Any] = {"review_id": batch["review_id"].to_numpy()}
         for name in (*self.detector_names_, *self.signal_names_):
@@ -676,8 +715,9 @@ class OutlierModel:
         y = as_binary(lookup.loc[batch["review_id"].astype(str)])
         embeddings = self._embed(batch, embedder, None)
         with self._threads():
-            _, surprise, _ = self._raw_scores(batch, embeddings)
-            statistic, _, _ = self._ensemble(surprise, self.active_groups(surprise))
+            calibrated, surprise, _ = self._raw_scores(batch, embeddings)
+            present = self.present_groups(calibrated)
+            statistic, _, _ = self._ensemble(surprise, self.active_groups(surprise, groups=present))
             unsupervised = score_metrics(statistic, y)
             X = self._label_features(batch, embeddings, surprise)
             # The ensemble statistic is the column right after the members (see _label_features).

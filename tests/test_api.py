@@ -18,7 +18,7 @@ from core.settings import Settings
 
 SEED = {"text": "Sample review text", "rating": 5, "verified_purchase": True}
 DETECTORS = ("knn", "lof", "iforest")
-SIGNALS = ("rating_mismatch", "duplicate", "text_quality", "predictable_text")
+SIGNALS = ("rating_mismatch", "duplicate", "text_quality", "predictable_text", "unusual_wording", "batch_contrast")
 
 
 @pytest.fixture(scope="module")

@@ -149,7 +149,10 @@ def test_small_reference_without_ratings_fits_what_it_can(hashing_embedder) -> N
     words = ["card", "gift", "great", "easy", "fast", "love", "perfect", "nice", "birthday", "present"]
     ref = pd.DataFrame({"text": [" ".join(rng.choice(words, 6)) for _ in range(60)]})
     model = OutlierModel(detectors=("knn", "lof"), random_state=0).fit(ref, hashing_embedder)
-    assert model.signal_names_ == ("duplicate", "text_quality", "predictable_text")  # no ratings: no mismatch signal
+    # No ratings: no mismatch signal.
+    assert model.signal_names_ == (
+        "duplicate", "text_quality", "predictable_text", "unusual_wording", "batch_contrast"
+    )
     with pytest.raises(
         ParameterError, match="false_alarm_rate=0.01 needs at least 99 reference reviews, got 60"
     ):
@@ -215,3 +218,33 @@ def test_text_quality_and_predictable_wording_share_one_group(hashing_embedder) 
     text_form = next(c for c in result.reasons(0).contributions if c.name == "text_form")
     assert text_form.score > 0.9 and text_form.label == "unusual text form or machine-like wording"
     assert "mostly non-letters" in text_form.detail  # the members' details, joined
+
+
+def test_members_without_scores_in_a_batch_are_left_out_of_its_groups(hashing_embedder) -> None:
+    # Small batches have no batch contrast and a batch without ratings no rating mismatch: their groups are
+    # formed and calibrated from the members that scored, so ordinary reviews keep nominal p-values.
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(300)]
+
+    def reviews(n: int, prefix: str) -> pd.DataFrame:
+        return pd.DataFrame({
+            "review_id": [f"{prefix}{i}" for i in range(n)],
+            "text": [" ".join(rng.choice(words, int(rng.integers(5, 30)))) for _ in range(n)],
+            "rating": rng.integers(1, 6, n).astype(float),
+        })
+
+    model = OutlierModel(detectors=("knn", "mahalanobis"), random_state=0).fit(reviews(600, "r"), hashing_embedder)
+    assert "batch_contrast" in model.groups_["novelty"] and "unusual_wording" in model.groups_["novelty"]
+    small = model.score(reviews(60, "s").drop(columns="rating"), hashing_embedder)
+    assert small.scores["batch_contrast"].isna().all() and small.scores["rating_mismatch"].isna().all()
+    calibrated = {c: small.scores[c].to_numpy() for c in (*model.detector_names_, *model.signal_names_)}
+    present = model.present_groups(calibrated)
+    assert "rating_mismatch" not in present and "batch_contrast" not in present["novelty"]
+    assert set(small.active_groups) == set(present)
+    p_values = np.concatenate(
+        [model.score(reviews(50, f"n{k}-"), hashing_embedder).scores["p_value"].to_numpy() for k in range(12)]
+    )
+    assert 0.05 <= np.mean(p_values <= 0.1) <= 0.15
+    # A batch large enough gets the contrast; its scores are finite.
+    large = model.score(reviews(200, "l"), hashing_embedder)
+    assert large.scores["batch_contrast"].notna().all()

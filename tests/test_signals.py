@@ -195,3 +195,76 @@ def test_reference_reviews_scored_again_get_their_leave_one_out_predictability(h
     assert (signal.score(_inputs(renamed, hashing_embedder)).raw > held_out).all()
     empty = signal.score(_inputs(pd.DataFrame({"review_id": ["e"], "text": [""]}), hashing_embedder)).raw
     assert np.isnan(empty).all()
+
+
+def test_reviews_of_another_category_read_as_unusual_wording(beauty, vgames_path, hashing_embedder) -> None:
+    # Real reviews: video-game reviews among beauty reviews use words a model of beauty reviews rarely sees.
+    reference, held_out = beauty.iloc[:600], beauty.iloc[600:900]
+    games = load_path(vgames_path).frame.sample(60, random_state=0)
+    signal = make_signal("unusual_wording").fit(_inputs(reference, hashing_embedder))
+    batch = pd.concat([held_out, games], ignore_index=True)
+    y = np.r_[np.zeros(len(held_out)), np.ones(len(games))]
+    result = signal.score(_inputs(batch, hashing_embedder))
+    from sklearn.metrics import roc_auc_score
+
+    raw = np.nan_to_num(result.raw, nan=-np.inf)
+    assert roc_auc_score(y, raw) > 0.75
+    assert "wording unlike the reference's" in result.details[int(np.argmax(raw))]
+    # Reference reviews are scored leave-one-out, also when scored again (the Explore map): not by a model
+    # that has seen their words.
+    held_out_ref = signal.held_out_scores(_inputs(reference, hashing_embedder))
+    np.testing.assert_allclose(signal.score(_inputs(reference, hashing_embedder)).raw, held_out_ref)
+    assert np.nanmedian(held_out_ref) == pytest.approx(0.0, abs=1e-9)
+
+
+def _contrast_inputs(X: np.ndarray, prefix: str) -> SignalInputs:
+    frame = pd.DataFrame({"review_id": [f"{prefix}{i}" for i in range(len(X))], "text": [f"t{prefix}{i}" for i in range(len(X))]})
+    return SignalInputs(frame=frame, embeddings=X)
+
+
+def test_batch_contrast_finds_a_group_that_arrives_together_and_is_calibrated_without_one() -> None:
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=32)
+    ref = centre + rng.normal(size=(600, 32))
+    signal = make_signal("batch_contrast", random_state=0).fit(_contrast_inputs(ref, "r"))
+    # A batch with 8 % reviews from a shifted cluster: they score highest.
+    shifted = centre + 4.0 * np.eye(32)[0] + rng.normal(size=(40, 32))
+    batch = np.vstack([centre + rng.normal(size=(460, 32)), shifted])
+    y = np.r_[np.zeros(460), np.ones(40)]
+    result = signal.score(_contrast_inputs(batch, "b"))
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y, result.raw) > 0.9
+    assert result.calibration is not None and len(result.calibration) == 600
+    assert "resembles other reviews of this batch" in result.details[int(np.argmax(result.raw))]
+    # With no change, batch reviews beyond the reference's 95th percentile: about 5 %, over repeated batches.
+    rates = []
+    for seed in range(8):
+        null = centre + np.random.default_rng(100 + seed).normal(size=(500, 32))
+        scored = signal.score(_contrast_inputs(null, f"n{seed}-"))
+        rates.append(np.mean(scored.raw > np.quantile(scored.calibration, 0.95)))
+    assert 0.03 <= np.mean(rates) <= 0.07
+    # Fit-time held-out scores, one per reference row, come from a null split of the reference.
+    held = signal.held_out_scores(_contrast_inputs(ref, "r"))
+    assert held.shape == (600,) and np.isfinite(held).all()
+
+
+def test_batch_contrast_needs_a_batch_and_leaves_reference_reviews_as_they_were() -> None:
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(300, 16))
+    signal = make_signal("batch_contrast", min_batch=50).fit(_contrast_inputs(ref, "r"))
+    small = signal.score(_contrast_inputs(rng.normal(size=(49, 16)), "s"))
+    assert np.isnan(small.raw).all()
+    grouped = _contrast_inputs(rng.normal(size=(200, 16)), "g")
+    grouped.frame["request_group"] = np.arange(200) % 4
+    assert np.isnan(signal.score(grouped).raw).all()  # independent requests: no batch to contrast with
+    # Reference reviews scored together with new ones are not batch reviews: they get their reference score.
+    new = _contrast_inputs(rng.normal(size=(100, 16)), "n")
+    both = SignalInputs(
+        frame=pd.concat([_contrast_inputs(ref, "r").frame, new.frame], ignore_index=True),
+        embeddings=np.vstack([ref, new.embeddings]),
+    )
+    scored = signal.score(both)
+    np.testing.assert_allclose(scored.raw[:300], scored.calibration)
+    with pytest.raises(ParameterError, match="C must be > 0"):
+        make_signal("batch_contrast", C=0).fit(_contrast_inputs(ref, "r"))
