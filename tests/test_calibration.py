@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.calibration import ScoreCalibrator, combine, exceedances, threshold_from_contamination
+from core.calibration import (
+    LengthConditioner,
+    ScoreCalibrator,
+    combine,
+    exceedances,
+    threshold_from_contamination,
+)
 from core.errors import NotFittedError, ParameterError
 
 
@@ -132,3 +138,49 @@ def test_exceedances_of_a_mostly_zero_score_use_the_ranks_above_the_ties() -> No
     scores = np.random.default_rng(1).random(300)
     cal = ScoreCalibrator().fit(np.random.default_rng(2).random(400))
     assert cal.exceedances(scores, 0.05) == exceedances(cal.p_value(scores), 400, 0.05)
+
+
+def test_length_conditioning_compares_reviews_with_references_of_their_length() -> None:
+    # Short texts score high by nature (their embeddings are noisy). Within length bins a short review is
+    # compared with short ones, so it is flagged at the nominal rate, and a long review unusual for its
+    # length is found although short ordinary ones outscore it.
+    rng = np.random.default_rng(0)
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+        lengths = rng.integers(1, 80, n).astype(float)
+        return 5.0 / np.sqrt(lengths) + rng.normal(size=n), lengths
+
+    ref_scores, ref_lengths = sample(2000)
+    conditioner = LengthConditioner(n_bins=5).fit(ref_scores, ref_lengths)
+    assert conditioner.edges_.size == 4
+    new_scores, new_lengths = sample(4000)
+    conditioned = conditioner.transform(new_scores, new_lengths)
+    short = new_lengths < conditioner.edges_[0]
+    # Flag at 5 %: nominal for short and long reviews alike (unconditioned, short ones take most flags).
+    assert 0.035 <= np.mean(conditioned[short] >= -np.log(0.05)) <= 0.065
+    assert 0.035 <= np.mean(conditioned[~short] >= -np.log(0.05)) <= 0.065
+    plain = ScoreCalibrator().fit(ref_scores).p_value(new_scores)
+    assert np.mean(plain[short] <= 0.05) > 2 * np.mean(plain[~short] <= 0.05)
+    odd = conditioner.transform(np.array([3.5]), np.array([70.0]))[0]
+    assert odd > -np.log(0.01)
+    # Beyond a bin's largest reference score the ranking goes on (an exponential tail), not one tied value.
+    far = conditioner.transform(np.array([8.0, 9.0, 12.0]), np.full(3, 70.0))
+    assert far[0] < far[1] < far[2]
+    # The bin maximum's held-out value is computed without itself: beyond the runner-up, in the tail.
+    top = int(np.argmax(np.where(ref_lengths >= conditioner.edges_[-1], ref_scores, -np.inf)))
+    assert conditioner.held_out_[top] > -np.log(1 / 400)
+    # Held-out values of the reference: within-bin leave-one-out, on the scale of new ones.
+    assert abs(np.mean(conditioner.held_out_ >= -np.log(0.05)) - 0.05) < 0.01
+
+
+def test_length_conditioning_keeps_bins_large_enough() -> None:
+    # Half the reviews have one word: quantile edges collapse, no bin is left nearly empty.
+    lengths = np.r_[np.ones(500), np.arange(500) % 60 + 2.0]
+    conditioner = LengthConditioner(n_bins=5, min_per_bin=100).fit(np.arange(1000.0), lengths)
+    counts = np.bincount(np.searchsorted(conditioner.edges_, lengths, side="right"))
+    assert counts.min() >= 50
+    assert LengthConditioner(n_bins=5).fit(np.arange(150.0), np.arange(150.0)).edges_.size == 0  # 1 bin
+    with pytest.raises(NotFittedError):
+        LengthConditioner().transform(np.zeros(2), np.ones(2))
+    with pytest.raises(ParameterError, match="differ in shape"):
+        LengthConditioner().fit(np.zeros(3), np.ones(2))

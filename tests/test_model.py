@@ -140,6 +140,8 @@ def test_bad_input_gives_clear_errors(hashing_embedder) -> None:
         OutlierModel(contamination=0.9).fit(tiny, hashing_embedder)
     with pytest.raises(ParameterError, match="unknown detector"):
         OutlierModel(detectors=("knn", "svm")).fit(tiny, hashing_embedder)
+    with pytest.raises(ParameterError, match="length_bins must be an integer >= 1"):
+        OutlierModel(length_bins=0).fit(tiny, hashing_embedder)
     with pytest.raises(NotFittedError):
         OutlierModel().score(tiny, hashing_embedder)
 
@@ -190,8 +192,31 @@ def test_batch_with_planted_copies_makes_the_duplicate_group_active(hashing_embe
     assert "duplicate" in result.active_groups and "novelty" not in result.active_groups
     top = set(result.scores["score"].nlargest(10).index)
     assert top == set(range(150, 160)), "the planted copies should be the 10 highest scores"
+    # The duplicate group leads by its evidence; the others stay in the maximum without a head start.
+    assert result.group_evidence["duplicate"] < 0.02 <= result.group_evidence["novelty"]
     single = model.score(batch.iloc[[150]], hashing_embedder)
     assert set(single.active_groups) == set(model.groups_), "a single review is scored against all groups"
+    assert set(single.group_evidence.values()) == {1.0}  # not tested: no head start for any group
+
+
+def test_group_evidence_gives_a_head_start_in_the_maximum_calibrated_on_the_reference(hashing_embedder) -> None:
+    rng = np.random.default_rng(2)
+    vocab = [f"w{i}" for i in range(300)]
+    ref = pd.DataFrame({"text": [" ".join(rng.choice(vocab, 8)) for _ in range(300)]})
+    model = OutlierModel(detectors=("knn",), random_state=0).fit(ref, hashing_embedder)
+    batch = pd.DataFrame({"text": [" ".join(rng.choice(vocab, 8)) for _ in range(200)]})
+    result = model.score(batch, hashing_embedder)
+    surprise = {c: result.surprises[c].to_numpy() for c in result.surprises.columns}
+    groups = model.present_groups({c: result.scores[c].to_numpy() for c in (*model.detector_names_, *model.signal_names_)})
+    plain, _, _ = model._ensemble(surprise, groups)
+    led, p_led, _ = model._ensemble(surprise, groups, {"novelty": 1e-6})
+    stat = {g: model._group_statistic(surprise, m) for g, m in groups.items()}
+    # With a head start of -log(1e-6) the novelty group decides the ranking wherever it is not far behind.
+    novelty_leads = stat["novelty"] + np.log(1e6) >= np.max(np.vstack(list(stat.values())), axis=0)
+    order = np.argsort(-led)
+    assert novelty_leads.all() and np.all(np.diff(stat["novelty"][order]) <= 1e-12)
+    # Calibrated with the same head start on the reference: p-values of ordinary reviews stay nominal-ish.
+    assert 0.02 <= np.mean(p_led <= 0.1) <= 0.25 and not np.allclose(plain, led)
 
 
 def test_reference_reviews_scored_again_are_not_copies_of_themselves(hashing_embedder) -> None:
