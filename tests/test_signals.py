@@ -268,3 +268,30 @@ def test_batch_contrast_needs_a_batch_and_leaves_reference_reviews_as_they_were(
     np.testing.assert_allclose(scored.raw[:300], scored.calibration)
     with pytest.raises(ParameterError, match="C must be > 0"):
         make_signal("batch_contrast", C=0).fit(_contrast_inputs(ref, "r"))
+
+
+def test_templated_copies_are_found_by_their_words(hashing_embedder) -> None:
+    # A review with two words swapped may move its embedding more than its words: the word overlap finds it.
+    rng = np.random.default_rng(6)
+    vocab = [f"w{i}" for i in range(400)]
+    ref = pd.DataFrame({
+        "review_id": [f"r{i}" for i in range(200)],
+        "text": [" ".join(rng.choice(vocab, 12, replace=False)) for _ in range(200)],
+    })
+    signal = DuplicateSignal().fit(_inputs(ref, hashing_embedder))
+    source = ref["text"].iloc[0].split()
+    templated = " ".join([*source[:10], "swapped", "words"])  # 10 of 12 words shared: Jaccard 10/14
+    short = " ".join(ref["text"].iloc[1].split()[:5])  # five words of another review: too short to compare
+    batch = pd.DataFrame({
+        "review_id": ["t", "s", *[f"n{i}" for i in range(60)]],
+        "text": [templated, short, *[" ".join(rng.choice(vocab, 12, replace=False)) for _ in range(60)]],
+    })
+    inputs = _inputs(batch, hashing_embedder)
+    cosine = float(inputs.embeddings[0] @ _inputs(ref.iloc[[0]], hashing_embedder).embeddings[0])
+    assert cosine < signal.near_threshold  # the embedding alone would not call it a copy
+    result = signal.score(inputs)
+    assert result.raw[0] > 0 and result.raw[0] == result.raw.max()
+    assert "71% of its words shared" in result.details[0] and "reference review r0" in result.details[0]
+    assert result.raw[1] == 0.0
+    with pytest.raises(ParameterError, match="word_overlap must be in"):
+        DuplicateSignal(word_overlap=0).fit(_inputs(ref, hashing_embedder))
