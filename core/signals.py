@@ -39,10 +39,15 @@ SIGNALS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class SignalInputs:
-    """What a signal may look at for one batch: the canonical frame and its (unit) text embeddings."""
+    """What a signal may look at for one batch: the canonical frame and its (unit) text embeddings.
+
+    `shared` lets signals that need the same work share it within one fit or score call (the predictable-
+    and unusual-wording signals use one word model and one pass over the texts).
+    """
 
     frame: pd.DataFrame
     embeddings: np.ndarray
+    shared: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,10 @@ def _hashes(texts: pd.Series) -> list[str]:
 
 
 def _review_ids(frame: pd.DataFrame) -> list[str]:
-    return frame["review_id"].astype(str).tolist() if "review_id" in frame else [str(i) for i in range(len(frame))]
+    # str() per value, not .astype(str): on an Arrow string column that costs ~0.2 ms per API request.
+    if "review_id" not in frame:
+        return [str(i) for i in range(len(frame))]
+    return [str(x) for x in frame["review_id"].tolist()]
 
 
 def _digest(text: object) -> str:
@@ -249,6 +257,13 @@ def _word_sets(texts: pd.Series) -> Any:
     return _WORD_HASHER.transform(texts.fillna("").astype(str).tolist()).tocsr()
 
 
+def _prepare_words(RA: Any, min_words: int) -> tuple[int, np.ndarray, Any, np.ndarray]:
+    """The side of `_max_overlap` that can be kept: rows long enough to compare, transposed for the product."""
+    r_long = np.flatnonzero(np.diff(RA.indptr) >= min_words)
+    Rl = RA[r_long]
+    return RA.shape[0], r_long, Rl.T.tocsr(), np.diff(Rl.indptr).astype(np.float32)
+
+
 def _max_overlap(
     QA: Any,
     RA: Any,
@@ -260,28 +275,31 @@ def _max_overlap(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Highest word-set Jaccard similarity of each row of QA to a row of RA, which row, and per row of RA its
     highest similarity to the rows `column_rows` of QA (default all; one product serves both directions).
+    `RA` may be given as `_prepare_words(RA, min_words)` (a model keeps it for its reference).
 
     Exclusions as in `_max_similarity`. Texts with fewer than `min_words` distinct words are never compared
     (0): short generic reviews share most of their few words by chance; leaving them out of the product
     also makes it cheaper.
     """
+    n_r, r_long, RlT, r_size = RA if isinstance(RA, tuple) else _prepare_words(RA, min_words)
     best = np.zeros(QA.shape[0], dtype=np.float32)
     arg = np.full(QA.shape[0], -1, dtype=np.int64)
-    column_best = np.zeros(RA.shape[0], dtype=np.float32)
+    column_best = np.zeros(n_r, dtype=np.float32)
     q_long = np.flatnonzero(np.diff(QA.indptr) >= min_words)
-    r_long = np.flatnonzero(np.diff(RA.indptr) >= min_words)
     if q_long.size == 0 or r_long.size == 0:
         return best, arg, column_best
-    Ql, Rl = QA[q_long], RA[r_long]
+    Ql = QA[q_long]
     q_size = np.diff(Ql.indptr).astype(np.float32)
-    r_size = np.diff(Rl.indptr).astype(np.float32)
-    use_in_columns = np.ones(QA.shape[0], dtype=bool) if column_rows is None else np.isin(np.arange(QA.shape[0]), column_rows)
-    r_position = np.full(RA.shape[0], -1, dtype=np.int64)
+    use_in_columns = np.ones(QA.shape[0], dtype=bool)
+    if column_rows is not None:
+        use_in_columns[:] = False
+        use_in_columns[column_rows] = True
+    r_position = np.full(n_r, -1, dtype=np.int64)
     r_position[r_long] = np.arange(r_long.size)
     step = max(1, 5_000_000 // r_long.size)
     for start in range(0, q_long.size, step):
         rows_q = q_long[start : start + step]
-        inter = (Ql[start : start + step] @ Rl.T).toarray()
+        inter = (Ql[start : start + step] @ RlT).toarray()
         jac = inter / np.maximum(q_size[start : start + step, None] + r_size[None, :] - inter, 1.0)
         local = np.arange(rows_q.size)
         if exclude_diagonal:  # QA is RA: leave each row's own column out
@@ -371,6 +389,7 @@ class DuplicateSignal(Signal):
             raise ParameterError(f"min_words must be an integer >= 1, got {self.min_words!r}")
         self._reference_words = text_descriptors(reference.frame["text"])["n_words"].to_numpy()
         self.reference_word_sets_ = _word_sets(reference.frame["text"])
+        self._reference_prepared = self._reference_positions = None  # per-model caches, rebuilt on demand
         Q = self.reference_embeddings_
         cosine, _ = _max_similarity(Q, Q, exclude_diagonal=True)
         overlap, _, _ = _max_overlap(
@@ -407,15 +426,17 @@ class DuplicateSignal(Signal):
         cos_ref, arg_ref = _max_similarity(Q, self.reference_embeddings_, exclude=own)
         # One product gives both directions: batch -> reference here, reference -> batch for the calibration.
         overlap_ref, warg_ref, reference_to_batch = _max_overlap(
-            words, self.reference_word_sets_, self.min_words, exclude=own, column_rows=np.flatnonzero(own < 0)
+            words, self._prepared_reference(), self.min_words, exclude=own, column_rows=np.flatnonzero(own < 0)
         )
         cos_in, arg_in = (
             _max_similarity(Q, Q, exclude_diagonal=True, groups=groups)
             if n > 1 else (np.full(1, -1.0), np.full(1, -1))
         )
+        # Requests scored together, one per group (the API's micro-batches), have no batch mates to compare.
+        alone = groups is not None and len(set(groups.tolist())) == n
         overlap_in, warg_in, _ = (
             _max_overlap(words, words, self.min_words, exclude_diagonal=True, groups=groups)
-            if n > 1 else (np.zeros(1), np.full(1, -1), None)
+            if n > 1 and not alone else (np.zeros(n, dtype=np.float32), np.full(n, -1), None)
         )
         # The word overlap decides where it says more than the embedding (a templated copy).
         by_words_ref = self._overlap_similarity(overlap_ref) > cos_ref
@@ -473,6 +494,12 @@ class DuplicateSignal(Signal):
         foreign = {h for h, o in zip(hashes, own, strict=True) if o < 0}
         exact = self.reference_exact_ | np.array([h in foreign for h in self.reference_hash_list_])
         return self._raw(pooled, exact, self._reference_words)
+
+    def _prepared_reference(self) -> tuple[int, np.ndarray, Any, np.ndarray]:
+        # Kept per loaded model: preparing the reference's word sets cost ~2 ms per API request.
+        if getattr(self, "_reference_prepared", None) is None:
+            self._reference_prepared = _prepare_words(self.reference_word_sets_, self.min_words)
+        return self._reference_prepared
 
     def _own_index(self) -> dict[str, int]:
         # Built once per loaded model, not per request (10k reference ids cost ~1 ms to index).
@@ -723,9 +750,12 @@ class PredictableTextSignal(Signal):
 
     def fit(self, reference: SignalInputs) -> PredictableTextSignal:
         texts = reference.frame["text"].tolist()
-        self.model_ = BigramLanguageModel(self.prior_strength, self.unigram_smoothing).fit(texts)
+        key = ("bigram", self.prior_strength, self.unigram_smoothing)
+        if key not in reference.shared:  # the other wording signal may have fitted the same model already
+            model = BigramLanguageModel(self.prior_strength, self.unigram_smoothing).fit(texts)
+            reference.shared[key] = (model, *model.mean_log_prob(texts, leave_one_out=True))
+        self.model_, means, tokens = reference.shared[key]
         self.reference_texts_ = dict(zip(_review_ids(reference.frame), map(_digest, texts), strict=True))
-        means, tokens = self.model_.mean_log_prob(texts, leave_one_out=True)
         self.available_ = bool(np.isfinite(means).sum() >= 2)
         self.reference_median_ = float(np.nanmedian(means)) if self.available_ else float("nan")
         # Kept for held_out_scores: the leave-one-out pass is most of this signal's fitting time.
@@ -739,8 +769,11 @@ class PredictableTextSignal(Signal):
         self._check_fitted()
         texts = batch.frame["text"].tolist()
         fitted = self.reference_texts_
-        own = [fitted.get(rid) == _digest(t) for rid, t in zip(_review_ids(batch.frame), texts, strict=True)]
-        means, tokens = self.model_.mean_log_prob(texts, leave_one_out=own)
+        key = ("bigram scores", id(self.model_))
+        if key not in batch.shared:
+            own = [fitted.get(rid) == _digest(t) for rid, t in zip(_review_ids(batch.frame), texts, strict=True)]
+            batch.shared[key] = self.model_.mean_log_prob(texts, leave_one_out=own)
+        means, tokens = batch.shared[key]
         median = self.reference_median_
         details = [
             f"wording more predictable than usual (mean log-probability per word {x:.2f}, reference median "
@@ -880,6 +913,9 @@ class BatchContrastSignal(Signal):
         self._check_fitted()
         frame = batch.frame
         n = len(frame)
+        independent = GROUP_COLUMN in frame.columns and frame[GROUP_COLUMN].nunique() > 1
+        if independent or n < self.min_batch:  # (checked first: the API's path, per request)
+            return SignalScores(np.full(n, np.nan), [""] * n)
         ids, texts = _review_ids(frame), frame["text"].tolist()
         own = np.array(
             [
@@ -891,8 +927,7 @@ class BatchContrastSignal(Signal):
             dtype=np.int64,
         )
         new = np.flatnonzero(own < 0)
-        independent = GROUP_COLUMN in frame.columns and frame[GROUP_COLUMN].nunique() > 1
-        if independent or new.size < self.min_batch:
+        if new.size < self.min_batch:
             return SignalScores(np.full(n, np.nan), [""] * n)
         R = self.reference_embeddings_
         X = np.vstack([R, unit_rows(batch.embeddings[new]).astype(np.float64)])
