@@ -96,7 +96,8 @@ SIGNAL_GROUPS: dict[str, str] = {
     "batch_contrast": NOVELTY,
 }
 _SEEDED_SIGNALS = ("rating_mismatch", "batch_contrast")
-FORMAT_VERSION = 3  # 2: duplicate signal keeps per-row reference hashes; 3: adaptive groups tested at several levels
+FORMAT_VERSION = 4  # 2: duplicate signal keeps per-row reference hashes; 3: adaptive groups tested at several
+# levels; 4: length-binned detector scores, word sets in the duplicate signal, unusual wording, batch contrast
 _REFERENCE_COLUMNS = ("review_id", "text", "title", "rating")
 _LABEL_REFERENCE_ROWS = 2000
 _LABEL_PCA = 16
@@ -600,7 +601,7 @@ class OutlierModel:
         calibrated: dict[str, np.ndarray] = {}
         surprise: dict[str, np.ndarray] = {}
         details: dict[str, list[str]] = {}
-        conditioners = getattr(self, "length_conditioners_", {})
+        conditioners = self.length_conditioners_
         lengths = self._lengths(frame) if conditioners else None
         for name, detector in self.detectors_.items():
             raw = detector.decision_function(embeddings)

@@ -107,6 +107,11 @@ def test_save_and_load_give_the_same_scores(fitted, planted, embedder, tmp_path:
     pd.testing.assert_frame_equal(a, b)
     with pytest.raises(ModelUnavailableError, match="no saved outlier model"):
         OutlierModel.load(tmp_path / "nothing")
+    # A model written by an older version (other signals, no length bins) is refused with what to do.
+    meta["format_version"] = 3
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelUnavailableError, match=r"holds model format 3; this version reads \d+: retrain"):
+        OutlierModel.load(tmp_path / "m")
 
 
 @pytest.mark.slow
