@@ -171,17 +171,22 @@ class LengthConditioner:
         which = self._bin(lengths)
         self.sorted_ = [np.sort(scores[which == k]) for k in range(edges.size + 1)]
         self.scales_ = [self._scale(ref) for ref in self.sorted_]
-        held = np.empty(scores.size, dtype=np.float64)
+        self.held_out_ = self._conditioned(scores, which, leave_one_out=True)
+        return self
+
+    def _conditioned(self, scores: np.ndarray, which: np.ndarray, leave_one_out: bool) -> np.ndarray:
+        """``-log p`` within each row's bin plus the tail term; `leave_one_out` for the bin's own scores."""
+        out = np.empty(scores.size, dtype=np.float64)
+        loo = int(leave_one_out)
         for k, ref in enumerate(self.sorted_):
             rows = which == k
             x = scores[rows]
-            others = ref.size - np.searchsorted(ref, x, side="left") - 1  # at least as large, itself excluded
-            # The largest of the others: the bin maximum, or the runner-up for the (unique) maximum itself.
-            unique_max = ref.size > 1 and ref[-2] < ref[-1]
-            top = np.where(unique_max & (x >= ref[-1]), ref[-2] if ref.size > 1 else ref[-1], ref[-1])
-            held[rows] = -np.log((1.0 + others) / ref.size) + np.maximum(x - top, 0.0) / self.scales_[k]
-        self.held_out_ = held
-        return self
+            at_least = ref.size - np.searchsorted(ref, x, side="left") - loo  # itself excluded when held out
+            top = np.full(x.size, ref[-1])
+            if leave_one_out and ref.size > 1 and ref[-2] < ref[-1]:
+                top[x >= ref[-1]] = ref[-2]  # the (unique) maximum's largest other is the runner-up
+            out[rows] = -np.log((1.0 + at_least) / (ref.size - loo + 1.0)) + np.maximum(x - top, 0.0) / self.scales_[k]
+        return out
 
     @staticmethod
     def _scale(ref: np.ndarray) -> float:
@@ -193,15 +198,7 @@ class LengthConditioner:
         """``-log`` of each score's conformal p-value among reference scores of its length bin (tail beyond)."""
         if not hasattr(self, "sorted_"):
             raise NotFittedError("this LengthConditioner is not fitted yet; call fit(scores, lengths) first")
-        scores = np.asarray(scores, dtype=np.float64)
-        which = self._bin(lengths)
-        out = np.empty(scores.size, dtype=np.float64)
-        for k, ref in enumerate(self.sorted_):
-            rows = which == k
-            x = scores[rows]
-            at_least = ref.size - np.searchsorted(ref, x, side="left")
-            out[rows] = -np.log((1.0 + at_least) / (ref.size + 1.0)) + np.maximum(x - ref[-1], 0.0) / self.scales_[k]
-        return out
+        return self._conditioned(np.asarray(scores, dtype=np.float64), self._bin(lengths), leave_one_out=False)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ from core.errors import ModelUnavailableError, NotFittedError, ParameterError, S
 from core.explain import GROUP_LABELS, Reasons, contributions, nearest_reviews, neighbours_of, summary_line
 from core.features import FeaturePipeline, word_count
 from core.labels import LabelAwareScorer, LabelMetrics, as_binary, score_metrics
-from core.signals import GROUP_COLUMN, SIGNALS, SignalInputs, all_descriptors, make_signal
+from core.signals import SIGNALS, SignalInputs, all_descriptors, independent_requests, make_signal
 
 ProgressCallback = Callable[[str, float], None]
 NOVELTY = "novelty"
@@ -503,16 +503,11 @@ class OutlierModel:
             evidence[g] = float(min(1.0, len(self.adaptive_levels) * p))
         return evidence
 
-    def active_groups(
-        self,
-        surprise: dict[str, np.ndarray],
-        independent: bool = False,
-        groups: dict[str, tuple[str, ...]] | None = None,
+    def _in_excess(
+        self, groups: dict[str, tuple[str, ...]], evidence: dict[str, float]
     ) -> dict[str, tuple[str, ...]]:
         """The groups in excess in this batch (evidence below `adaptive_level`); all groups when none is."""
-        groups = dict(self.groups_) if groups is None else groups
-        evidence = self.group_evidence(surprise, groups, independent)
-        return {g: m for g, m in groups.items() if evidence[g] < self.adaptive_level} or groups
+        return {g: m for g, m in groups.items() if evidence.get(g, 1.0) < self.adaptive_level} or groups
 
     def _ensemble(
         self,
@@ -652,10 +647,9 @@ class OutlierModel:
             progress("scoring", 0.0)
         with self._threads(len(batch)):
             calibrated, surprise, details = self._raw_scores(batch, embeddings)
-            independent = GROUP_COLUMN in batch.columns and batch[GROUP_COLUMN].nunique() > 1
             present = self.present_groups(calibrated) if len(batch) else dict(self.groups_)
-            evidence = self.group_evidence(surprise, present, independent) if len(batch) else {}
-            active = {g: m for g, m in present.items() if evidence.get(g, 1.0) < self.adaptive_level} or present
+            evidence = self.group_evidence(surprise, present, independent_requests(batch)) if len(batch) else {}
+            active = self._in_excess(present, evidence)
             if len(batch):
                 headline, p_value, threshold = self._ensemble(surprise, present, evidence)
             else:

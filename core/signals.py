@@ -184,6 +184,11 @@ _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 GROUP_COLUMN = "request_group"
 
 
+def independent_requests(frame: pd.DataFrame) -> bool:
+    """Rows from separate requests scored together (the API's micro-batches): no batch to judge them by."""
+    return GROUP_COLUMN in frame.columns and frame[GROUP_COLUMN].nunique() > 1
+
+
 def normalise_text(text: str) -> str:
     """Lower case, accents folded, punctuation and runs of spaces removed: what counts as "the same text"."""
     folded = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
@@ -439,11 +444,11 @@ class DuplicateSignal(Signal):
             if n > 1 and not alone else (np.zeros(n, dtype=np.float32), np.full(n, -1), None)
         )
         # The word overlap decides where it says more than the embedding (a templated copy).
-        by_words_ref = self._overlap_similarity(overlap_ref) > cos_ref
-        by_words_in = self._overlap_similarity(overlap_in) > cos_in
-        sim_ref = np.where(by_words_ref, self._overlap_similarity(overlap_ref), cos_ref)
+        words_ref, words_in = self._overlap_similarity(overlap_ref), self._overlap_similarity(overlap_in)
+        by_words_ref, by_words_in = words_ref > cos_ref, words_in > cos_in
+        sim_ref = np.where(by_words_ref, words_ref, cos_ref)
         arg_ref = np.where(by_words_ref, warg_ref, arg_ref)
-        sim_in = np.where(by_words_in, self._overlap_similarity(overlap_in), cos_in)
+        sim_in = np.where(by_words_in, words_in, cos_in)
         arg_in = np.where(by_words_in, warg_in, arg_in)
         hashes = _hashes(batch.frame["text"])
         # Requests scored together (the API's micro-batches) are compared within their own group only.
@@ -774,15 +779,18 @@ class PredictableTextSignal(Signal):
             own = [fitted.get(rid) == _digest(t) for rid, t in zip(_review_ids(batch.frame), texts, strict=True)]
             batch.shared[key] = self.model_.mean_log_prob(texts, leave_one_out=own)
         means, tokens = batch.shared[key]
+        raw = self._raw(means, tokens)
+        return SignalScores(raw, self._details(means, raw))
+
+    def _details(self, means: np.ndarray, raw: np.ndarray) -> list[str]:
         median = self.reference_median_
-        details = [
+        return [
             f"wording more predictable than usual (mean log-probability per word {x:.2f}, reference median "
             f"{median:.2f}), as machine-generated text often is"
             if np.isfinite(x) and x > median
             else ""
             for x in means
         ]
-        return SignalScores(self._raw(means, tokens), details)
 
     def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
         # The reference is the one fitted (as for the duplicate signal): its leave-one-out scores from fit.
@@ -812,18 +820,14 @@ class UnusualWordingSignal(PredictableTextSignal):
     def _raw(self, means: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         return self.reference_median_ - means
 
-    def score(self, batch: SignalInputs) -> SignalScores:
-        self._check_fitted()
-        scores = super().score(batch)
+    def _details(self, means: np.ndarray, raw: np.ndarray) -> list[str]:
         median = self.reference_median_
-        details = [
-            f"wording unlike the reference's (mean log-probability per word {median - x:.2f}, reference median "
-            f"{median:.2f})"
-            if np.isfinite(x) and x >= self.detail_level_
+        return [
+            f"wording unlike the reference's (mean log-probability per word {x:.2f}, reference median {median:.2f})"
+            if np.isfinite(r) and r >= self.detail_level_
             else ""
-            for x in scores.raw
+            for x, r in zip(means, raw, strict=True)
         ]
-        return SignalScores(scores.raw, details)
 
 
 class BatchContrastSignal(Signal):
@@ -913,8 +917,7 @@ class BatchContrastSignal(Signal):
         self._check_fitted()
         frame = batch.frame
         n = len(frame)
-        independent = GROUP_COLUMN in frame.columns and frame[GROUP_COLUMN].nunique() > 1
-        if independent or n < self.min_batch:  # (checked first: the API's path, per request)
+        if independent_requests(frame) or n < self.min_batch:  # (checked first: the API's path, per request)
             return SignalScores(np.full(n, np.nan), [""] * n)
         ids, texts = _review_ids(frame), frame["text"].tolist()
         own = np.array(
