@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -232,6 +233,60 @@ class Exceedances:
             self.count, self.n, self.a, self.b
         )
         return float(min(max(p, 0.0), 1.0))
+
+
+def min_exceedance_p(counts: Sequence[Exceedances], u: float = 1.0, n_sims: int = 20_000) -> float:
+    """One p-value for the counts of one batch at several levels of one calibration set.
+
+    The statistic is the smallest per-level tail probability ``P(count >= observed)``; its law under no
+    change is simulated exactly rather than bounded by Bonferroni (levels share the calibration set and the
+    batch, so their counts are strongly dependent and Bonferroni's factor is mostly wasted). With ``m + 1 =
+    a + b`` and ranks ``r_1 < ... < r_J`` (the `a` of each count), the reference masses beyond the r-th
+    largest calibration score are partial sums of the ``m + 1`` Dirichlet(1, ..., 1) spacings, i.e. of
+    independent Gamma variables; given those masses the batch's reviews fall into the nested regions by a
+    multinomial draw. ``u`` splits ties of the statistic as in `Exceedances.p_value`. The simulation is
+    seeded (same inputs, same p) and cached per (n, m, ranks). The result never exceeds the Bonferroni bound
+    ``J * min tail``, which is also what small p-values beyond the simulation's resolution get.
+    """
+    counts = list(counts)
+    if not counts:
+        raise ParameterError("min_exceedance_p needs at least one count")
+    n, total = counts[0].n, counts[0].a + counts[0].b
+    if any(c.n != n or c.a + c.b != total for c in counts):
+        raise ParameterError("min_exceedance_p combines counts of one batch against one calibration set only")
+    if not n:
+        return 1.0
+    by_rank = {c.a: c for c in counts}  # levels that round to the same rank are one level
+    ranks = tuple(sorted(by_rank))
+    tails = _exceedance_tails(n, total, ranks)
+    observed = min(float(tails[j][by_rank[r].count]) for j, r in enumerate(ranks))
+    null = _min_tail_null(n, total, ranks, n_sims)
+    below = int(np.searchsorted(null, observed * (1 - 1e-9), side="left"))
+    ties = int(np.searchsorted(null, observed * (1 + 1e-9), side="right")) - below
+    simulated = (below + u * (ties + 1)) / (null.size + 1)
+    return float(min(1.0, simulated, len(ranks) * observed))
+
+
+@lru_cache(maxsize=64)
+def _exceedance_tails(n: int, total: int, ranks: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Per rank, ``P(count >= c)`` for c = 0..n under BetaBinomial(n, r, total - r)."""
+    from scipy import stats  # lazy, as in Exceedances.p_value
+
+    c = np.arange(n + 1)
+    return tuple(np.r_[1.0, stats.betabinom.sf(c[1:] - 1, n, r, total - r)] for r in ranks)
+
+
+@lru_cache(maxsize=64)
+def _min_tail_null(n: int, total: int, ranks: tuple[int, ...], n_sims: int) -> np.ndarray:
+    """Sorted simulated values of the smallest per-rank tail probability under no change."""
+    rng = np.random.default_rng(20_240_601)
+    shapes = np.diff(np.r_[0, ranks, total]).astype(np.float64)
+    spacings = rng.standard_gamma(shapes, size=(n_sims, shapes.size))
+    mass = spacings / spacings.sum(axis=1, keepdims=True)  # cells: beyond r_1, between r_1 and r_2, ..., rest
+    beyond = np.cumsum(rng.multinomial(n, mass), axis=1)[:, : len(ranks)]
+    tails = _exceedance_tails(n, total, ranks)
+    stat = np.min(np.column_stack([tails[j][beyond[:, j]] for j in range(len(ranks))]), axis=1)
+    return np.sort(stat)
 
 
 def _rank_of_level(level: float, n_calibration: int) -> int:

@@ -143,6 +143,9 @@ def test_novelty_test_is_exact_under_no_shift_and_catches_a_novel_minority() -> 
     current = np.vstack([unit_gaussian(rng, 90, 16, shift=3.0), novel / np.linalg.norm(novel, axis=1, keepdims=True)])
     result = novelty_test(p_values=scorer.score(current), n_calibration=scorer.n_calibration)
     assert result.drift and result.detail["count"] >= 10
+    assert list(result.detail["levels"].values()) == sorted(result.detail["levels"].values())  # nested counts
+    with pytest.raises(ParameterError, match="levels"):
+        novelty_test(p_values=scorer.score(current), n_calibration=scorer.n_calibration, levels=())
 
 
 def test_scorer_is_picklable_and_refuses_to_score_before_fit() -> None:
