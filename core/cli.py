@@ -272,13 +272,20 @@ def score(
         table.to_csv(out_path, index=False)
     else:
         table.to_parquet(out_path, index=False)
+    evidence = scores.result.group_evidence
     summary = {"out": str(out_path), "rows": len(table), "flagged": int(table["is_outlier"].sum()),
-               "model_version": version.version, "missing_columns": scores.missing}
+               "model_version": version.version, "missing_columns": scores.missing, "group_evidence": evidence}
     if as_json:
         _print_json(summary)
         return
     out.print(f"{summary['rows']} reviews scored with version {version.version}; {summary['flagged']} flagged; "
               f"written to {out_path}", highlight=False)
+    if any(p < 1.0 for p in evidence.values()):  # a batch large enough for the excess tests
+        from core.explain import GROUP_LABELS
+
+        ranked = sorted(evidence.items(), key=lambda kv: kv[1])
+        out.print("more of a kind than the reference allows (p of the excess; small = this batch has an excess): "
+                  + "; ".join(f"{GROUP_LABELS.get(g, g)} {p:.2g}" for g, p in ranked), highlight=False)
     if scores.missing:
         out.print(f"not in this batch (signals that need them were left out): {', '.join(scores.missing)}",
                   highlight=False)

@@ -204,6 +204,16 @@ def as_binary(labels: pd.Series) -> np.ndarray:
     return np.array([convert(v) for v in labels], dtype=np.int64)
 
 
+#: Orders of the Label page's queue: the ensemble's ranking, or a fixed random order of the batch.
+QUEUE_ORDERS: tuple[str, ...] = ("most unusual first", "random sample")
+
+
+def random_order(review_ids: pd.Series) -> np.ndarray:
+    """A random but fixed rank per review id (a hash), so the sample stays the same across reruns and
+    labelling the next review never reshuffles the rest."""
+    return pd.util.hash_pandas_object(review_ids.astype(str), index=False).to_numpy()
+
+
 def precision_at_k(scores: np.ndarray, y: np.ndarray, k: int) -> float:
     """Share of true outliers among the `k` highest scores."""
     k = max(1, min(int(k), len(scores)))

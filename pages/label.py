@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
-from core.labels import as_binary, score_metrics
+from core.labels import QUEUE_ORDERS, as_binary, random_order, score_metrics
 from workbench import cached, state
 from workbench.ui import errors_shown, flash, stage_progress
 
@@ -29,7 +30,14 @@ with errors_shown():
     ids = data["review_id"].astype(str)
     labelled = ids.isin(label_of.keys())
     skipped = state.SKIPPED.get()
-    queue = data[~labelled & ~ids.isin(skipped)].sort_values("score", ascending=False)
+    order = st.radio(
+        "Order", list(QUEUE_ORDERS), horizontal=True, key="label.order",
+        help="Most unusual first finds outliers fastest. A random sample measures the model without bias "
+             "(the metrics below) and is what lets a label-aware model take over from the ensemble on retraining.",
+    )
+    queue = data[~labelled & ~ids.isin(skipped)]
+    queue = queue.sort_values("score", ascending=False) if order == QUEUE_ORDERS[0] else queue.iloc[
+        np.argsort(random_order(queue["review_id"]), kind="stable")]
 
     flagged = int(data["is_outlier"].sum())
     c1, c2, c3 = st.columns(3)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,3 +77,17 @@ def test_embed_reports_cache_hits(tmp_path: Path, vgames_path: Path) -> None:
     first = json.loads(run_cli("embed", str(src), "--json", home=tmp_path).stdout)
     second = json.loads(run_cli("embed", str(src), "--json", home=tmp_path).stdout)
     assert first["computed"] == 20 and second["computed"] == 0 and second["from_cache"] == 20
+
+
+def test_score_writes_the_table_and_says_which_kind_of_anomaly_is_in_excess(tmp_path: Path, trained_workspace) -> None:
+    out = tmp_path / "scored.csv"
+    result = run_cli("score", "current", "--out", str(out), "--json", home=trained_workspace.settings.home)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    table = pd.read_csv(out)
+    assert summary["rows"] == len(table) == 150 and {"review_id", "score", "is_outlier", "reason"} <= set(table.columns)
+    # Video-game reviews scored against a subscription-box reference: an excess of novel text, and it leads.
+    evidence = summary["group_evidence"]
+    assert min(evidence, key=evidence.get) == "novelty" and evidence["novelty"] < 0.001
+    text = run_cli("score", "current", "--out", str(out), home=trained_workspace.settings.home)
+    assert "more of a kind than the reference allows" in text.stdout and "unusual text for this reference" in text.stdout

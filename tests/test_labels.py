@@ -5,11 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from core.errors import InputFileError, ParameterError
-from core.labels import LabelAwareScorer, LabelStore, precision_at_k, score_metrics
+from core.labels import (
+    QUEUE_ORDERS,
+    LabelAwareScorer,
+    LabelStore,
+    precision_at_k,
+    random_order,
+    score_metrics,
+)
 
 
 def test_labels_survive_a_new_store_on_the_same_file(tmp_path: Path) -> None:
@@ -76,3 +84,13 @@ def test_label_aware_scorer_learns_what_the_labels_show_and_refuses_too_few() ->
     oof = scorer.cross_validated(X, y)
     assert roc_auc_score(y, oof) > 0.9
     assert scorer.cross_validated(X[:20], np.r_[1, np.zeros(19, dtype=int)]) is None
+
+
+def test_random_order_is_fixed_per_review_and_unrelated_to_position() -> None:
+    ids = pd.Series([f"r{i}" for i in range(200)])
+    rank = random_order(ids)
+    assert np.array_equal(rank, random_order(ids))  # the same sample on every rerun
+    assert np.array_equal(random_order(ids.iloc[50:]), rank[50:])  # labelling some never reshuffles the rest
+    assert len(np.unique(rank)) == 200
+    assert abs(np.corrcoef(np.argsort(np.argsort(rank)), np.arange(200))[0, 1]) < 0.2
+    assert QUEUE_ORDERS[0] == "most unusual first"

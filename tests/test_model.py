@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from core.errors import ModelUnavailableError, NotFittedError, ParameterError, SchemaError
 from core.load import load_path
-from core.model import OutlierModel
+from core.model import OutlierModel, picked_from_top
 from core.signals import normalise_text
 
 
@@ -124,6 +124,10 @@ def test_labels_are_measured_and_the_scorer_only_wins_on_evidence(fitted, plante
     thin = fitted.fit_labels(batch.iloc[three], labels, embedder)
     assert thin.uses_label_scorer is False and "3 outlier labels, at least 5" in thin.note
     assert fitted.label_scorer_ is None
+    # Labels from the queue (the top of the ranking): the held-out comparison among them cannot decide.
+    top = np.argsort(-fitted.score(batch, embedder).scores["score"].to_numpy(), kind="stable")[:20]
+    queued = fitted.fit_labels(batch.iloc[top], labels, embedder)
+    assert y[top].sum() >= 5 and not queued.uses_label_scorer and "label queue" in queued.note
     metrics = fitted.fit_labels(batch, labels, embedder, force=True)
     assert (
         metrics.n_outlier == 6 and metrics.unsupervised.auroc is not None and metrics.label_aware is not None
@@ -133,6 +137,14 @@ def test_labels_are_measured_and_the_scorer_only_wins_on_evidence(fitted, plante
     fitted.label_scorer_ = None
     with pytest.raises(ParameterError, match="none of the 3 labels matches"):
         fitted.fit_labels(batch, pd.Series(["outlier"] * 3, index=["x", "y", "z"]), embedder)
+
+
+def test_labelled_normals_from_the_top_of_the_ranking_are_recognised() -> None:
+    rng = np.random.default_rng(0)
+    sampled = [picked_from_top(rng.random(40)) for _ in range(1000)]
+    assert np.mean(sampled) < 0.02  # a random sample of normals: flagged at about the 1 % level
+    assert picked_from_top(rng.random(10) * 0.1)  # ten normals, all within the top tenth of the reference
+    assert not picked_from_top(np.array([]))
 
 
 def test_bad_input_gives_clear_errors(hashing_embedder) -> None:

@@ -184,6 +184,11 @@ def test_label_page_stores_a_label_and_shows_metrics(copied_home: Path) -> None:
     at.button(key="label.normal").click().run()
     assert_clean(at)
     assert "AUROC" in texts(at)
+    at.radio(key="label.order").set_value("random sample").run()
+    assert_clean(at)
+    sampled = at.text_input[0].key
+    at.run()
+    assert at.text_input[0].key == sampled  # a fixed sample, not a new draw on every rerun
 
 
 def test_shift_page_runs_a_check_and_offers_downloads(copied_home: Path) -> None:
