@@ -284,7 +284,8 @@ def score(
         from core.explain import GROUP_LABELS
 
         ranked = sorted(evidence.items(), key=lambda kv: kv[1])
-        out.print("more of a kind than the reference allows (p of the excess; small = this batch has an excess): "
+        out.print("excess over the reference per kind of anomaly (p-value; small = more of this kind than the "
+                  "reference allows): "
                   + "; ".join(f"{GROUP_LABELS.get(g, g)} {p:.2g}" for g, p in ranked), highlight=False)
     if scores.missing:
         out.print(f"not in this batch (signals that need them were left out): {', '.join(scores.missing)}",

@@ -90,4 +90,4 @@ def test_score_writes_the_table_and_says_which_kind_of_anomaly_is_in_excess(tmp_
     evidence = summary["group_evidence"]
     assert min(evidence, key=evidence.get) == "novelty" and evidence["novelty"] < 0.001
     text = run_cli("score", "current", "--out", str(out), home=trained_workspace.settings.home)
-    assert "more of a kind than the reference allows" in text.stdout and "unusual text for this reference" in text.stdout
+    assert "excess over the reference per kind" in text.stdout and "unusual text for this reference" in text.stdout
