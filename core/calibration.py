@@ -270,10 +270,17 @@ def min_exceedance_p(counts: Sequence[Exceedances], u: float = 1.0, n_sims: int 
 @lru_cache(maxsize=64)
 def _exceedance_tails(n: int, total: int, ranks: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """Per rank, ``P(count >= c)`` for c = 0..n under BetaBinomial(n, r, total - r)."""
-    from scipy import stats  # lazy, as in Exceedances.p_value
+    from scipy.special import betaln, gammaln  # lazy, as in Exceedances.p_value
 
-    c = np.arange(n + 1)
-    return tuple(np.r_[1.0, stats.betabinom.sf(c[1:] - 1, n, r, total - r)] for r in ranks)
+    # Log-probabilities summed from the top keep far tails accurate (scipy's betabinom.sf returns 0 there)
+    # and cost O(n); betabinom.sf per count was O(n^2), 3 s for a batch of 5,000.
+    c = np.arange(n + 1, dtype=np.float64)
+    log_choose = gammaln(n + 1.0) - gammaln(c + 1.0) - gammaln(n - c + 1.0)
+    tails = []
+    for r in ranks:
+        log_pmf = log_choose + betaln(c + r, n - c + total - r) - betaln(r, total - r)
+        tails.append(np.minimum(np.exp(np.logaddexp.accumulate(log_pmf[::-1])[::-1]), 1.0))
+    return tuple(tails)
 
 
 @lru_cache(maxsize=64)
