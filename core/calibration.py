@@ -267,7 +267,7 @@ def min_exceedance_p(counts: Sequence[Exceedances], u: float = 1.0, n_sims: int 
     return float(min(1.0, simulated, len(ranks) * observed))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _exceedance_tails(n: int, total: int, ranks: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """Per rank, ``P(count >= c)`` for c = 0..n under BetaBinomial(n, r, total - r)."""
     from scipy.special import betaln, gammaln  # lazy, as in Exceedances.p_value
@@ -283,7 +283,7 @@ def _exceedance_tails(n: int, total: int, ranks: tuple[int, ...]) -> tuple[np.nd
     return tuple(tails)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _min_tail_null(n: int, total: int, ranks: tuple[int, ...], n_sims: int) -> np.ndarray:
     """Sorted simulated values of the smallest per-rank tail probability under no change."""
     rng = np.random.default_rng(20_240_601)
