@@ -79,9 +79,28 @@ def test_embed_reports_cache_hits(tmp_path: Path, vgames_path: Path) -> None:
     assert first["computed"] == 20 and second["computed"] == 0 and second["from_cache"] == 20
 
 
-def test_score_writes_the_table_and_says_which_kind_of_anomaly_is_in_excess(tmp_path: Path, trained_workspace) -> None:
+def test_score_writes_the_table_and_says_which_kind_of_anomaly_is_in_excess(
+    tmp_path: Path, subscription_path: Path, vgames_path: Path, embedder
+) -> None:
+    # A private workspace: the command runs in another process, and the shared trained workspace's files
+    # stay with the tests that hold them open.
+    from core import pipeline
+    from core.pipeline import Workspace
+    from core.settings import Settings
+
+    home = tmp_path / "home"
+    settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    undo = pipeline.share_embedder(settings, embedder)
+    try:
+        ws = Workspace.open(settings)
+        for name, path, rows in (("reference", subscription_path, 300), ("current", vgames_path, 150)):
+            pd.read_csv(path).head(rows).to_csv(tmp_path / f"{name}.csv", index=False)
+            ws.ingest_path(tmp_path / f"{name}.csv", name=name)
+        ws.train("reference", detectors=("knn", "lof"), project=False)
+    finally:
+        undo()
     out = tmp_path / "scored.csv"
-    result = run_cli("score", "current", "--out", str(out), "--json", home=trained_workspace.settings.home)
+    result = run_cli("score", "current", "--out", str(out), "--json", home=home)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     table = pd.read_csv(out)
@@ -89,5 +108,5 @@ def test_score_writes_the_table_and_says_which_kind_of_anomaly_is_in_excess(tmp_
     # Video-game reviews scored against a subscription-box reference: an excess of novel text, and it leads.
     evidence = summary["group_evidence"]
     assert min(evidence, key=evidence.get) == "novelty" and evidence["novelty"] < 0.001
-    text = run_cli("score", "current", "--out", str(out), home=trained_workspace.settings.home)
+    text = run_cli("score", "current", "--out", str(out), home=home)
     assert "excess over the reference per kind" in text.stdout and "unusual text for this reference" in text.stdout
