@@ -464,13 +464,7 @@ class OutlierModel:
                 g: ScoreCalibrator().fit(self._group_statistic(held_surprise, members))
                 for g, members in self.groups_.items()
             }
-            statistic = combine(held_surprise, self.groups_, self.combination)
-            self.ensemble_calibrator_ = ScoreCalibrator().fit(statistic)
-            if self.false_alarm_rate is not None:
-                self.threshold_ = 1.0 - float(self.false_alarm_rate)
-            else:
-                raw = float(np.quantile(statistic, 1.0 - self.contamination))
-                self.threshold_ = float(self.ensemble_calibrator_.transform(np.array([raw]))[0])
+            self.ensemble_calibrator_, self.threshold_ = self._calibrate_ensemble(self.groups_, reference=held_surprise)
             self._fit_label_space(ref, embeddings, held_surprise)
         self.label_scorer_: LabelAwareScorer | None = None
         self.label_metrics_: LabelMetrics | None = None
@@ -549,9 +543,15 @@ class OutlierModel:
         return calibrator.transform(statistic), calibrator.p_value(statistic), threshold
 
     def _calibrate_ensemble(
-        self, groups: dict[str, tuple[str, ...]], offsets: dict[str, float] | None = None
+        self,
+        groups: dict[str, tuple[str, ...]],
+        offsets: dict[str, float] | None = None,
+        reference: dict[str, np.ndarray] | None = None,
     ) -> tuple[ScoreCalibrator, float]:
-        reference = {c: self.reference_surprises_[c].to_numpy() for c in self.reference_surprises_}
+        """Calibrator and threshold of the headline over `groups` from the reference's held-out surprises
+        (`reference`: fit passes its float64 ones; later calls use the float32 copy kept on the model)."""
+        if reference is None:
+            reference = {c: self.reference_surprises_[c].to_numpy() for c in self.reference_surprises_}
         ref_stat = combine(reference, groups, self.combination, offsets)
         calibrator = ScoreCalibrator().fit(ref_stat)
         if self.false_alarm_rate is not None:
