@@ -225,13 +225,13 @@ class Exceedances:
 
     def p_value(self, u: float = 1.0) -> float:
         """One-sided p-value of the count; ``u`` in [0, 1] splits the point mass (uniform u: exactly uniform)."""
-        from scipy import stats  # lazy: scipy.stats costs the API's cold start ~0.3 s
-
         if not self.n:
             return 1.0
-        p = stats.betabinom.sf(self.count, self.n, self.a, self.b) + u * stats.betabinom.pmf(
-            self.count, self.n, self.a, self.b
-        )
+        # The same log-space tails as `min_exceedance_p`, so that a batch's levels are ranked alike here and
+        # there; scipy's betabinom.sf returned 0 in far tails, which made distinct counts look equal.
+        (tail,) = _exceedance_tails(self.n, self.a + self.b, (self.a,))
+        beyond = float(tail[self.count + 1]) if self.count < self.n else 0.0  # P(count > observed)
+        p = (1.0 - u) * beyond + u * float(tail[self.count])
         return float(min(max(p, 0.0), 1.0))
 
 
@@ -267,7 +267,7 @@ def min_exceedance_p(counts: Sequence[Exceedances], u: float = 1.0, n_sims: int 
     return float(min(1.0, simulated, len(ranks) * observed))
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)  # per (batch size, levels): a model's groups x levels, the novelty test's levels
 def _exceedance_tails(n: int, total: int, ranks: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """Per rank, ``P(count >= c)`` for c = 0..n under BetaBinomial(n, r, total - r)."""
     from scipy.special import betaln, gammaln  # lazy, as in Exceedances.p_value

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from core.calibration import (
+    Exceedances,
     LengthConditioner,
     ScoreCalibrator,
     combine,
@@ -126,6 +127,20 @@ def test_exceedances_count_rows_beyond_a_calibration_rank() -> None:
 
 
 LEVELS = (0.01, 0.02, 0.05, 0.1)
+
+
+def test_exceedance_p_values_follow_the_beta_binomial_law_into_the_far_tail() -> None:
+    from scipy import stats
+
+    for count, u in ((20, 1.0), (20, 0.0), (20, 0.3), (120, 1.0)):
+        law = stats.betabinom(1000 if count > 20 else 150, 50 if count > 20 else 15, 751 if count > 20 else 136)
+        got = Exceedances(count=count, n=int(law.args[0]), cut=0.0, a=int(law.args[1]), b=int(law.args[2]))
+        assert got.p_value(u) == pytest.approx(law.sf(count) + u * law.pmf(count), rel=1e-6)
+    # Far beyond the expected 62 of 1,000, scipy's survival function is 0 for every count; these stay
+    # positive and keep their order, so the levels of one batch can still be told apart.
+    far = [Exceedances(count=c, n=1000, cut=0.0, a=50, b=751).p_value() for c in (300, 400, 500)]
+    assert 0.0 < far[2] < far[1] < far[0] < 1e-30
+    assert Exceedances(count=1000, n=1000, cut=0.0, a=50, b=751).p_value(u=0.0) == 0.0
 
 
 def test_several_levels_give_one_exact_p_value_under_no_change() -> None:
