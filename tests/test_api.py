@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from api.main import create_app
 from core.settings import Settings
+from tests.homes import copy_home
 
 SEED = {"text": "Sample review text", "rating": 5, "verified_purchase": True}
 DETECTORS = ("knn", "lof", "iforest")
@@ -244,7 +244,7 @@ def test_shift_against_the_served_reference(client, trained_workspace):
 def test_newly_promoted_champion_is_served_without_restart(trained_workspace, tmp_path):
     """A copy of the trained home (the session's must not change); version 2 is promoted while serving."""
     home = tmp_path / "home"
-    shutil.copytree(trained_workspace.settings.home, home)
+    copy_home(trained_workspace.settings.home, home)
     settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     app = create_app(settings)
     with TestClient(app) as c:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from core.errors import ModelUnavailableError, NotFoundError, StorageError
 from core.pipeline import Workspace
 from core.settings import Settings
 from core.storage import MinioStorage
+from tests.homes import copy_home
 from tests.servers import free_port, mlflow_server, s3_server
 
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def test_pyfunc_by_alias_matches_workbench_score(trained_workspace: Workspace) -
 
 def test_promote_and_rollback(tmp_path: Path, trained_workspace: Workspace) -> None:
     home = tmp_path / "home"
-    shutil.copytree(trained_workspace.settings.home, home)
+    copy_home(trained_workspace.settings.home, home)
     settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     ws = Workspace.open(settings)
     bundle, _ = trained_workspace.model("champion")

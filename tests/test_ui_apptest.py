@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from tests.homes import copy_home
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = REPO / "pages"
@@ -68,7 +69,7 @@ def _copied_home(trained_workspace, embedder, tmp_path_factory: pytest.TempPathF
     from core.settings import Settings
 
     target = tmp_path_factory.mktemp("ui-home") / "home"
-    shutil.copytree(trained_workspace.settings.home, target)
+    copy_home(trained_workspace.settings.home, target)
     settings = Settings(home=target)
     pipeline.share_embedder(settings, embedder)  # the session's loaded model: nothing is embedded twice
     return target

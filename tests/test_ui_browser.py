@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.homes import copy_home
 from tests.servers import free_port, stop, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def server(trained_workspace, session_home: Path, tmp_path_factory: pytest.TempP
         pytest.skip("Debian chromium missing: apt-get install -y chromium fonts-noto-color-emoji")
     pytest.importorskip("playwright.sync_api")
     home = tmp_path_factory.mktemp("browser-home") / "home"
-    shutil.copytree(trained_workspace.settings.home, home)  # the test labels and uploads: keep the shared one clean
+    copy_home(trained_workspace.settings.home, home)  # the test labels and uploads: keep the shared one clean
     cache = session_home / "cache" / "embeddings.sqlite"
     if cache.exists():  # reviews the session already embedded are not embedded again by the server
         (home / "cache").mkdir(parents=True, exist_ok=True)
