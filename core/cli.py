@@ -127,7 +127,7 @@ def ingest(
         out.print(line, highlight=False, soft_wrap=True)
     out.print(f"stored as batch [bold]{info.name}[/bold] in {ws.describe_storage()}", highlight=False)
     if report.rows_quarantined:
-        hint = f"written to {quarantine_out}" if quarantine_out else "export them with --quarantine-out FILE.csv"
+        hint = f"written to {quarantine_out}" if quarantine_out else f"see them: workbench quarantine {info.name}"
         out.print(f"{report.rows_quarantined} quarantined rows kept aside ({hint})", highlight=False)
 
 
@@ -146,13 +146,52 @@ def batches(as_json: JsonOption = False) -> None:
     if not infos:
         out.print("no batches yet: run `workbench ingest PATH` or `workbench demo`")
         return
-    table = Table("batch", "rows", "quarantined", "duplicates", "from", "to", "categories", "role")
+    # Names are what people type next and dates read badly cut: neither is shortened. Role and categories
+    # share the name's cell, so the table fits an 80-column terminal.
+    table = Table()
+    table.add_column("batch", overflow="fold")
+    table.add_column("from / to", no_wrap=True)
+    for header in ("rows", "quarantined", "duplicates"):
+        table.add_column(header, justify="right", no_wrap=True)
     for info in infos:
         role = "reference" if info.name == state.reference else ("current" if info.name == state.current else "")
         cats = ", ".join(list(info.categories)[:3])
-        table.add_row(info.name, str(info.rows), str(info.quarantined), str(info.duplicates),
-                      (info.date_min or "")[:10], (info.date_max or "")[:10], cats, role)
+        label = info.name + (f" [bold]({role})[/bold]" if role else "") + (f"\n[dim]{cats}[/dim]" if cats else "")
+        dates = f"{(info.date_min or '')[:10]}\n{(info.date_max or '')[:10]}" if info.date_min else ""
+        table.add_row(label, dates, str(info.rows), str(info.quarantined), str(info.duplicates))
     out.print(table)
+
+
+@app.command()
+@handle_errors
+def quarantine(
+    batch: Annotated[str, typer.Argument(help="Stored batch name (see `workbench batches`).")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write every quarantined row (line, reason, raw) to this CSV.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the rows of a stored batch that were kept aside at ingest: file line, reason and the raw row."""
+    from core.pipeline import Workspace
+
+    ws = Workspace.open()
+    rows = ws.batches.quarantined(batch)
+    if out_file:
+        rows.to_csv(out_file, index=False)
+    if as_json:
+        _print_json({"batch": batch, "quarantined": rows.to_dict(orient="records")})
+        return
+    if rows.empty:
+        out.print(f"no row of {batch} was quarantined")
+        return
+    table = Table("line", "reason", "raw row (start)")
+    for row in rows.head(50).itertuples(index=False):
+        raw = str(row.raw)
+        table.add_row(str(row.line), str(row.reason), raw[:120] + ("..." if len(raw) > 120 else ""))
+    out.print(table)
+    more = f"; {len(rows) - 50} more" if len(rows) > 50 else ""
+    where = f"all {len(rows)} written to {out_file}" if out_file else "write them all with --out FILE.csv"
+    out.print(f"{len(rows)} quarantined rows of {batch}{more} ({where})", highlight=False)
 
 
 @app.command()

@@ -122,7 +122,8 @@ def load_demo(
         info, _ = ws.ingest_path(folder / rel, name=name)
         summary.batches[name] = info.rows
         roles[role] = name
-        log(f"ingested {name}: {info.rows} reviews, {info.quarantined} quarantined")
+        aside = f" (see them: workbench quarantine {name})" if info.quarantined else ""
+        log(f"ingested {name}: {info.rows} reviews, {info.quarantined} quarantined{aside}")
     ws.update_state(reference=roles["reference"], current=roles["current"])
     embedder = ws.embedder()
     for name in summary.batches:

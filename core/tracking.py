@@ -11,6 +11,7 @@ our own joblib/torch data: load only models registered by this workbench.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -31,6 +32,11 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 _HISTORY_TAG = "champion_history"
 
 warnings.filterwarnings("ignore", module="mlflow")
+# Every training logged these to the terminal: the store's table set-up (INFO), "python_model is serialised
+# with CloudPickle" and "failed to infer a signature" (WARNING). The model is our own class, loaded only from
+# this workbench's registry (see above), and its input is validated by core.load, not by a signature.
+for _logger in ("mlflow.store.db.utils", "mlflow.pyfunc", "alembic.runtime.migration"):
+    logging.getLogger(_logger).setLevel(logging.ERROR)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

@@ -68,6 +68,22 @@ def test_quarantine_export(tmp_path: Path) -> None:
     assert out.read_text().count("\n") == 3
 
 
+def test_quarantined_rows_of_a_stored_batch(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("text,rating\nfine,4\n,2\nodd,8\n")
+    ingested = run_cli("ingest", str(src), "--name", "week1", home=tmp_path)
+    assert "workbench quarantine week1" in ingested.stdout
+    shown = json.loads(run_cli("quarantine", "week1", "--json", home=tmp_path).stdout)
+    assert [r["line"] for r in shown["quarantined"]] == [3, 4]
+    assert all(r["reason"] and r["raw"] for r in shown["quarantined"])
+    table = run_cli("quarantine", "week1", "--out", str(tmp_path / "aside.csv"), home=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "2 quarantined rows of week1" in table.stdout
+    assert (tmp_path / "aside.csv").read_text().count("\n") == 3
+    missing = run_cli("quarantine", "week2", home=tmp_path)
+    assert missing.returncode == 2 and "week1" in missing.stderr
+
+
 @pytest.mark.slow
 def test_embed_reports_cache_hits(tmp_path: Path, vgames_path: Path) -> None:
     src = tmp_path / "small.csv"
