@@ -34,7 +34,8 @@ with errors_shown():
         st.subheader("Loaded batches")
         st.dataframe(
             [
-                {"batch": b.name, "rows": b.rows, "quarantined": b.quarantined, "from": b.date_min, "to": b.date_max,
+                {"batch": b.name, "rows": b.rows, "quarantined": b.quarantined,
+                 "from": (b.date_min or "")[:10], "to": (b.date_max or "")[:10],
                  "role": " / ".join(r for r, n in (("reference", state.reference), ("current", state.current))
                                     if n == b.name)}
                 for b in batches

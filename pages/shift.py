@@ -72,27 +72,37 @@ with errors_shown():
     d3.download_button("Per-review scores (CSV)", report_to_csv(report).encode(),
                        file_name=f"shift-{current}-vs-{reference}-scores.csv", mime="text/csv", width="stretch")
 
+    # p-values reach 1e-220 against a large reference: without a format the grid prints them as 0.000...0.
+    TEST_COLUMNS = {  # noqa: N806
+        "statistic": st.column_config.NumberColumn(format="%.4g"),
+        "p-value": st.column_config.NumberColumn(format="%.3g"),
+        "adjusted p": st.column_config.NumberColumn(format="%.3g", help="Holm/BH-adjusted across the feature tests"),
+        "effect": st.column_config.NumberColumn(format="%.4g"),
+    }
+
     def tests_table(tests: list) -> pd.DataFrame:
-        return pd.DataFrame([
+        table = pd.DataFrame([
             {"feature": t.feature, "test": STATISTICS[t.name].title if t.name in STATISTICS else t.name,
              "statistic": t.statistic, "p-value": t.p_value,
              "adjusted p": (t.detail or {}).get("p_value_adjusted"), "effect": t.effect_size,
              "effect measure": t.effect_name, "shift": t.drift}
             for t in tests
         ])
+        # Only the per-feature tests are adjusted for multiplicity; the embedding tests feed the verdict.
+        return table.dropna(axis=1, how="all")
 
     tab_emb, tab_feat, tab_clusters, tab_reviews = st.tabs(
         ["Embedding tests", f"Features ({len(report.drifted_features)} shifted)", "Clusters", "Per-review scores"]
     )
     with tab_emb:
         st.dataframe(tests_table([t for t in report.tests if t.feature == "embedding"]), hide_index=True,
-                     width="stretch")
+                     width="stretch", column_config=TEST_COLUMNS)
         st.caption(f"The verdict combines {', '.join(report.drivers)} (Bonferroni). "
                    f"Sample sizes: {', '.join(f'{k} {v:,}' for k, v in report.sample_sizes.items())}.")
     with tab_feat:
         feature_tests = [t for t in report.tests if t.feature != "embedding"]
         if feature_tests:
-            st.dataframe(tests_table(feature_tests), hide_index=True, width="stretch")
+            st.dataframe(tests_table(feature_tests), hide_index=True, width="stretch", column_config=TEST_COLUMNS)
         for feature, reason in report.skipped_features.items():
             st.caption(f"{feature} not tested: {reason}")
         if report.distributions:

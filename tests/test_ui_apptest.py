@@ -201,6 +201,9 @@ def test_shift_page_runs_a_check_and_offers_downloads(copied_home: Path) -> None
     verdicts = [e.value for e in at.error] + [s.value for s in at.success]
     assert any("Shift detected" in v or "No significant shift" in v for v in verdicts), verdicts
     assert len(at.dataframe) >= 3  # embedding tests, per-review scores, features
+    embedding_tests, feature_tests = at.dataframe[0].value, at.dataframe[1].value
+    assert set(embedding_tests["test"]) >= {"MMD (RBF kernel)", "Per-review novelty excess"}
+    assert "adjusted p" not in embedding_tests and "adjusted p" in feature_tests  # only features are adjusted
     from core.pipeline import Workspace
 
     assert Workspace.open().state().last_shift["current"] == "current"
