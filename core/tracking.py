@@ -190,8 +190,9 @@ class Registry:
             with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
                 mlflow.log_params({k: str(v)[:500] for k, v in all_params.items()})
                 mlflow.log_metrics(all_metrics)
-                mlflow.set_tags({"workbench.kind": "training", "workbench.reference_batch": str(meta.get("reference_batch")),
-                                 "workbench.detectors": all_params["detectors"], **(tags or {})})
+                run_tags = {"workbench.kind": "training", "workbench.reference_batch": str(meta.get("reference_batch")),
+                            "workbench.detectors": all_params["detectors"], **(tags or {})}
+                mlflow.set_tags(run_tags)
                 mlflow.log_dict(bundle.meta, "bundle.json")
                 for name, value in (artifacts or {}).items():
                     if isinstance(value, pd.DataFrame):
@@ -206,7 +207,9 @@ class Registry:
                     artifacts={"bundle": str(folder)},
                     pip_requirements=["review-workbench"],
                 )
-            version = self._call("registering the model", mlflow.register_model, info.model_uri, self.name)
+            # The version carries the run's tags too: the registry lists what each version was trained on.
+            version = self._call("registering the model", mlflow.register_model, info.model_uri, self.name,
+                                 tags={k: v for k, v in run_tags.items() if k != "workbench.kind"})
         self._call("setting the challenger alias", self.client.set_registered_model_alias,
                    self.name, CHALLENGER, version.version)
         aliases = [CHALLENGER]

@@ -29,6 +29,8 @@ def test_training_is_a_tracked_run_and_a_registered_champion(trained_workspace: 
     assert versions and "champion" in versions[-1].aliases and "challenger" in versions[0].aliases
     run = registry.client.get_run(versions[-1].run_id)
     assert run.data.params["reference_batch"] == "reference"
+    assert versions[-1].tags["workbench.reference_batch"] == "reference"  # what the Models page lists
+    assert versions[-1].tags["workbench.detectors"] == run.data.params["detectors"]
     assert run.data.params["data_fingerprint"]
     assert run.data.params["embedding_model"].startswith("sentence-transformers/all-MiniLM-L6-v2")
     assert run.data.metrics["n_reference"] == 300
