@@ -403,6 +403,7 @@ class OutlierModel:
         if progress:
             progress("features", 0.0)
         self._calibration_cache: dict = {}
+        self._group_calibration_cache: dict = {}
         self.feature_pipeline_ = FeaturePipeline(self.embed_fields).fit(ref)
         embeddings = self._embed(ref, embedder, progress)
         timings["embedding"] = time.perf_counter() - start
@@ -490,8 +491,12 @@ class OutlierModel:
     def _group_calibrator(self, group: str, members: tuple[str, ...]) -> ScoreCalibrator:
         if members == self.groups_.get(group):
             return self.group_calibrators_[group]
-        reference = {m: self.reference_surprises_[m].to_numpy() for m in members}
-        return ScoreCalibrator().fit(self._group_statistic(reference, members))
+        # A group short of a member (no ratings in this batch, ...) is recalibrated once per member set.
+        cache = self.__dict__.setdefault("_group_calibration_cache", {})
+        if members not in cache:
+            reference = {m: self.reference_surprises_[m].to_numpy() for m in members}
+            cache[members] = ScoreCalibrator().fit(self._group_statistic(reference, members))
+        return cache[members]
 
     def group_evidence(
         self,

@@ -269,6 +269,9 @@ def _prepare_words(RA: Any, min_words: int) -> tuple[int, np.ndarray, Any, np.nd
     return RA.shape[0], r_long, Rl.T.tocsr(), np.diff(Rl.indptr).astype(np.float32)
 
 
+_NO_ROWS = np.zeros(0, dtype=np.int64)  # `column_rows` of a call whose per-column maxima nobody reads
+
+
 def _max_overlap(
     QA: Any,
     RA: Any,
@@ -279,7 +282,8 @@ def _max_overlap(
     column_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Highest word-set Jaccard similarity of each row of QA to a row of RA, which row, and per row of RA its
-    highest similarity to the rows `column_rows` of QA (default all; one product serves both directions).
+    highest similarity to the rows `column_rows` of QA (default all; one product serves both directions;
+    `_NO_ROWS` skips that maximum).
     `RA` may be given as `_prepare_words(RA, min_words)` (a model keeps it for its reference).
 
     Exclusions as in `_max_similarity`. Texts with fewer than `min_words` distinct words are never compared
@@ -398,7 +402,8 @@ class DuplicateSignal(Signal):
         Q = self.reference_embeddings_
         cosine, _ = _max_similarity(Q, Q, exclude_diagonal=True)
         overlap, _, _ = _max_overlap(
-            self.reference_word_sets_, self.reference_word_sets_, self.min_words, exclude_diagonal=True
+            self.reference_word_sets_, self.reference_word_sets_, self.min_words, exclude_diagonal=True,
+            column_rows=_NO_ROWS,
         )
         self.reference_similarity_ = np.maximum(cosine, self._overlap_similarity(overlap))
         self.reference_exact_ = np.array([self.reference_hash_counts_[h] > 1 for h in hashes])
@@ -440,7 +445,7 @@ class DuplicateSignal(Signal):
         # Requests scored together, one per group (the API's micro-batches), have no batch mates to compare.
         alone = groups is not None and len(set(groups.tolist())) == n
         overlap_in, warg_in, _ = (
-            _max_overlap(words, words, self.min_words, exclude_diagonal=True, groups=groups)
+            _max_overlap(words, words, self.min_words, exclude_diagonal=True, groups=groups, column_rows=_NO_ROWS)
             if n > 1 and not alone else (np.zeros(n, dtype=np.float32), np.full(n, -1), None)
         )
         # The word overlap decides where it says more than the embedding (a templated copy).
