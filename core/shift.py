@@ -1079,7 +1079,8 @@ def explain(**fields: Any) -> str:
         d = nov.detail
         lines.append(
             f"{d['count']} current reviews ({d['share_novel']:.1%}) are more novel than {1 - d['level']:.1%} of "
-            f"held-out reference reviews; about {d['expected']:.1f} were expected without shift (p = {nov.p_value:.3g})."
+            f"reference reviews (each compared with the others); about {d['expected']:.1f} were expected without "
+            f"shift (p = {nov.p_value:.3g})."
         )
     mmd = tests.get("mmd")
     clf = tests.get("classifier")
