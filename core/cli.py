@@ -434,6 +434,29 @@ def label_import(
         out.print(f"{n} labels imported from {path}")
 
 
+@label_app.command("export")
+@handle_errors
+def label_export(
+    path: Annotated[Path, typer.Argument(help="CSV to write (review_id,label,note,author,batch,created_at).")],
+    batch: Annotated[str | None, typer.Option(help="Only the labels given in this batch.")] = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="Every stored label, oldest first, not just the latest per review.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Export labels as CSV; `workbench label import` reads the file back (in this or another workspace)."""
+    from core.pipeline import Workspace
+
+    frame = Workspace.open().labels().export(history=history, batch=batch)
+    frame.to_csv(path, index=False)
+    counts = frame["label"].value_counts().to_dict()
+    if as_json:
+        _print_json({"exported": len(frame), "path": str(path), "labels": counts})
+    else:
+        kinds = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("outlier", "normal"))
+        out.print(f"{len(frame)} labels ({kinds}) written to {path}", highlight=False)
+
+
 @app.command()
 @handle_errors
 def ui(

@@ -145,13 +145,28 @@ class LabelStore:
         frame = self.all()
         return frame.drop_duplicates("review_id", keep="last").reset_index(drop=True)
 
+    def export(self, history: bool = False, batch: str | None = None) -> pd.DataFrame:
+        """Labels in the layout `import_csv` reads back: ``review_id, label, note, author, batch, created_at``.
+
+        The latest label of each review by default; `history` gives every stored row, oldest first. `batch`
+        keeps the labels given in that batch only. Importing the export into another workspace reproduces its
+        latest labels (stamped with the time of the import).
+        """
+        frame = self.all() if history else self.latest()
+        if batch is not None:
+            frame = frame[frame["batch"] == batch]
+        frame = frame.drop(columns=["id"]).reset_index(drop=True)
+        frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return frame
+
     def as_series(self) -> pd.Series:
         """Latest labels as a Series ``review_id -> label``, the input of `OutlierModel.fit_labels`."""
         latest = self.latest()
         return pd.Series(latest["label"].to_numpy(), index=latest["review_id"].to_numpy(), name="label")
 
     def import_csv(self, path: str | Path, author: str | None = None, batch: str | None = None) -> int:
-        """Import a CSV with columns ``review_id,label`` (and optionally ``note``, ``author``).
+        """Import a CSV with columns ``review_id,label`` (and optionally ``note``, ``author``, ``batch``; `author`
+        and `batch` given here fill the rows that have none).
 
         Every row is checked before anything is stored; a bad row raises with its line number.
         """
@@ -176,7 +191,7 @@ class LabelStore:
                             "label": _check_label(rec.get("label"), where),
                             "note": rec.get("note") or None,
                             "author": rec.get("author") or author,
-                            "batch": batch,
+                            "batch": rec.get("batch") or batch,
                         }
                     )
         except UnicodeDecodeError as err:

@@ -63,17 +63,27 @@ with errors_shown():
             st.caption(f"Why: {row['reason']}")
             note = st.text_input("Note (optional)", key=f"label.note.{review_id}")
             b1, b2, b3 = st.columns(3)
-            if b1.button("Outlier", type="primary", width="stretch", key="label.outlier"):
-                ws.labels().add(review_id, "outlier", note=note or None, batch=batch)
-                state.LABEL_FLASH.set(f"`{review_id}` labelled outlier")
-                st.rerun()
-            if b2.button("Normal", width="stretch", key="label.normal"):
-                ws.labels().add(review_id, "normal", note=note or None, batch=batch)
-                state.LABEL_FLASH.set(f"`{review_id}` labelled normal")
-                st.rerun()
+            for column, label, kind in ((b1, "outlier", "primary"), (b2, "normal", "secondary")):
+                if column.button(label.capitalize(), type=kind, width="stretch", key=f"label.{label}"):
+                    ws.labels().add(review_id, label, note=note or None, batch=batch)
+                    state.LAST_LABEL.set((review_id, label, note or None, batch))
+                    state.LABEL_FLASH.set(f"`{review_id}` labelled {label}")
+                    st.rerun()
             if b3.button("Skip", width="stretch", key="label.skip"):
                 skipped.add(review_id)
                 st.rerun()
+
+    last = state.LAST_LABEL.get()
+    if last:  # a mis-click is corrected by a new label: the store keeps every label it was given
+        last_id, last_label, last_note, last_batch = last
+        other = "normal" if last_label == "outlier" else "outlier"
+        c_last, c_fix = st.columns([3, 1], vertical_alignment="center")
+        c_last.caption(f"Last label from this tab: `{last_id}` → {last_label}")
+        if c_fix.button(f"Change it to {other}", key="label.correct", width="stretch"):
+            ws.labels().add(last_id, other, note=last_note, batch=last_batch)
+            state.LAST_LABEL.set((last_id, other, last_note, last_batch))
+            state.LABEL_FLASH.set(f"`{last_id}` relabelled {other}")
+            st.rerun()
 
     # Metrics of the current model on what has been labelled ---------------------------------------------
     st.subheader("How the champion ranks the labelled reviews")
@@ -91,6 +101,12 @@ with errors_shown():
                    + ("" if metrics.auroc is not None else " · AUROC needs both kinds of label"))
         with st.expander("Labels of this batch"):
             st.dataframe(latest[latest["review_id"].astype(str).isin(set(ids))], hide_index=True, width="stretch")
+    if not latest.empty:
+        st.download_button(
+            f"Download all {len(latest)} labels (CSV)", ws.labels().export().to_csv(index=False).encode(),
+            file_name="labels.csv", mime="text/csv", key="label.download",
+            help="The latest label of every review, in the layout `workbench label import` reads back.",
+        )
 
     st.subheader("Retrain with the labels")
     bundle = cached.model(champion.version)

@@ -68,6 +68,21 @@ def test_quarantine_export(tmp_path: Path) -> None:
     assert out.read_text().count("\n") == 3
 
 
+def test_label_export_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("review_id,label,note\nr1,outlier,spam\nr2,normal,\nr1,normal,\n")
+    assert run_cli("label", "import", str(tmp_path / "in.csv"), "--author", "ana", home=tmp_path).returncode == 0
+    result = run_cli("label", "export", str(tmp_path / "out.csv"), "--json", home=tmp_path / "unused")
+    assert json.loads(result.stdout)["exported"] == 0  # another workspace has no labels
+    result = run_cli("label", "export", str(tmp_path / "out.csv"), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 labels (0 outlier, 2 normal)" in result.stdout
+    history = json.loads(run_cli("label", "export", str(tmp_path / "all.csv"), "--history", "--json",
+                                 home=tmp_path).stdout)
+    assert history["exported"] == 3 and history["labels"] == {"normal": 2, "outlier": 1}
+    text = (tmp_path / "out.csv").read_text().splitlines()
+    assert text[0] == "review_id,label,note,author,batch,created_at" and text[1].startswith("r2,normal,,ana,")
+
+
 def test_quarantined_rows_of_a_stored_batch(tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     src.write_text("text,rating\nfine,4\n,2\nodd,8\n")

@@ -60,6 +60,24 @@ def test_import_csv_checks_every_row_first(tmp_path: Path) -> None:
         store.import_csv(wrong)
 
 
+def test_export_is_read_back_by_import_with_latest_labels_and_batches(tmp_path: Path) -> None:
+    store = LabelStore(f"sqlite:///{tmp_path / 'a.db'}")
+    store.add("r1", "outlier", note="off topic", author="ana", batch="week-1")
+    store.add("r2", "normal", batch="week-2")
+    store.add("r1", "normal", author="ben", batch="week-1")  # relabelled: the latest wins
+    latest = store.export()
+    assert list(latest.columns) == ["review_id", "label", "note", "author", "batch", "created_at"]
+    assert dict(zip(latest["review_id"], latest["label"], strict=True)) == {"r1": "normal", "r2": "normal"}
+    assert len(store.export(history=True)) == 3
+    assert list(store.export(batch="week-2")["review_id"]) == ["r2"]
+    latest.to_csv(tmp_path / "labels.csv", index=False)
+    other = LabelStore(f"sqlite:///{tmp_path / 'b.db'}")
+    assert other.import_csv(tmp_path / "labels.csv") == 2
+    again = other.export()
+    columns = ["review_id", "label", "note", "author", "batch"]
+    assert again[columns].fillna("").to_dict("records") == latest[columns].fillna("").to_dict("records")
+
+
 def test_default_store_lives_under_workbench_home(home: Path) -> None:
     LabelStore().add("r9", "outlier")
     assert (home / "labels.db").is_file()

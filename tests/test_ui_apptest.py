@@ -182,9 +182,15 @@ def test_label_page_stores_a_label_and_shows_metrics(copied_home: Path) -> None:
     assert list(stored["review_id"]) == [first] and stored["label"][0] == "outlier" and stored["note"][0] == "off-topic"
     assert any("labelled outlier" in s.value for s in at.success)
     assert at.text_input[0].key != f"label.note.{first}"  # the queue moved on
+    at.button(key="label.correct").click().run()  # a mis-click is corrected by one more label
+    assert_clean(at)
+    history = LabelStore(f"sqlite:///{copied_home / 'labels.db'}").all()
+    assert list(history["label"]) == ["outlier", "normal"] and list(history["note"]) == ["off-topic", "off-topic"]
+    assert any("relabelled normal" in s.value for s in at.success)
     at.button(key="label.normal").click().run()
     assert_clean(at)
     assert "AUROC" in texts(at)
+    assert [d.proto.label for d in at.get("download_button")] == ["Download all 2 labels (CSV)"]
     at.radio(key="label.order").set_value("random sample").run()
     assert_clean(at)
     sampled = at.text_input[0].key

@@ -65,6 +65,8 @@ LAST_TRAIN: Key[TrainSummary | None] = Key("train.last_run")
 # Label page: "skip" is a per-session choice, not a label; the store only knows outlier/normal.
 SKIPPED: Key[set[str]] = Key("label.skipped", set)
 LABEL_FLASH: Key[str | None] = Key("label.flash")
+# The label this tab gave last (review_id, label, note, batch), offered for a one-click correction.
+LAST_LABEL: Key[tuple[str, str, str | None, str] | None] = Key("label.last")
 # Explore page
 EXPLORE_FLASH: Key[str | None] = Key("explore.flash")
 # Models page
