@@ -103,7 +103,7 @@ with errors_shown():
             st.dataframe(latest[latest["review_id"].astype(str).isin(set(ids))], hide_index=True, width="stretch")
     if not latest.empty:
         st.download_button(
-            f"Download all {len(latest)} labels (CSV)", ws.labels().export().to_csv(index=False).encode(),
+            f"Download labels (CSV, {len(latest)} reviews)", ws.labels().export().to_csv(index=False).encode(),
             file_name="labels.csv", mime="text/csv", key="label.download",
             help="The latest label of every review, in the layout `workbench label import` reads back.",
         )

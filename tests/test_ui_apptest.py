@@ -190,7 +190,7 @@ def test_label_page_stores_a_label_and_shows_metrics(copied_home: Path) -> None:
     at.button(key="label.normal").click().run()
     assert_clean(at)
     assert "AUROC" in texts(at)
-    assert [d.proto.label for d in at.get("download_button")] == ["Download all 2 labels (CSV)"]
+    assert [d.proto.label for d in at.get("download_button")] == ["Download labels (CSV, 2 reviews)"]
     at.radio(key="label.order").set_value("random sample").run()
     assert_clean(at)
     sampled = at.text_input[0].key
