@@ -270,7 +270,7 @@ def min_exceedance_p(counts: Sequence[Exceedances], u: float = 1.0, n_sims: int 
 @lru_cache(maxsize=64)  # per (batch size, levels): a model's groups x levels, the novelty test's levels
 def _exceedance_tails(n: int, total: int, ranks: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """Per rank, ``P(count >= c)`` for c = 0..n under BetaBinomial(n, r, total - r)."""
-    from scipy.special import betaln, gammaln  # lazy, as in Exceedances.p_value
+    from scipy.special import betaln, gammaln  # lazy: importing scipy costs the API a slower cold start
 
     # Log-probabilities summed from the top keep far tails accurate (scipy's betabinom.sf returns 0 there)
     # and cost O(n); betabinom.sf per count was O(n^2), 3 s for a batch of 5,000.
