@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,32 @@ def test_cache_is_shared_between_processes(tmp_path: Path, sample_texts: list[st
 
     vectors = NoModel(cache=cache).encode(texts_file.read_text().split("\n"))
     assert vectors.shape == (10, 384)
+
+
+def test_cache_stays_intact_while_processes_write_and_read_it_at_once(tmp_path: Path) -> None:
+    # The workbench, the API and `workbench score` open one cache file at the same time.
+    cache_path = tmp_path / "embeddings.sqlite"
+    EmbeddingCache(cache_path)
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np
+        from core.embed import EmbeddingCache
+        me = int(sys.argv[1]); cache = EmbeddingCache({str(cache_path)!r}); rng = np.random.default_rng(me)
+        for round in range(40):
+            keys = [f"{{me}}-{{round}}-{{i}}".encode() for i in range(50)]
+            cache.put_many("m", [(k, rng.random(8, dtype=np.float32)) for k in keys])
+            assert len(cache.get_many("m", keys, 8)) == 50
+            cache.get_many("m", [f"{{1 - me}}-{{round}}-{{i}}".encode() for i in range(50)], 8)
+        """
+    )
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(i)], cwd=Path(__file__).parents[1],
+                                stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=240)
+        assert worker.returncode == 0, err
+    with closing(sqlite3.connect(cache_path)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert EmbeddingCache(cache_path).count("m") == 2 * 40 * 50
 
 
 def test_embedding_text_joins_title_and_text() -> None:
