@@ -70,7 +70,9 @@ def test_quarantine_export(tmp_path: Path) -> None:
 
 def test_label_export_round_trip(tmp_path: Path) -> None:
     (tmp_path / "in.csv").write_text("review_id,label,note\nr1,outlier,spam\nr2,normal,\nr1,normal,\n")
-    assert run_cli("label", "import", str(tmp_path / "in.csv"), "--author", "ana", home=tmp_path).returncode == 0
+    imported = run_cli("label", "import", str(tmp_path / "in.csv"), "--author", "ana", home=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    assert "2 of 2 labelled reviews are in no stored batch" in imported.stdout  # nothing ingested here
     result = run_cli("label", "export", str(tmp_path / "out.csv"), "--json", home=tmp_path / "unused")
     assert json.loads(result.stdout)["exported"] == 0  # another workspace has no labels
     result = run_cli("label", "export", str(tmp_path / "out.csv"), home=tmp_path)
@@ -81,6 +83,10 @@ def test_label_export_round_trip(tmp_path: Path) -> None:
     assert history["exported"] == 3 and history["labels"] == {"normal": 2, "outlier": 1}
     text = (tmp_path / "out.csv").read_text().splitlines()
     assert text[0] == "review_id,label,note,author,batch,created_at" and text[1].startswith("r2,normal,,ana,")
+    (tmp_path / "week.csv").write_text("review_id,text\nr1,fine box\nr2,late again\n")
+    assert run_cli("ingest", str(tmp_path / "week.csv"), home=tmp_path).returncode == 0
+    again = run_cli("label", "import", str(tmp_path / "out.csv"), home=tmp_path)
+    assert again.returncode == 0 and "in no stored batch" not in again.stdout  # both reviews are stored now
 
 
 def test_quarantined_rows_of_a_stored_batch(tmp_path: Path) -> None:
