@@ -427,18 +427,12 @@ def label_import(
     """Import labels; all rows are checked first, so a bad row stores none and names its line."""
     from core.pipeline import Workspace
 
-    ws = Workspace.open()
-    n = ws.labels().import_csv(path, author=author)
-    found, labels = ws.labelled_reviews()
-    elsewhere = len(labels) - len(found)  # a mistyped id or a batch not ingested yet: kept, but used by nothing
+    outcome = Workspace.open().import_labels(path, author=author)
     if as_json:
-        _print_json({"imported": n, "path": str(path), "labelled_reviews_in_no_batch": elsewhere})
-        return
-    out.print(f"{n} labels imported from {path}")
-    if elsewhere:
-        out.print(f"{elsewhere} of {len(labels)} labelled reviews are in no stored batch: the labels are kept and "
-                  "count once their batch is ingested (check the review_id column if that is unexpected)",
-                  highlight=False)
+        _print_json({"imported": outcome.imported, "path": str(path),
+                     "labelled_reviews_in_no_batch": outcome.in_no_batch})
+    else:
+        out.print(outcome.summary(str(path)), highlight=False, soft_wrap=True)
 
 
 @label_app.command("export")

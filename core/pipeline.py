@@ -170,6 +170,13 @@ class Workspace:
             found = found.drop_duplicates("review_id")
         return found, labels
 
+    def import_labels(self, path: str | Path, author: str | None = None) -> LabelImport:
+        """Import a labels CSV (`core.labels.LabelStore.import_csv`) and say how many labelled reviews no
+        stored batch holds: a mistyped id or a batch not ingested yet; those labels are kept but used by nothing."""
+        imported = self.labels().import_csv(path, author=author)
+        found, labels = self.labelled_reviews()
+        return LabelImport(imported=imported, labelled=len(labels), in_no_batch=len(labels) - len(found))
+
     def train(
         self,
         reference: str | Path,
@@ -282,6 +289,20 @@ class Workspace:
 
 
 _MODELS: dict[tuple[str, str, str], object] = {}
+
+
+@dataclass(frozen=True)
+class LabelImport:
+    imported: int  # rows of the file stored
+    labelled: int  # reviews with a label in the store, all files together
+    in_no_batch: int  # of those, the ones no stored batch holds
+
+    def summary(self, source: str) -> str:
+        line = f"{self.imported} labels imported from {source}"
+        if self.in_no_batch:
+            line += (f"; {self.in_no_batch} of {self.labelled} labelled reviews are in no stored batch: the labels are "
+                     "kept and count once their batch is ingested (check the review_id column if that is unexpected)")
+        return line
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
@@ -103,10 +106,20 @@ with errors_shown():
             st.dataframe(latest[latest["review_id"].astype(str).isin(set(ids))], hide_index=True, width="stretch")
     if not latest.empty:
         st.download_button(
-            f"Download labels (CSV, {len(latest)} reviews)", ws.labels().export().to_csv(index=False).encode(),
+            f"Download labels (CSV, {len(latest)} review{'s' if len(latest) != 1 else ''})", ws.labels().export().to_csv(index=False).encode(),
             file_name="labels.csv", mime="text/csv", key="label.download",
             help="The latest label of every review, in the layout `workbench label import` reads back.",
         )
+    # Open while a file is chosen: the rerun that follows an upload would otherwise fold it shut.
+    with st.expander("Import labels (CSV)", expanded=st.session_state.get("label.import") is not None):
+        upload = st.file_uploader("CSV with columns review_id,label (outlier or normal); optional note, author, batch",
+                                  type=["csv"], key="label.import")
+        if st.button("Import labels", disabled=upload is None, key="label.import.go") and upload is not None:
+            with tempfile.TemporaryDirectory() as folder:  # the file's own name, so errors name it
+                path = Path(folder) / Path(upload.name).name
+                path.write_bytes(upload.getvalue())
+                state.LABEL_FLASH.set(ws.import_labels(path).summary(upload.name))
+            st.rerun()
 
     st.subheader("Retrain with the labels")
     bundle = cached.model(champion.version)

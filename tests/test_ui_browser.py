@@ -122,6 +122,19 @@ def test_every_page_in_a_real_browser(page, server: tuple[str, Path], tmp_path: 
 
     stored = LabelStore(f"sqlite:///{home / 'labels.db'}").latest()
     assert list(stored["label"]) == ["outlier"]
+    # ... and a labels file through the import on the same page: one review of the batch, one unknown id.
+    labels_file = tmp_path / "more-labels.csv"
+    labels_file.write_text(f"review_id,label\n{stored['review_id'][0]},normal\nno-such-review,outlier\n")
+    page.get_by_text("Import labels (CSV)").click()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(labels_file))
+    page.get_by_text("more-labels.csv").first.wait_for()
+    page.get_by_role("button", name="Import labels").click()
+    page.get_by_text("2 labels imported from more-labels.csv").wait_for()
+    assert page.get_by_text("1 of 2 labelled reviews are in no stored batch", exact=False).count() > 0
+    settle(page)
+    assert_no_exception(page, "label")
+    latest = LabelStore(f"sqlite:///{home / 'labels.db'}").latest().set_index("review_id")["label"]
+    assert latest[stored["review_id"][0]] == "normal" and latest["no-such-review"] == "outlier"
 
     open_page(page, url, "shift", "Run shift check")
     assert_no_exception(page, "shift")
