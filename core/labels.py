@@ -153,11 +153,7 @@ class LabelStore:
         latest labels (stamped with the time of the import).
         """
         frame = self.all() if history else self.latest()
-        if batch is not None:
-            frame = frame[frame["batch"] == batch]
-        frame = frame.drop(columns=["id"]).reset_index(drop=True)
-        frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        return frame
+        return as_export(frame if batch is None else frame[frame["batch"] == batch])
 
     def as_series(self) -> pd.Series:
         """Latest labels as a Series ``review_id -> label``, the input of `OutlierModel.fit_labels`."""
@@ -197,6 +193,13 @@ class LabelStore:
         except UnicodeDecodeError as err:
             raise InputFileError(str(path), f"not UTF-8 text ({err})") from err
         return self.add_many(records)
+
+
+def as_export(labels: pd.DataFrame) -> pd.DataFrame:
+    """Stored label rows (`LabelStore.all` / `latest`) in the layout `LabelStore.import_csv` reads back."""
+    frame = labels.drop(columns=["id"]).reset_index(drop=True)
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return frame
 
 
 def _none_if_missing(value: Any) -> str | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core.labels import QUEUE_ORDERS, as_binary, random_order, score_metrics
+from core.labels import QUEUE_ORDERS, as_binary, as_export, random_order, score_metrics
 from workbench import cached, state
 from workbench.ui import errors_shown, flash, stage_progress
 
@@ -38,6 +38,13 @@ with errors_shown():
         help="Most unusual first finds outliers fastest. A random sample measures the model without bias "
              "(the metrics below) and is what lets a label-aware model take over from the ensemble on retraining.",
     )
+    def give_label(review_id: str, label: str, note: str | None, batch: str, verb: str) -> None:
+        """Store a label, remember it for the correction button, say so after the rerun."""
+        ws.labels().add(review_id, label, note=note, batch=batch)
+        state.LAST_LABEL.set((review_id, label, note, batch))
+        state.LABEL_FLASH.set(f"`{review_id}` {verb} {label}")
+        st.rerun()
+
     queue = data[~labelled & ~ids.isin(skipped)]
     queue = queue.sort_values("score", ascending=False) if order == QUEUE_ORDERS[0] else queue.iloc[
         np.argsort(random_order(queue["review_id"]), kind="stable")]
@@ -68,10 +75,7 @@ with errors_shown():
             b1, b2, b3 = st.columns(3)
             for column, label, kind in ((b1, "outlier", "primary"), (b2, "normal", "secondary")):
                 if column.button(label.capitalize(), type=kind, width="stretch", key=f"label.{label}"):
-                    ws.labels().add(review_id, label, note=note or None, batch=batch)
-                    state.LAST_LABEL.set((review_id, label, note or None, batch))
-                    state.LABEL_FLASH.set(f"`{review_id}` labelled {label}")
-                    st.rerun()
+                    give_label(review_id, label, note or None, batch, "labelled")
             if b3.button("Skip", width="stretch", key="label.skip"):
                 skipped.add(review_id)
                 st.rerun()
@@ -83,10 +87,7 @@ with errors_shown():
         c_last, c_fix = st.columns([3, 1], vertical_alignment="center")
         c_last.caption(f"Last label from this tab: `{last_id}` → {last_label}")
         if c_fix.button(f"Change it to {other}", key="label.correct", width="stretch"):
-            ws.labels().add(last_id, other, note=last_note, batch=last_batch)
-            state.LAST_LABEL.set((last_id, other, last_note, last_batch))
-            state.LABEL_FLASH.set(f"`{last_id}` relabelled {other}")
-            st.rerun()
+            give_label(last_id, other, last_note, last_batch, "relabelled")
 
     # Metrics of the current model on what has been labelled ---------------------------------------------
     st.subheader("How the champion ranks the labelled reviews")
@@ -104,10 +105,10 @@ with errors_shown():
                    + ("" if metrics.auroc is not None else " · AUROC needs both kinds of label"))
         with st.expander("Labels of this batch"):
             st.dataframe(latest[latest["review_id"].astype(str).isin(set(ids))], hide_index=True, width="stretch")
-    if not latest.empty:
+    if not latest.empty:  # the labels this page already read, not a second query on every rerun
         st.download_button(
-            f"Download labels (CSV, {len(latest)} review{'s' if len(latest) != 1 else ''})", ws.labels().export().to_csv(index=False).encode(),
-            file_name="labels.csv", mime="text/csv", key="label.download",
+            f"Download labels (CSV, {len(latest)} review{'s' if len(latest) != 1 else ''})",
+            as_export(latest).to_csv(index=False).encode(), file_name="labels.csv", mime="text/csv", key="label.download",
             help="The latest label of every review, in the layout `workbench label import` reads back.",
         )
     # Open while a file is chosen: the rerun that follows an upload would otherwise fold it shut.
