@@ -96,10 +96,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 @app.command()
 @handle_errors
 def ingest(
-    path: Annotated[Path, typer.Argument(help="Review file: CSV, TSV, JSON, JSONL (also .gz) or Parquet.")],
+    path: Annotated[Path, typer.Argument(help="Review file: CSV (comma, semicolon, tab or bar separated), TSV, "
+                                             "JSON, JSONL (also .gz), Parquet or Excel .xlsx (first sheet).")],
     name: Annotated[str | None, typer.Option(help="Batch name; defaults to the file name.")] = None,
     mapping: MapOption = None,
-    encoding: Annotated[str | None, typer.Option(help="Text encoding when not UTF-8, e.g. latin-1.")] = None,
+    encoding: Annotated[str | None, typer.Option(
+        help="Text encoding when not UTF-8 (a file that is not UTF-8 is read as Windows-1252 unless given), "
+             "e.g. cp1252, latin-1, utf-16.")] = None,
     quarantine_out: Annotated[
         Path | None, typer.Option(help="Also write the quarantined rows (line, reason, raw) to this CSV.")
     ] = None,

@@ -13,7 +13,9 @@ import hashlib
 import io
 import json
 import math
+import re
 import sys
+import warnings
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -27,9 +29,13 @@ import pandas as pd
 from core.errors import InputFileError, SchemaError
 from core.schema import CANONICAL_COLUMNS, QuarantinedRow, ValidationReport, resolve_columns
 
-FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
+FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "xlsx")
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
+_ZIP_MAGIC = b"PK\x03\x04"  # .xlsx is a zip archive
+#: Cell values that mean "no value" in delimited files (compared after stripping, ignoring case).
+_MISSING_WORDS = frozenset({"na", "n/a", "null", "none", "nan", "#n/a", "nil"})
+_DELIMITERS = (",", ";", "\t", "|")
 _TRUE = {"true", "t", "1", "yes", "y", "1.0"}
 _FALSE = {"false", "f", "0", "no", "n", "0.0"}
 #: Quarantined rows kept inside the report; the full set is always in `LoadResult.quarantined`.
@@ -88,17 +94,28 @@ def load_bytes(
     data = _decompress(data, name)
     if not data.strip():
         raise InputFileError(name, "the file is empty")
+    notes: list[str] = []
+    if data.startswith(_ZIP_MAGIC) and fmt is None:
+        if not _strip_gz(name).endswith((".xlsx", ".xlsm")):
+            raise InputFileError(name, "is a zip archive; unzip it, or save a spreadsheet as .xlsx or CSV")
+        fmt = "xlsx"
     fmt = fmt or _guess_format(name, data)
     if fmt == "parquet":
         raw, lines, bad = _read_parquet(data, name)
+    elif fmt == "xlsx":
+        raw, lines, bad = _read_excel(data, name, notes)
     else:
-        if b"\x00" in data[:8192]:
-            raise InputFileError(name, "looks like a binary file, not CSV, TSV, JSON lines or Parquet")
-        text = _decode(data, name, encoding)
+        if encoding is None and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            encoding = "utf-16"  # Excel's "Unicode Text" export
+        wide = encoding is not None and encoding.lower().replace("-", "").replace("_", "").startswith(
+            ("utf16", "utf32"))
+        if b"\x00" in data[:8192] and not wide:
+            raise InputFileError(name, "looks like a binary file, not CSV, TSV, JSON lines, Parquet or Excel")
+        text = _decode(data, name, encoding, notes)
         if fmt in ("json", "jsonl"):
-            raw, lines, bad = _read_json(text, name)
+            raw, lines, bad = _read_json(text, name, notes)
         else:
-            raw, lines, bad = _read_delimited(text, name, "\t" if fmt == "tsv" else ",")
+            raw, lines, bad = _read_delimited(text, name, "\t" if fmt == "tsv" else None, notes)
     if raw.empty and not bad:
         raise InputFileError(name, "the file has a header but no rows")
     try:
@@ -107,9 +124,9 @@ def load_bytes(
         if raw.empty:
             raise InputFileError(name, f"no row could be read ({bad[0].reason} at line {bad[0].line})") from err
         raise InputFileError(name, str(err)) from err
-    frame, quarantined_rows = _canonicalise(raw, lines, columns)
+    frame, quarantined_rows = _canonicalise(raw, lines, columns, notes, whole_file=True)
     quarantined_rows = sorted(bad + quarantined_rows, key=lambda q: q.line)
-    return _result(name, fmt, raw, frame, quarantined_rows, columns, rows_read=len(raw) + len(bad))
+    return _result(name, fmt, raw, frame, quarantined_rows, columns, rows_read=len(raw) + len(bad), notes=notes)
 
 
 def _result(
@@ -120,6 +137,7 @@ def _result(
     quarantined: list[QuarantinedRow],
     columns: dict[str, str],
     rows_read: int,
+    notes: list[str] | None = None,
 ) -> LoadResult:
     """The kept rows, the quarantined rows as a frame, and the validation report over both."""
     report = ValidationReport(
@@ -134,6 +152,7 @@ def _result(
         extra_columns=[c for c in raw.columns if c not in columns.values()],
         quarantine_reasons=dict(Counter(_reason_kind(q.reason) for q in quarantined)),
         quarantined=quarantined[:REPORT_QUARANTINE_LIMIT],
+        notes=notes or [],
     )
     return LoadResult(frame=frame, quarantined=_quarantine_frame(quarantined), report=report)
 
@@ -152,11 +171,12 @@ def load_frame(
         columns = resolve_columns(list(raw.columns), mapping)
     except SchemaError as err:
         raise InputFileError(name, str(err)) from err
-    frame, bad = _canonicalise(raw, np.arange(1, len(raw) + 1), columns)
+    notes: list[str] = []
+    frame, bad = _canonicalise(raw, np.arange(1, len(raw) + 1), columns, notes)
     if strict and bad:
         listed = "; ".join(f"row {q.line}: {q.reason}" for q in bad[:5])
         raise InputFileError(name, f"{len(bad)} row(s) cannot be scored: {listed}")
-    return _result(name, "frame", raw, frame, bad, columns, rows_read=len(raw))
+    return _result(name, "frame", raw, frame, bad, columns, rows_read=len(raw), notes=notes)
 
 
 _STRING_FIELDS = ("title", "product_title", "category", "user_id", "product_id", "review_id")
@@ -206,7 +226,7 @@ def load_records(
     rating = [np.nan if r is None else float(r) for r in ratings] if "rating" in present else [np.nan] * n
     stamps = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]")
     if "timestamp" in present:
-        stamps, bad = _parse_timestamp(pd.Series([row.get("timestamp") for row in rows], dtype=object))
+        stamps, bad, _ = _parse_timestamp(pd.Series([row.get("timestamp") for row in rows], dtype=object))
         if bad.any():
             return load_frame(pd.DataFrame(rows), name=name, strict=True).frame
 
@@ -300,8 +320,11 @@ def _guess_format(name: str, data: bytes) -> str:
     if data.startswith(_PARQUET_MAGIC):
         return "parquet"
     stem = _strip_gz(name)
+    if stem.endswith(".xls"):
+        raise InputFileError(name, "is an old-style Excel .xls file; save it as .xlsx or CSV")
     for ext, fmt in ((".csv", "csv"), (".tsv", "tsv"), (".tab", "tsv"), (".jsonl", "jsonl"),
-                     (".ndjson", "jsonl"), (".json", "json"), (".parquet", "parquet"), (".pq", "parquet")):
+                     (".ndjson", "jsonl"), (".json", "json"), (".parquet", "parquet"), (".pq", "parquet"),
+                     (".xlsx", "xlsx"), (".xlsm", "xlsx")):
         if stem.endswith(ext):
             return fmt
     head = data[:4096].lstrip()
@@ -311,18 +334,40 @@ def _guess_format(name: str, data: bytes) -> str:
     return "tsv" if first_line.count(b"\t") > first_line.count(b",") else "csv"
 
 
-def _decode(data: bytes, name: str, encoding: str | None) -> str:
+def _decode(data: bytes, name: str, encoding: str | None, notes: list[str]) -> str:
     try:
         return data.decode(encoding or "utf-8-sig")
     except UnicodeDecodeError as err:
+        if encoding is None:
+            text = _windows_text(data)
+            if text is not None:
+                notes.append("not UTF-8: read as Windows-1252 (Western European); pass the encoding if that is wrong")
+                return text
         line = data[: err.start].count(b"\n") + 1
         raise InputFileError(
             name,
             f"not valid {encoding or 'UTF-8'} text (byte 0x{data[err.start]:02x} on line {line}); "
-            "save it as UTF-8 or pass the encoding (for example --encoding latin-1)",
+            "save it as UTF-8 or pass the encoding (for example --encoding cp1252 for Windows files)",
         ) from err
     except LookupError as err:
         raise InputFileError(name, f"unknown encoding {encoding!r}") from err
+
+
+def _windows_text(data: bytes) -> str | None:
+    """The file as Windows-1252 when it reads as a legacy single-byte file rather than damaged UTF-8.
+
+    A file saved from Excel on Windows has accented letters as single bytes, none of which forms a UTF-8
+    sequence; UTF-8 with a damaged byte has mostly valid sequences. Only the first reads as Windows-1252.
+    """
+    lenient = data.decode("utf-8", errors="replace")
+    invalid = lenient.count("\ufffd")
+    valid_non_ascii = sum(1 for ch in lenient if ord(ch) > 127) - invalid
+    if valid_non_ascii >= invalid:
+        return None
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
 
 
 def _read_parquet(data: bytes, name: str) -> tuple[pd.DataFrame, np.ndarray, list[QuarantinedRow]]:
@@ -334,16 +379,39 @@ def _read_parquet(data: bytes, name: str) -> tuple[pd.DataFrame, np.ndarray, lis
     return raw.reset_index(drop=True), np.arange(1, len(raw) + 1), []
 
 
-def _read_json(text: str, name: str) -> tuple[pd.DataFrame, np.ndarray, list[QuarantinedRow]]:
+def _read_excel(data: bytes, name: str, notes: list[str]) -> tuple[pd.DataFrame, np.ndarray, list[QuarantinedRow]]:
+    """The first sheet of a workbook; line numbers are the sheet's row numbers (the header is row 1)."""
+    try:
+        sheets = pd.read_excel(io.BytesIO(data), sheet_name=None, dtype=object, engine="openpyxl")
+    except Exception as err:  # openpyxl raises several unrelated types for damaged files
+        raise InputFileError(name, f"not a readable Excel workbook ({type(err).__name__}: {err})") from err
+    if not sheets:
+        raise InputFileError(name, "the workbook has no sheets")
+    sheet, raw = next(iter(sheets.items()))
+    if len(sheets) > 1:
+        notes.append(f"read the first sheet ({sheet!r}) of {len(sheets)}")
+    raw = raw.dropna(how="all")  # formatting often leaves empty rows that Excel shows as blank
+    lines = raw.index.to_numpy(dtype=np.int64) + 2
+    raw = raw.reset_index(drop=True)
+    raw.columns = _unique_names([str(c).strip() if not str(c).startswith("Unnamed: ") else "" for c in raw.columns])
+    raw = raw.astype(object).where(raw.notna(), None)
+    return raw, lines, []
+
+
+def _read_json(text: str, name: str, notes: list[str]) -> tuple[pd.DataFrame, np.ndarray, list[QuarantinedRow]]:
     stripped = text.lstrip()
     records: list[dict] = []
     lines: list[int] = []
     bad: list[QuarantinedRow] = []
+    items: list | None = None
     if stripped.startswith("["):
         try:
             items = json.loads(text)
         except json.JSONDecodeError as err:
             raise InputFileError(name, f"invalid JSON at line {err.lineno}: {err.msg}") from err
+    elif stripped.startswith("{"):
+        items = _wrapped_records(text, notes)
+    if items is not None:
         for index, item in enumerate(items, start=1):
             if isinstance(item, dict):
                 records.append(item)
@@ -368,11 +436,80 @@ def _read_json(text: str, name: str) -> tuple[pd.DataFrame, np.ndarray, list[Qua
                                           raw={"line": line[:2000]}))
         if not records and bad:
             raise InputFileError(name, f"not JSON lines: line {bad[0].line}: {bad[0].reason}")
-    return pd.DataFrame.from_records(records), np.asarray(lines, dtype=np.int64), bad
+    return _records_frame(records), np.asarray(lines, dtype=np.int64), bad
 
 
-def _read_delimited(text: str, name: str, delimiter: str) -> tuple[pd.DataFrame, np.ndarray, list[QuarantinedRow]]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+def _wrapped_records(text: str, notes: list[str]) -> list | None:
+    """The records of a file that is one JSON object (``{"reviews": [...]}``, or one pretty-printed review);
+    None when the text is JSON lines (several values) or not JSON at all, which the line reader then reports."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    lists = [key for key, item in value.items() if isinstance(item, list) and item and isinstance(item[0], dict)]
+    if len(lists) == 1:
+        notes.append(f"records read from the list under the key {lists[0]!r}")
+        return value[lists[0]]
+    return [value]
+
+
+def _records_frame(records: list[dict]) -> pd.DataFrame:
+    raw = pd.DataFrame.from_records(records)
+    for col in raw.columns[raw.dtypes == "float64"]:
+        # Integers with a gap become float64, which rounds ids above 2**53 (1234567890123456789 -> ...768):
+        # such a column keeps the values as given.
+        values = [record.get(col) for record in records]
+        if all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values):
+            raw[col] = pd.Series(values, dtype=object)
+    return raw
+
+
+def _read_delimited(
+    text: str, name: str, delimiter: str | None, notes: list[str]
+) -> tuple[pd.DataFrame, np.ndarray, list[QuarantinedRow]]:
+    """Rows of a CSV or TSV file. `delimiter` None: found from the header (comma, semicolon, tab or bar).
+
+    A tab-separated file is read without quote handling when that reads every row whole: Amazon's TSV exports
+    leave quotes in texts unescaped, and one unmatched quote would otherwise swallow the records after it.
+    """
+    offset = 0
+    first, _, rest = text.partition("\n")
+    if first.strip().lower().startswith("sep=") and len(first.strip()) == 5:  # Excel's delimiter hint line
+        delimiter, text, offset = first.strip()[4], rest, 1
+    if delimiter is None:
+        delimiter = _sniff_delimiter(first)
+        if delimiter != ",":
+            notes.append(f"fields separated by {_DELIMITER_NAMES[delimiter]}")
+    if delimiter == "\t" and '"' in text:
+        plain = _parse_delimited(text, name, delimiter, csv.QUOTE_NONE, offset)
+        if not plain[3] and not _quote_wrapped(plain[1]):
+            return _delimited_frame(*plain)
+        quoted = _parse_delimited(text, name, delimiter, csv.QUOTE_MINIMAL, offset)
+        if not plain[3] and len(plain[1]) != len(quoted[1]):
+            return _delimited_frame(*plain)
+        return _delimited_frame(*(quoted if len(quoted[3]) <= len(plain[3]) else plain))
+    return _delimited_frame(*_parse_delimited(text, name, delimiter, csv.QUOTE_MINIMAL, offset))
+
+
+_DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars (|)"}
+
+
+def _sniff_delimiter(header: str) -> str:
+    """The delimiter that splits the header line into the most fields, outside quotes; comma on ties."""
+    outside = re.sub(r'"[^"]*"', "", header)
+    counts = {d: outside.count(d) for d in _DELIMITERS}
+    best = max(counts, key=lambda d: (counts[d], d == ","))
+    return best if counts[best] else ","
+
+
+def _quote_wrapped(rows: list[list[str]]) -> bool:
+    return any(len(f) >= 2 and f[0] == '"' and f[-1] == '"' for row in rows for f in row)
+
+
+def _parse_delimited(
+    text: str, name: str, delimiter: str, quoting: int, offset: int
+) -> tuple[list[str], list[list[str]], list[int], list[QuarantinedRow]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     try:
         header = next(reader)
     except StopIteration as err:
@@ -391,8 +528,8 @@ def _read_delimited(text: str, name: str, delimiter: str) -> tuple[pd.DataFrame,
         except StopIteration:
             break
         except csv.Error as err:
-            raise InputFileError(name, f"unreadable at line {reader.line_num}: {err}") from err
-        start = previous_end + 1
+            raise InputFileError(name, f"unreadable at line {reader.line_num + offset}: {err}") from err
+        start = previous_end + 1 + offset
         previous_end = reader.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
@@ -405,8 +542,21 @@ def _read_delimited(text: str, name: str, delimiter: str) -> tuple[pd.DataFrame,
             continue
         rows.append(row)
         lines.append(start)
+    return header, rows, lines, bad
+
+
+def _delimited_frame(
+    header: list[str], rows: list[list[str]], lines: list[int], bad: list[QuarantinedRow]
+) -> tuple[pd.DataFrame, np.ndarray, list[QuarantinedRow]]:
     raw = pd.DataFrame(rows, columns=header, dtype=object)
-    raw = raw.replace({"": None})
+    for col in raw.columns:
+        values = raw[col]
+        short = values.str.len() <= 4  # every missing-value word is short; most cells are not
+        if short.any():
+            missing = short & values.str.strip().str.lower().isin(_MISSING_WORDS)
+            raw.loc[missing | (values == ""), col] = None
+        else:
+            raw.loc[values == "", col] = None
     return raw, np.asarray(lines, dtype=np.int64), bad
 
 
@@ -426,8 +576,13 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def _canonicalise(
-    raw: pd.DataFrame, lines: np.ndarray, columns: dict[str, str]
+    raw: pd.DataFrame, lines: np.ndarray, columns: dict[str, str], notes: list[str], whole_file: bool = False
 ) -> tuple[pd.DataFrame, list[QuarantinedRow]]:
+    """Canonical columns, rows that cannot be used with their reasons, and `notes` on how values were read.
+
+    `whole_file`: the rows are a whole file, so a column's rating scale can be read from its values (a request
+    of a few rows cannot tell a 1-10 scale from a typo).
+    """
     raw = raw.reset_index(drop=True)
     n = len(raw)
     problems: list[tuple[np.ndarray, _ReasonWithValue | str]] = []  # (mask, reason per row or constant)
@@ -446,7 +601,7 @@ def _canonicalise(
             out[name] = _as_string(raw[columns[name]])
 
     if "rating" in columns:
-        rating, bad_type, outside = _parse_rating(raw[columns["rating"]])
+        rating, bad_type, outside = _parse_rating(raw[columns["rating"]], notes if whole_file else None)
         problems.append((bad_type, _reason_with_value("wrong type: rating is not a number", raw[columns["rating"]])))
         problems.append((outside, _reason_with_value("rating outside 1-5", raw[columns["rating"]])))
         out["rating"] = rating
@@ -465,8 +620,10 @@ def _canonicalise(
         out["verified_purchase"] = verified
 
     if "timestamp" in columns:
-        stamps, bad = _parse_timestamp(raw[columns["timestamp"]])
-        problems.append((bad, _reason_with_value("unparsable timestamp", raw[columns["timestamp"]])))
+        stamps, bad, against_order = _parse_timestamp(raw[columns["timestamp"]], notes)
+        problems.append((bad & ~against_order, _reason_with_value("unparsable timestamp", raw[columns["timestamp"]])))
+        problems.append((against_order, _reason_with_value(
+            "timestamp has day and month the other way round from the rest of the column", raw[columns["timestamp"]])))
         out["timestamp"] = stamps
 
     reasons = np.full(n, "", dtype=object)
@@ -505,6 +662,12 @@ def _canonicalise(
         frame["review_id"] = _content_ids(frame)
     else:
         frame["review_id"] = frame["review_id"].fillna(pd.Series(_content_ids(frame), index=frame.index))
+    if "review_id" in columns:
+        repeated = frame["review_id"].astype("string").value_counts()
+        repeated = repeated[repeated > 1]
+        if len(repeated):
+            shown = ", ".join(f"{key!r} x{count}" for key, count in repeated.head(3).items())
+            notes.append(f"{len(repeated)} review_id(s) repeat ({shown}); a label given to one applies to all")
     ordered = [c for c in CANONICAL_COLUMNS if c in frame.columns] + ["is_duplicate", "source_line"]
     ordered += [c for c in frame.columns if c not in ordered]
     return frame[ordered], quarantined
@@ -549,10 +712,47 @@ def _reason_with_value(reason: str, source: pd.Series) -> _ReasonWithValue:
     return _ReasonWithValue(reason, source)
 
 
-def _parse_rating(values: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    numbers = pd.to_numeric(values.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
-    numbers = numbers.astype("float64")
+_RATING_TEXT = re.compile(
+    r"(\d+(?:[.,]\d+)?)\s*(?:(?:/|out\s+of|of)\s*(\d+(?:[.,]\d+)?))?\s*(?:stars?|points?|★)?", re.IGNORECASE)
+#: A column is on a ten-point scale when every rating lies in [0, 10] and at least this share, and at least
+#: three ratings, lie above 5: ten-point ratings lean high, so most do; a 1-5 column with a stray typo stays a
+#: 1-5 column, and the typo is quarantined.
+TEN_POINT_SHARE = 0.25
+
+
+def _rating_value(value: object) -> object:
+    """A rating as a number on its own scale: 4, "4", "4,5", "4 stars", "4.0 out of 5 stars", "8/10", "★★★★"."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text and set(text) <= {"★", "☆"}:
+        return float(text.count("★"))
+    match = _RATING_TEXT.fullmatch(text)
+    if match is None:
+        return text  # left for to_numeric to reject
+    number = float(match.group(1).replace(",", "."))
+    if match.group(2):
+        top = float(match.group(2).replace(",", "."))
+        if top <= 1:
+            return text
+        number = 1 + 4 * (number - 1) / (top - 1)  # "8/10" onto 1-5, as a ten-point column is
+    return number
+
+
+def _parse_rating(values: pd.Series, notes: list[str] | None = None) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Ratings on the 1-5 scale, with the rows whose value is not a number and those outside 1-5.
+
+    With `notes` (a whole file), a column on a ten-point scale (0-10 or 1-10) is mapped onto 1-5 and noted.
+    """
+    numbers = pd.to_numeric(values.map(_rating_value), errors="coerce").astype("float64")
     bad_type = (values.notna() & numbers.isna()).to_numpy()
+    given = numbers.dropna()
+    if notes is not None and len(given) and given.min() >= 0 and given.max() <= 10 and (given > 5).sum() >= 3 and (
+            (given > 5).mean() >= TEN_POINT_SHARE):
+        low = 0.0 if given.min() < 1 else 1.0
+        numbers = 1 + 4 * (numbers - low) / (10 - low)
+        notes.append(f"rating: read as a {low:g}-10 scale ({(given > 5).mean():.0%} of ratings above 5) and "
+                     "mapped onto 1-5")
     outside = (numbers.notna() & ((numbers < 1) | (numbers > 5))).to_numpy()
     return numbers, bad_type, outside
 
@@ -597,10 +797,20 @@ _EARLIEST = pd.Timestamp.min.tz_localize("UTC")
 _LATEST = pd.Timestamp.max.tz_localize("UTC")
 
 
-def _parse_timestamp(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+_NUMERIC_DATE = re.compile(r"(\d{1,2})([./-])(\d{1,2})\2(\d{2,4})\b")
+
+
+def _parse_timestamp(values: pd.Series, notes: list[str] | None = None) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Timestamps in UTC, the rows that could not be read, and those read against the column's day/month order.
+
+    Numeric dates such as 01/03/2021 are read with one day/month order for the whole column: day first when
+    some date has a first number above 12 (or the separator is a dot), month first otherwise; dates that only
+    the other order can read are set aside rather than swapped one by one.
+    """
     stripped = values.map(lambda v: v.strip() if isinstance(v, str) else v)
     numeric = pd.to_numeric(stripped, errors="coerce")
     result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    against_order = np.zeros(len(values), dtype=bool)
     is_num = numeric.notna()
     if is_num.any():
         nums = numeric[is_num].astype("float64")
@@ -612,16 +822,37 @@ def _parse_timestamp(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     is_text = stripped.notna() & ~is_num
     if is_text.any():
         texts = stripped[is_text].astype(str)
-        parsed = pd.to_datetime(texts, utc=True, errors="coerce")
-        retry = parsed.isna()
-        if retry.any():
-            parsed[retry] = pd.to_datetime(texts[retry], utc=True, errors="coerce", format="mixed")
+        with warnings.catch_warnings():  # "could not infer format": the mixed retry below is the answer
+            warnings.simplefilter("ignore", UserWarning)
+            parsed = pd.to_datetime(texts, utc=True, errors="coerce")
+            retry = parsed.isna()
+            if retry.any():
+                parsed[retry] = pd.to_datetime(texts[retry], utc=True, errors="coerce", format="mixed")
+            parts = texts.str.match(_NUMERIC_DATE)
+            if parts.any():
+                dated = texts[parts].str.extract(_NUMERIC_DATE)
+                first, second = dated[0].astype(int), dated[2].astype(int)
+                day_first_votes, month_first_votes = int((first > 12).sum()), int((second > 12).sum())
+                day_first = day_first_votes > month_first_votes or (
+                    day_first_votes == month_first_votes == 0 and (dated[1] == ".").mean() > 0.5)
+                parsed[parts] = pd.to_datetime(texts[parts], utc=True, errors="coerce", format="mixed",
+                                               dayfirst=day_first)
+                wrong = (second > 12) if day_first else (first > 12)
+                parsed[wrong[wrong].index] = pd.NaT
+                against_order[np.flatnonzero(is_text.to_numpy())[np.flatnonzero(parts.to_numpy())]] = wrong.to_numpy()
+                if notes is not None and ((first <= 12) & (second <= 12) & (first != second)).any():
+                    evidence = max(day_first_votes, month_first_votes)
+                    why = (f"{evidence} date(s) can only be read that way" if evidence
+                           else "the dates use dots, as day-first dates do" if day_first
+                           else "no date says otherwise")
+                    notes.append(f"timestamp: dates such as {texts[parts].iloc[0]!r} read "
+                                 f"{'day' if day_first else 'month'} first ({why})")
         # Dates past 2262 (or before 1677) parse at a coarser unit but do not fit the nanosecond column:
         # they are unusable timestamps (quarantined with the others), not a crash.
         in_range = (parsed >= _EARLIEST) & (parsed <= _LATEST)
         result[is_text] = parsed.where(in_range).astype("datetime64[ns, UTC]")
     bad = (stripped.notna() & result.isna()).to_numpy()
-    return result, bad
+    return result, bad, against_order
 
 
 def _content_ids(frame: pd.DataFrame) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,23 +27,37 @@ CANONICAL_COLUMNS: tuple[str, ...] = (
 #: Columns the loader adds itself; never taken from the input.
 DERIVED_COLUMNS: tuple[str, ...] = ("is_duplicate", "source_line")
 
-#: Source names recognised per canonical column, most specific first. Matching ignores case.
-#: Amazon Reviews 2023 (rating, title, text, helpful_vote, verified_purchase, main_category, ...),
-#: the 2023 review+metadata join (title_x = review title, title_y = product title) and
-#: Amazon 2018/2014 (overall, summary, reviewText, reviewerID, unixReviewTime, vote, verified, helpful).
+#: Source names recognised per canonical column, most specific first. Matching ignores case, spaces, dots,
+#: hyphens and underscores ("Review Text", "review-text" and "reviews.text" all match "reviewtext"). Covered:
+#: Amazon Reviews 2023 (rating, title, text, helpful_vote, verified_purchase, main_category, ...), the 2023
+#: review+metadata join (title_x = review title, title_y = product title), Amazon 2018/2014 (overall, summary,
+#: reviewText, reviewerID, unixReviewTime, vote, verified, helpful), Amazon's US reviews TSV (star_rating,
+#: review_headline, review_body, helpful_votes), Yelp (stars, useful, business_id, date), Google Play (content,
+#: score, thumbsUpCount, at, userName), Datafiniti (reviews.text, reviews.rating, ...) and common exports
+#: (Review, Rate, Review Text, Positive Feedback Count).
 ALIASES: dict[str, tuple[str, ...]] = {
-    "review_id": ("review_id", "id", "reviewid"),
-    "text": ("text", "reviewtext", "review_text", "review_body", "review", "body", "content", "comment"),
-    "title": ("title_x", "summary", "review_title", "review_headline", "headline", "title"),
-    "rating": ("rating", "overall", "star_rating", "stars", "score"),
-    "helpful_vote": ("helpful_vote", "helpful_votes", "vote", "helpful"),
-    "verified_purchase": ("verified_purchase", "verified"),
+    "review_id": ("review_id", "reviewid", "reviews.id", "id"),
+    "text": ("text", "reviewtext", "review_text", "review_body", "review", "reviews.text", "review_content",
+             "body", "content", "comment", "reviews"),
+    "title": ("title_x", "summary", "review_title", "review_headline", "reviews.title", "headline", "title"),
+    "rating": ("rating", "overall", "star_rating", "stars", "reviews.rating", "review_rating", "score", "rate",
+               "ratings", "star"),
+    "helpful_vote": ("helpful_vote", "helpful_votes", "vote", "helpful", "reviews.numhelpful", "thumbsupcount",
+                     "positive_feedback_count", "useful", "helpful_count", "review_votes"),
+    "verified_purchase": ("verified_purchase", "verified", "reviews.didpurchase"),
     "product_title": ("title_y", "product_title", "product_name"),
-    "category": ("main_category", "category", "product_category", "main_cat"),
-    "timestamp": ("timestamp", "unixreviewtime", "review_date", "date", "time", "reviewtime"),
-    "user_id": ("user_id", "reviewerid", "customer_id", "author"),
-    "product_id": ("parent_asin", "asin", "product_id"),
+    "category": ("main_category", "category", "product_category", "main_cat", "categories"),
+    "timestamp": ("timestamp", "unixreviewtime", "review_date", "reviews.date", "date", "time", "reviewtime",
+                  "at", "created_at", "review_time", "datetime"),
+    "user_id": ("user_id", "reviewerid", "customer_id", "reviews.username", "username", "reviewer_name",
+                "author", "user_name"),
+    "product_id": ("parent_asin", "asin", "product_id", "business_id", "item_id", "productid"),
 }
+
+
+def _name_key(name: str) -> str:
+    """The part of a column name that matching looks at: lower-case letters and digits only."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
 def resolve_columns(
@@ -79,14 +94,16 @@ def resolve_columns(
         raise SchemaError(
             f"mapped column(s) not in the file: {', '.join(missing)}; the file has {', '.join(source_columns)}"
         )
-    lowered = {col.lower(): col for col in source_columns}
+    lowered: dict[str, str] = {}
+    for col in source_columns:  # the first column wins when two names differ only in case or separators
+        lowered.setdefault(_name_key(col), col)
     used = set(mapping.values())
     resolved = dict(mapping)
     for canonical in CANONICAL_COLUMNS:
         if canonical in resolved:
             continue
         for alias in ALIASES[canonical]:
-            source = lowered.get(alias)
+            source = lowered.get(_name_key(alias))
             if source is not None and source not in used:
                 resolved[canonical] = source
                 used.add(source)
@@ -124,6 +141,9 @@ class ValidationReport(BaseModel):
     extra_columns: list[str]
     quarantine_reasons: dict[str, int] = Field(default_factory=dict)
     quarantined: list[QuarantinedRow] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list,
+                             description="how the file was read where it was not plain: encoding, delimiter, "
+                                         "rating scale, date order, repeated ids")
     batch: str | None = None
 
     def summary_lines(self) -> list[str]:
@@ -135,6 +155,7 @@ class ValidationReport(BaseModel):
         ]
         if self.missing_columns:
             lines.append("not in this file: " + ", ".join(self.missing_columns))
+        lines.extend(f"note: {note}" for note in self.notes)
         for reason, count in sorted(self.quarantine_reasons.items(), key=lambda kv: -kv[1]):
             lines.append(f"quarantined {count}: {reason}")
         return lines

@@ -22,7 +22,7 @@ with errors_shown():
     )
     files = st.file_uploader(
         "Review files", accept_multiple_files=True, key="data.uploader",
-        type=["csv", "tsv", "tab", "json", "jsonl", "ndjson", "parquet", "pq", "gz"],
+        type=["csv", "tsv", "tab", "txt", "json", "jsonl", "ndjson", "parquet", "pq", "xlsx", "gz"],
     )
     names: dict[str, str] = {}
     for f in files or []:

@@ -99,7 +99,7 @@ def test_jsonl_bad_lines_are_quarantined() -> None:
     assert result.report.rows_kept == 1
 
 
-@pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "jsonl", "parquet", "csv.gz", "jsonl.gz"])
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "jsonl", "parquet", "csv.gz", "jsonl.gz", "xlsx"])
 def test_every_format_round_trips(fmt: str, tmp_path: Path) -> None:
     frame = pd.DataFrame({"text": ["a fine kettle", "loud fan"], "rating": [5, 2], "helpful_vote": [0, 3]})
     path = tmp_path / f"reviews.{fmt}"
@@ -113,6 +113,8 @@ def test_every_format_round_trips(fmt: str, tmp_path: Path) -> None:
         buffer.write(frame.to_json(orient="records").encode())
     elif base == "jsonl":
         buffer.write(frame.to_json(orient="records", lines=True).encode())
+    elif base == "xlsx":
+        frame.to_excel(buffer, index=False, engine="openpyxl")
     else:
         frame.to_parquet(buffer, index=False)
     data = buffer.getvalue()
@@ -137,7 +139,7 @@ def test_review_ids_given_are_kept_and_content_ids_are_stable() -> None:
     [
         (b"", "empty.csv", "empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "photo.csv", "binary"),
-        ("text\ncaf\xe9 cr\xe8me\n".encode("latin-1"), "latin.csv", "not valid UTF-8"),
+        ("text\ncafé crème\nnaïve\n".encode() + b"bad \xff byte\n", "damaged.csv", "not valid UTF-8"),
         (gzip.compress(b"text\n" + b"a review\n" * 2000)[:-30], "cut.csv.gz", "truncated"),
         (b"name,price\nkettle,20\n", "products.csv", "no review text column"),
         (b"text\n", "header-only.csv", "no rows"),
@@ -149,6 +151,14 @@ def test_unreadable_input_names_file_and_problem(data: bytes, name: str, problem
         load_bytes(data, name=name)
     assert name in str(info.value)
     assert problem in str(info.value)
+
+
+def test_windows_1252_file_is_read_with_a_note() -> None:
+    # Excel on Windows saves CSV as cp1252: accented letters and curly quotes are single bytes.
+    data = "text\nTrès bien \u2013 \u201csuper\u201d\n".encode("cp1252")
+    result = load_bytes(data, name="excel.csv")
+    assert result.frame["text"].iloc[0] == "Très bien \u2013 \u201csuper\u201d"
+    assert any("Windows-1252" in note for note in result.report.notes)
 
 
 def test_explicit_encoding_reads_latin1() -> None:
@@ -166,3 +176,110 @@ def test_dates_outside_the_nanosecond_range_are_quarantined_not_a_crash() -> Non
     assert result.frame["text"].tolist() == ["c"]
     assert result.report.quarantine_reasons == {"unparsable timestamp": 2}
     assert [q.line for q in result.report.quarantined] == [2, 3]
+
+
+# Layouts other than Amazon's: what other review sources and spreadsheet exports look like.
+
+
+def test_amazon_us_tsv_keeps_unbalanced_quotes_and_every_record() -> None:
+    header = "review_id\tstar_rating\treview_headline\treview_body\tverified_purchase\treview_date\n"
+    rows = [
+        'R1\t5\t"Best" reader ever\tThe 7" screen is fine\tY\t2015-08-31\n',
+        'R2\t4\tGood\t"Great product, 5 stars though the 6 inch one is better\tN\t2015-08-30\n',
+        "R3\t1\tBad\tBroke in a week.\tY\t2015-08-29\n",
+    ]
+    result = load_bytes((header + "".join(rows)).encode(), name="amazon_reviews_us.tsv")
+    frame = result.frame
+    assert list(frame["review_id"]) == ["R1", "R2", "R3"]
+    assert frame["title"].iloc[0] == '"Best" reader ever'
+    assert frame["text"].iloc[1].startswith('"Great product')
+    assert list(frame["verified_purchase"]) == [True, False, True]
+
+
+def test_quoted_tsv_from_pandas_is_still_unquoted() -> None:
+    frame = pd.DataFrame({"text": ['He said "wow"', "two\nlines", "plain"], "rating": [5, 4, 3]})
+    result = load_bytes(frame.to_csv(index=False, sep="\t").encode(), name="export.tsv")
+    assert list(result.frame["text"]) == ['He said "wow"', "two\nlines", "plain"]
+
+
+def test_semicolons_decimal_commas_and_excel_separator_line() -> None:
+    data = "\ufeffreview;rating;date\nTrès bon, rapide;4,5;01.03.2021\nNicht gut;2;13.03.2021\n".encode()
+    result = load_bytes(data, name="export.csv")
+    assert list(result.frame["text"]) == ["Très bon, rapide", "Nicht gut"]
+    assert list(result.frame["rating"]) == [4.5, 2.0]
+    assert list(result.frame["timestamp"].dt.day) == [1, 13]
+    assert "fields separated by semicolons" in result.report.notes
+    hinted = load_bytes(b"sep=;\ntext;rating\ngood;4\nbad;1\n", name="excel.csv")
+    assert list(hinted.frame["rating"]) == [4.0, 1.0]
+    assert list(hinted.frame["source_line"]) == [3, 4]
+
+
+def test_column_names_match_ignoring_case_spaces_and_separators() -> None:
+    data = b"Clothing ID,Title,Review Text,Rating,Positive Feedback Count\n7,Nice,Soft and warm,5,2\n"
+    result = load_bytes(data, name="womens_clothing.csv")
+    assert result.report.columns["text"] == "Review Text"
+    assert result.report.columns["helpful_vote"] == "Positive Feedback Count"
+    play = load_bytes(b"reviewId,userName,content,score,thumbsUpCount,at\ng1,Ann,Crashes,1,3,2023-01-02 10:00:00\n",
+                      name="play.csv")
+    assert {k: play.report.columns[k] for k in ("text", "rating", "helpful_vote", "timestamp", "user_id")} == {
+        "text": "content", "rating": "score", "helpful_vote": "thumbsUpCount", "timestamp": "at",
+        "user_id": "userName"}
+
+
+def test_ratings_written_as_text_and_ten_point_scales() -> None:
+    texts = ["5 stars", "1 star", "4.0 out of 5 stars", "4/5", "\u2605\u2605\u2605", "8/10"]
+    data = "text,rating\n" + "".join(f"r{i},{t}\n" for i, t in enumerate(texts))
+    result = load_bytes(data.encode(), name="stars.csv")
+    assert list(result.frame["rating"]) == pytest.approx([5, 1, 4, 4, 3, 1 + 4 * 7 / 9])
+    ten = load_bytes(b"text,rating\na,10\nb,8\nc,1\nd,7\ne,5\n", name="ten.csv")
+    assert list(ten.frame["rating"]) == pytest.approx([5, 1 + 4 * 7 / 9, 1, 1 + 4 * 6 / 9, 1 + 4 * 4 / 9])
+    assert any("1-10 scale" in note for note in ten.report.notes)
+    # one typo in a 1-5 column is quarantined, not taken for a ten-point scale
+    typo = load_bytes(b"text,rating\na,5\nb,4\nc,9\nd,3\n", name="typo.csv")
+    assert typo.report.quarantine_reasons == {"rating outside 1-5": 1}
+    assert not typo.report.notes
+
+
+def test_numeric_dates_use_one_day_month_order_per_column() -> None:
+    data = b"text,date\na,01/03/2021\nb,25/12/2020\nc,03/04/2021\n"
+    result = load_bytes(data, name="uk.csv")
+    assert [(t.day, t.month) for t in result.frame["timestamp"]] == [(1, 3), (25, 12), (3, 4)]
+    us = load_bytes(b"text,date\na,01/03/2021\nb,12/25/2020\nc,2021-07-09\n", name="us.csv")
+    assert [(t.day, t.month) for t in us.frame["timestamp"]] == [(3, 1), (25, 12), (9, 7)]
+    assert any("month first" in note for note in us.report.notes)
+    mixed = load_bytes(b"text,date\na,25/12/2020\nb,26/12/2020\nc,12/27/2020\n", name="mixed.csv")
+    assert list(mixed.frame["text"]) == ["a", "b"]
+    assert mixed.report.quarantined[0].line == 4
+    assert mixed.report.quarantined[0].reason.startswith("timestamp has day and month the other way round")
+
+
+def test_missing_value_words_are_missing_not_bad_values() -> None:
+    data = b"text,rating,helpful_vote,verified_purchase,timestamp\na,NA,N/A,null,None\nb,4,nan,,NULL\n"
+    result = load_bytes(data, name="nulls.csv")
+    assert result.report.rows_kept == 2
+    assert result.frame["rating"].isna().tolist() == [True, False]
+
+
+def test_integer_ids_keep_every_digit_and_repeats_are_reported() -> None:
+    lines = [{"review_id": 1234567890123456789, "text": "a"}, {"text": "b"},
+             {"review_id": 1234567890123456790, "text": "c"}]
+    data = "\n".join(json.dumps(line) for line in lines).encode()
+    frame = load_bytes(data, name="ids.jsonl").frame
+    assert frame["review_id"].iloc[0] == "1234567890123456789"
+    assert frame["review_id"].iloc[2] == "1234567890123456790"
+    repeated = load_bytes(b"review_id,text\nR1,a\nR1,b\nR2,c\n", name="rep.csv")
+    assert repeated.report.rows_kept == 3
+    assert any("'R1' x2" in note for note in repeated.report.notes)
+
+
+def test_wrapped_json_utf16_and_spreadsheet_mistakes() -> None:
+    wrapped = json.dumps({"meta": {"page": 1}, "reviews": [{"text": "a", "stars": 4}, {"text": "b", "stars": 2}]},
+                         indent=2)
+    result = load_bytes(wrapped.encode(), name="export.json")
+    assert list(result.frame["rating"]) == [4.0, 2.0]
+    utf16 = load_bytes("text\trating\nsch\u00f6n\t5\n".encode("utf-16"), name="unicode.txt")
+    assert utf16.frame["text"].iloc[0] == "sch\u00f6n"
+    with pytest.raises(InputFileError, match="zip archive"):
+        load_bytes(b"PK\x03\x04" + b"\x00" * 40, name="reviews.csv.zip")
+    with pytest.raises(InputFileError, match="save it as .xlsx or CSV"):
+        load_bytes(b"\xd0\xcf\x11\xe0" + b"\x00" * 40, name="old.xls")
