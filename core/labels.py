@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from core.errors import InputFileError, NotFittedError, ParameterError, StorageError
+from core.load import sniff_delimiter
 
 LABELS: tuple[str, ...] = ("outlier", "normal")
 COLUMNS: tuple[str, ...] = ("id", "review_id", "label", "note", "author", "batch", "created_at")
@@ -171,14 +172,18 @@ class LabelStore:
             raise InputFileError(str(path), "file not found")
         try:
             with path.open(newline="", encoding="utf-8-sig") as handle:
-                reader = csv.DictReader(handle)
+                # Spreadsheets export with semicolons in much of Europe; the header says which.
+                reader = csv.DictReader(handle, delimiter=sniff_delimiter(handle.readline()))
+                handle.seek(0)
                 fields = [f.strip().lower() for f in reader.fieldnames or []]
                 if "review_id" not in fields or "label" not in fields:
                     raise InputFileError(
                         str(path), f"expected columns review_id,label; got {','.join(fields) or 'none'}"
                     )
                 records = []
-                for line, raw in enumerate(reader, start=2):
+                previous_end = reader.line_num
+                for raw in reader:
+                    line, previous_end = previous_end + 1, reader.line_num  # a quoted note may span lines
                     rec = {str(k).strip().lower(): v for k, v in raw.items() if k is not None}
                     where = f"{path.name} line {line}: "
                     records.append(

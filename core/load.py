@@ -477,7 +477,7 @@ def _read_delimited(
     if first.strip().lower().startswith("sep=") and len(first.strip()) == 5:  # Excel's delimiter hint line
         delimiter, text, offset = first.strip()[4], rest, 1
     if delimiter is None:
-        delimiter = _sniff_delimiter(first)
+        delimiter = sniff_delimiter(first)
         if delimiter != ",":
             notes.append(f"fields separated by {_DELIMITER_NAMES[delimiter]}")
     if delimiter == "\t" and '"' in text:
@@ -494,7 +494,7 @@ def _read_delimited(
 _DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars (|)"}
 
 
-def _sniff_delimiter(header: str) -> str:
+def sniff_delimiter(header: str) -> str:
     """The delimiter that splits the header line into the most fields, outside quotes; comma on ties."""
     outside = re.sub(r'"[^"]*"', "", header)
     counts = {d: outside.count(d) for d in _DELIMITERS}

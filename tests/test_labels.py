@@ -60,6 +60,18 @@ def test_import_csv_checks_every_row_first(tmp_path: Path) -> None:
         store.import_csv(wrong)
 
 
+def test_import_csv_reads_semicolons_and_counts_lines_of_multiline_notes(tmp_path: Path) -> None:
+    store = LabelStore(f"sqlite:///{tmp_path / 'labels.db'}")
+    excel = tmp_path / "excel.csv"
+    excel.write_text('\ufeffreview_id;label;note\nr1;outlier;"two\nlines"\nr2;normal;\n', encoding="utf-8")
+    assert store.import_csv(excel) == 2
+    assert store.all()["note"].iloc[0] == "two\nlines"
+    bad = tmp_path / "bad.csv"
+    bad.write_text('review_id;label;note\nr1;outlier;"two\nlines"\nr2;spam;\n', encoding="utf-8")
+    with pytest.raises(ParameterError, match="bad.csv line 4: label must be one of"):
+        store.import_csv(bad)
+
+
 def test_export_is_read_back_by_import_with_latest_labels_and_batches(tmp_path: Path) -> None:
     store = LabelStore(f"sqlite:///{tmp_path / 'a.db'}")
     store.add("r1", "outlier", note="off topic", author="ana", batch="week-1")
