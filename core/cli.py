@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from core.errors import WorkbenchError
+from core.schema import parse_mapping
 
 app = typer.Typer(
     help="Review Outlier & Shift Workbench: find reviews that do not belong, measure how batches shift.",
@@ -52,15 +53,7 @@ def handle_errors(func: F) -> F:
 
 
 def _parse_mapping(items: list[str] | None) -> dict[str, str] | None:
-    if not items:
-        return None
-    mapping = {}
-    for item in items:
-        if "=" not in item:
-            raise WorkbenchError(f"--map expects CANONICAL=SOURCE (for example text=body), got {item!r}")
-        key, value = item.split("=", 1)
-        mapping[key.strip()] = value.strip()
-    return mapping
+    return parse_mapping(items)
 
 
 @contextmanager
@@ -299,6 +292,7 @@ def score(
     source: Annotated[str, typer.Argument(help="Review file or stored batch to score.")],
     out_path: Annotated[Path, typer.Option("--out", help="Output .csv or .parquet.")],
     model: Annotated[str, typer.Option(help="Model alias or version.")] = "champion",
+    mapping: MapOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score reviews with the champion: one column per detector and signal, score (0-1), is_outlier, reason."""
@@ -307,8 +301,12 @@ def score(
     if out_path.suffix.lower() not in (".csv", ".parquet"):
         raise WorkbenchError(f"--out must end in .csv or .parquet, got {out_path.name}")
     ws = Workspace.open()
+    resolved = ws.resolve(source, _parse_mapping(mapping))
+    if not as_json:
+        for line in resolved.load_lines():
+            out.print(line, highlight=False)
     with progress_bar(not as_json) as update:
-        scores, version = ws.score(source, alias=model, progress=_stage_progress(update))
+        scores, version = ws.score(resolved.frame, alias=model, progress=_stage_progress(update))
     table = scores.frame
     if out_path.suffix.lower() == ".csv":
         table.to_csv(out_path, index=False)
@@ -316,7 +314,8 @@ def score(
         table.to_parquet(out_path, index=False)
     evidence = scores.result.group_evidence
     summary = {"out": str(out_path), "rows": len(table), "flagged": int(table["is_outlier"].sum()),
-               "model_version": version.version, "missing_columns": scores.missing, "group_evidence": evidence}
+               "model_version": version.version, "missing_columns": scores.missing, "group_evidence": evidence,
+               "rows_set_aside": resolved.report.rows_quarantined if resolved.report else 0}
     if as_json:
         _print_json(summary)
         return
@@ -332,6 +331,10 @@ def score(
     if scores.missing:
         out.print(f"not in this batch (signals that need them were left out): {', '.join(scores.missing)}",
                   highlight=False)
+    if "title" in scores.missing:
+        out.print("the model embeds review title + text and this batch has no titles, so its reviews read as more "
+                  "novel than they are: map the title column (--map title=COLUMN) or train on a reference "
+                  "without titles", highlight=False)
 
 
 @app.command()
@@ -342,6 +345,7 @@ def shift(
     out_path: Annotated[Path, typer.Option("--out", help="Report file: .html, .json or .csv (per-review scores).")],
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
     permutations: Annotated[int, typer.Option(help="Permutations per permutation test.")] = 1000,
+    mapping: MapOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Test whether the current batch differs from the reference; write an HTML, JSON or CSV report."""
@@ -351,9 +355,17 @@ def shift(
     if out_path.suffix.lower() not in (".html", ".json", ".csv"):
         raise WorkbenchError(f"--out must end in .html, .json or .csv, got {out_path.name}")
     ws = Workspace.open()
+    sides = {}
+    for role, source in (("reference", reference), ("current", current)):
+        # --map applies to whichever side is a file (stored batches were mapped at ingest)
+        sides[role] = ws.resolve(source, _parse_mapping(mapping) if Path(source).exists() else None)
+        if not as_json:
+            for line in sides[role].load_lines():
+                out.print(f"{role}: {line}", highlight=False)
     with progress_bar(not as_json) as update:
-        report = ws.compare(reference, current, alpha=alpha, n_permutations=permutations,
-                            progress=lambda d, t: update("shift tests", d, t))
+        report = ws.compare(sides["reference"].frame, sides["current"].frame, alpha=alpha,
+                            n_permutations=permutations, progress=lambda d, t: update("shift tests", d, t),
+                            names=(reference, current))
     write_report(report, out_path)
     summary = {"out": str(out_path), "drift": bool(report.drift), "p_value": float(report.p_value),
                "n_reference": report.n_reference, "n_current": report.n_current,

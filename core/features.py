@@ -17,7 +17,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from core.embed import Embedder, ProgressCallback, embedding_text
+from core.embed import Embedder, ProgressCallback, embedding_text, title_share
 from core.errors import NotFittedError
 
 #: Descriptors of the text alone, used as features, as shift features and by the text-quality signal.
@@ -120,6 +120,7 @@ class FeaturePipeline:
 
     def fit(self, frame: pd.DataFrame) -> FeaturePipeline:
         raw = tabular_inputs(frame)
+        self.title_share_ = title_share(frame)
         # A column counts as present when the reference has at least one value for it.
         self.numeric_ = [c for c in (*NUMERIC_INPUTS, *DESCRIPTORS) if raw[c].notna().any()]
         self.categorical_ = [c for c in CATEGORICAL_INPUTS if raw[c].notna().any()]
@@ -158,12 +159,18 @@ class FeaturePipeline:
         here (this runs on every API request).
         """
         self._check_fitted()
-        present: dict[str, np.ndarray | None] = {}
+        present: dict[str, np.ndarray | None] = {}  # named as in the input, not as the feature
         for column in self.numeric_ + self.categorical_:
             if column in DESCRIPTORS:
                 continue
             source = "helpful_vote" if column == "log_helpful_vote" else column
-            present[column] = frame[source].notna().to_numpy() if source in frame.columns else None
+            present[source] = frame[source].notna().to_numpy() if source in frame.columns else None
+        if "title" in self.embed_fields and getattr(self, "title_share_", 0.0) >= 0.5:
+            # Titles are embedded with the text; a batch without them reads as more novel than it is.
+            present["title"] = (
+                (frame["title"].astype("string").str.strip().fillna("") != "").to_numpy()
+                if "title" in frame.columns else None
+            )
         return [
             [c for c, has in present.items() if has is None or not has[part].any()] for part in slices
         ]

@@ -19,6 +19,7 @@ from core.batches import BatchInfo, BatchStore
 from core.embed import FASTEST_EQUIVALENT, Embedder, make_embedder
 from core.errors import ModelUnavailableError, NotFoundError, WorkbenchError
 from core.load import LoadResult, load_path
+from core.schema import ValidationReport
 from core.settings import Settings, get_settings
 from core.storage import Storage, make_storage
 
@@ -109,11 +110,19 @@ class Workspace:
 
     def resolve_frame(self, source: str | Path) -> pd.DataFrame:
         """A stored batch by name, or a review file by path."""
+        return self.resolve(source).frame
+
+    def resolve(self, source: str | Path, mapping: Mapping[str, str] | None = None) -> Resolved:
+        """A stored batch by name, or a review file by path read with `mapping`; a file comes with its report
+        (rows quarantined, columns missing, notes), which callers show: those rows are not scored."""
         text = str(source)
         if Path(text).exists():
-            return load_path(text).frame
+            result = load_path(text, mapping=mapping)
+            return Resolved(frame=result.frame, report=result.report)
+        if mapping:
+            raise WorkbenchError(f"--map applies to files; {text!r} is a stored batch, mapped when it was ingested")
         if self.batches.exists(text):
-            return self.batches.frame(text)
+            return Resolved(frame=self.batches.frame(text))
         known = ", ".join(i.name for i in self.batches.list()) or "none"
         raise NotFoundError(f"{text!r} is neither a file nor a stored batch (stored batches: {known})")
 
@@ -261,26 +270,30 @@ class Workspace:
         n_permutations: int = 1000,
         progress: Callable[[int, int], None] | None = None,
         record_state: bool = True,
+        names: tuple[str, str] | None = None,
     ):  # -> core.shift.ShiftReport
         """Shift report of `current` against `reference` (batch names, files or frames).
 
-        The verdict is remembered as the workspace's last shift unless `record_state` is False.
+        The verdict is remembered as the workspace's last shift unless `record_state` is False; `names` says
+        what frames given directly are called there.
         """
-        from core.embed import embedding_text
+        from core.embed import embedding_text, shared_embed_fields
         from core.shift import compare
 
         ref = reference if isinstance(reference, pd.DataFrame) else self.resolve_frame(reference)
         cur = current if isinstance(current, pd.DataFrame) else self.resolve_frame(current)
         embedder = self.embedder()
+        fields = shared_embed_fields(ref, cur)
         report = compare(
             reference=ref, current=cur,
-            reference_embeddings=embedder.encode(embedding_text(ref)),
-            current_embeddings=embedder.encode(embedding_text(cur)),
+            reference_embeddings=embedder.encode(embedding_text(ref, fields)),
+            current_embeddings=embedder.encode(embedding_text(cur, fields)),
             alpha=alpha, n_permutations=n_permutations, random_state=self.settings.random_state, progress=progress,
+            embedded_fields=fields,
         )
         if not record_state:  # e.g. API calls: they must not overwrite the analyst's "last shift"
             return report
-        names = [x if isinstance(x, str) else "frame" for x in (reference, current)]
+        names = names or tuple(x if isinstance(x, str) else "frame" for x in (reference, current))
         self.update_state(last_shift={
             "reference": names[0], "current": names[1], "drift": bool(report.drift),
             "p_value": float(report.p_value), "created": report.created.isoformat(),
@@ -289,6 +302,25 @@ class Workspace:
 
 
 _MODELS: dict[tuple[str, str, str], object] = {}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    frame: pd.DataFrame
+    report: ValidationReport | None = None  # None for a stored batch (its report was shown at ingest)
+
+    def load_lines(self) -> list[str]:
+        """What a terminal shows about reading a file before it is scored or compared: rows set aside, notes."""
+        if self.report is None:
+            return []
+        lines = [f"note: {note}" for note in self.report.notes]
+        r = self.report
+        if r.rows_quarantined:
+            reasons = "; ".join(f"{reason} ({count})" for reason, count in
+                                sorted(r.quarantine_reasons.items(), key=lambda kv: -kv[1])[:3])
+            lines.insert(0, f"{r.rows_quarantined} of {r.rows_read} rows of {r.source} were set aside and not used: "
+                            f"{reasons}; `workbench ingest {r.source} --quarantine-out FILE.csv` writes them out")
+        return lines
 
 
 @dataclass(frozen=True)

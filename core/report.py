@@ -60,6 +60,7 @@ def report_to_dict(report: ShiftReport, include_scores: bool = False) -> dict[st
         "drifted_features": report.drifted_features,
         "share_drifted_features": report.share_drifted_features,
         "skipped_features": report.skipped_features,
+        "embedded_fields": list(report.embedded_fields),
         "tests": [asdict(t) for t in report.tests],
         "clusters": [asdict(c) if is_dataclass(c) else c for c in report.clusters],
         "distributions": [asdict(d) for d in report.distributions],

@@ -55,6 +55,20 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
+def parse_mapping(items: list[str] | None) -> dict[str, str] | None:
+    """``["rating=stars_given", "title=Titel"]`` as ``{"rating": "stars_given", "title": "Titel"}``."""
+    items = [item for item in items or [] if item.strip()]
+    if not items:
+        return None
+    mapping = {}
+    for item in items:
+        if "=" not in item:
+            raise SchemaError(f"a column mapping is FIELD=COLUMN (for example text=body), got {item.strip()!r}")
+        key, value = item.split("=", 1)
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
 def _name_key(name: str) -> str:
     """The part of a column name that matching looks at: lower-case letters and digits only."""
     return re.sub(r"[^0-9a-z]", "", name.lower())
@@ -155,6 +169,11 @@ class ValidationReport(BaseModel):
         ]
         if self.missing_columns:
             lines.append("not in this file: " + ", ".join(self.missing_columns))
+            if self.extra_columns:
+                shown = ", ".join(self.extra_columns[:8]) + (", ..." if len(self.extra_columns) > 8 else "")
+                lines.append(f"columns not used: {shown}; if one of them holds a field above, map it as FIELD=COLUMN, "
+                             f"for example {self.missing_columns[0]}=... (--map in the CLI, the column mapping on the "
+                             "Data page)")
         lines.extend(f"note: {note}" for note in self.notes)
         for reason, count in sorted(self.quarantine_reasons.items(), key=lambda kv: -kv[1]):
             lines.append(f"quarantined {count}: {reason}")

@@ -173,6 +173,7 @@ class ShiftReport:
     correction: str
     explanation: str
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    embedded_fields: tuple[str, ...] = ("title", "text")  # what the embedding tests compared
 
     def test(self, name: str, feature: str = "embedding") -> TestResult:
         """The result of test `name` on `feature`."""
@@ -928,6 +929,7 @@ def compare(
     drivers: Sequence[str] = DEFAULT_DRIVERS,
     n_clusters: int | None = None,
     max_feature_samples: int = 20_000,
+    embedded_fields: Sequence[str] = ("title", "text"),
 ) -> ShiftReport:
     """Compare a current batch of reviews with a reference batch.
 
@@ -958,6 +960,8 @@ def compare(
         Topic clusters; by default chosen from the sample size.
     max_feature_samples
         Per-feature tests use at most this many rows per batch.
+    embedded_fields
+        The review fields the embeddings were made of (`core.embed.shared_embed_fields`); kept in the report.
 
     Returns
     -------
@@ -1059,8 +1063,8 @@ def compare(
         share_drifted_features=len(drifted) / len(features_tested) if features_tested else 0.0,
         skipped_features=skipped, n_permutations=n_permutations, correction=correction,
     )
-    report_fields["explanation"] = explain(**report_fields)
-    return ShiftReport(**report_fields)
+    report_fields["explanation"] = explain(**report_fields, embedded_fields=tuple(embedded_fields))
+    return ShiftReport(**report_fields, embedded_fields=tuple(embedded_fields))
 
 
 def explain(**fields: Any) -> str:
@@ -1097,6 +1101,9 @@ def explain(**fields: Any) -> str:
         )
     else:
         lines.append(f"No single feature drifted after {fields['correction']} correction.")
+    if "title" not in fields.get("embedded_fields", ("title",)):
+        lines.append("Review titles were left out of the embeddings: only one batch has them, and title + text "
+                     "against text alone would look like a shift by itself.")
     moved = [c for c in fields["clusters"] if c.status in ("new", "grown")]
     for c in moved[:3]:
         terms = ", ".join(c.top_terms[:5])

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.batches import batch_name_from
+from core.schema import CANONICAL_COLUMNS
 from workbench import cached, state
 from workbench.ui import errors_shown, ingest_upload
 
@@ -17,25 +18,33 @@ with errors_shown():
     # Upload -------------------------------------------------------------------------------------------
     st.subheader("Upload review files")
     st.caption(
-        "CSV, TSV, JSON, JSONL, Parquet (also .gz). Amazon 2014/2018/2023 column names are recognised; "
-        "only the review text is required. Rows that cannot be used are quarantined, never dropped silently."
+        "CSV (comma, semicolon, tab), TSV, JSON, JSONL, Parquet (also .gz) and Excel .xlsx. Amazon, Yelp, Google "
+        "Play and other common column names are recognised; only the review text is required. Rows that cannot "
+        "be used are quarantined, never dropped silently."
     )
     files = st.file_uploader(
         "Review files", accept_multiple_files=True, key="data.uploader",
         type=["csv", "tsv", "tab", "txt", "json", "jsonl", "ndjson", "parquet", "pq", "xlsx", "gz"],
     )
     names: dict[str, str] = {}
+    mappings: dict[str, str] = {}
     for f in files or []:
-        names[f.file_id] = st.text_input(
+        left, right = st.columns(2)
+        names[f.file_id] = left.text_input(
             f"Batch name for {f.name}", value=batch_name_from(f.name), key=f"data.name.{f.file_id}",
             help="Letters, digits, '.', '_' or '-'. A batch of the same name is replaced once the new one is stored.",
+        )
+        mappings[f.file_id] = right.text_input(
+            f"Column mapping for {f.name} (optional)", key=f"data.map.{f.file_id}", placeholder="rating=stars, title=Titel",
+            help="FIELD=COLUMN pairs separated by commas, for columns that are not recognised by name. Fields: "
+                 + ", ".join(CANONICAL_COLUMNS) + ". The validation report lists the columns not used.",
         )
     if st.button("Store uploaded files", type="primary", disabled=not files):
         outcomes = []
         with st.status("Reading and validating…", expanded=True) as status:
             for f in files or []:
                 status.write(f"{f.name} → `{names[f.file_id]}`")
-                outcomes.append(ingest_upload(ws, f.getvalue(), f.name, names[f.file_id]))
+                outcomes.append(ingest_upload(ws, f.getvalue(), f.name, names[f.file_id], mappings[f.file_id]))
             failed = sum(not o.ok for o in outcomes)
             status.update(label="Stored" if not failed else f"{failed} of {len(outcomes)} files refused",
                           state="complete" if not failed else "error", expanded=False)

@@ -147,3 +147,14 @@ def test_score_writes_the_table_and_says_which_kind_of_anomaly_is_in_excess(
     assert min(evidence, key=evidence.get) == "novelty" and evidence["novelty"] < 0.001
     text = run_cli("score", "current", "--out", str(out), home=home)
     assert "excess over the reference per kind" in text.stdout and "unusual text for this reference" in text.stdout
+    # A file scored directly: rows set aside are counted, a title column under another name is mapped.
+    renamed = pd.read_csv(tmp_path / "current.csv").head(40).rename(columns={"title_x": "Titel"})
+    lines = renamed.to_csv(index=False).splitlines()
+    (tmp_path / "export.csv").write_text("\n".join([*lines, "one,field,too,many" + "," * len(renamed.columns)]) + "\n")
+    plain = run_cli("score", str(tmp_path / "export.csv"), "--out", str(out), home=home)
+    assert plain.returncode == 0, plain.stderr
+    assert "1 of 41 rows of" in plain.stdout and "set aside" in plain.stdout
+    assert "this batch has no titles" in plain.stdout
+    mapped = run_cli("score", str(tmp_path / "export.csv"), "--map", "title=Titel", "--out", str(out), home=home)
+    assert mapped.returncode == 0, mapped.stderr
+    assert "no titles" not in mapped.stdout and len(pd.read_csv(out)) == 40

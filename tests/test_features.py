@@ -35,6 +35,10 @@ def test_pipeline_copes_with_missing_columns_and_unseen_categories(vgames_path: 
     f_other = pipeline.transform(other, hashing_embedder)
     assert f_text.tabular.shape[1] == ref_features.tabular.shape[1]
     assert {"rating", "category", "verified_purchase"} <= set(f_text.missing)
+    # named as in the input: a user can map "helpful_vote" and "title", not "log_helpful_vote"
+    assert {"helpful_vote", "title"} <= set(pipeline.missing_columns(text_only))
+    assert "log_helpful_vote" not in pipeline.missing_columns(text_only)
+    assert "title" not in pipeline.missing_columns(reference.head(5))
     assert np.isfinite(f_text.tabular).all() and np.isfinite(f_other.tabular).all()
     cat_cols = [i for i, n in enumerate(pipeline.tabular_names_) if n.startswith("cat__category")]
     assert (f_other.tabular[:, cat_cols] == 0).all()

@@ -283,3 +283,10 @@ def test_wrapped_json_utf16_and_spreadsheet_mistakes() -> None:
         load_bytes(b"PK\x03\x04" + b"\x00" * 40, name="reviews.csv.zip")
     with pytest.raises(InputFileError, match="save it as .xlsx or CSV"):
         load_bytes(b"\xd0\xcf\x11\xe0" + b"\x00" * 40, name="old.xls")
+
+
+def test_report_names_the_columns_it_did_not_use_and_how_to_map_them() -> None:
+    result = load_bytes(b"comment,stars_given,posted\nnice,5,2021-01-02\n", name="shop.csv")
+    lines = result.report.summary_lines()
+    hint = next(line for line in lines if line.startswith("columns not used"))
+    assert "stars_given" in hint and "posted" in hint and "FIELD=COLUMN" in hint

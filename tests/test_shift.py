@@ -224,7 +224,7 @@ def test_compare_rejects_misaligned_or_mismatched_inputs() -> None:
 
 @pytest.mark.slow
 def test_real_reviews_of_another_category_are_flagged(embedder, data_dir) -> None:  # noqa: ANN001
-    from core.embed import embedding_text
+    from core.embed import embedding_text, shared_embed_fields
     from core.load import load_path
 
     magazines = load_path(data_dir / "amazon2018_5core" / "Magazine_Subscriptions_5.json.gz").frame
@@ -242,6 +242,15 @@ def test_real_reviews_of_another_category_are_flagged(embedder, data_dir) -> Non
     null = compare(reference=ref, current=same, reference_embeddings=e_ref, current_embeddings=e_same,
                    n_permutations=199)
     assert not null.drift
+    # The same reviews exported without their titles: both sides are compared on the text alone.
+    untitled = same.assign(title=pd.NA)
+    fields = shared_embed_fields(ref, untitled)
+    assert fields == ("text",) and shared_embed_fields(ref, same) == ("title", "text")
+    text_only = compare(reference=ref, current=untitled, reference_embeddings=embedder.encode(embedding_text(ref, fields)),
+                        current_embeddings=embedder.encode(embedding_text(untitled, fields)), n_permutations=199,
+                        embedded_fields=fields)
+    assert not text_only.drift and text_only.embedded_fields == ("text",)
+    assert "titles were left out" in text_only.explanation
 
 
 def test_a_batch_of_machine_generated_reviews_shifts_word_predictability(fake_reviews_path) -> None:  # noqa: ANN001

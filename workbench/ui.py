@@ -59,12 +59,16 @@ def flash(key: Any) -> None:
         key.clear()
 
 
-def ingest_upload(ws: Any, data: bytes, filename: str, name: str) -> Any:
-    """Store one uploaded file through `Workspace.ingest_bytes`; a refused file becomes an outcome, not a crash."""
+def ingest_upload(ws: Any, data: bytes, filename: str, name: str, mapping: str = "") -> Any:
+    """Store one uploaded file through `Workspace.ingest_bytes`; a refused file becomes an outcome, not a crash.
+
+    `mapping`: ``FIELD=COLUMN`` pairs separated by commas, for columns the loader does not recognise.
+    """
+    from core.schema import parse_mapping
     from workbench.state import IngestOutcome
 
     try:
-        info, result = ws.ingest_bytes(data, filename, name)
+        info, result = ws.ingest_bytes(data, filename, name, mapping=parse_mapping(mapping.split(",")))
     except WorkbenchError as err:
         return IngestOutcome(filename=filename, batch=name, ok=False, message=str(err))
     report = result.report
