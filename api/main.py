@@ -30,6 +30,7 @@ from core.errors import (
     WorkbenchError,
 )
 from core.pipeline import Workspace
+from core.schema import CANONICAL_COLUMNS, canonical_name
 from core.settings import Settings, get_settings
 
 log = logging.getLogger("api")
@@ -93,8 +94,12 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         errors = []
         for e in exc.errors():
             field = _field(e.get("loc", ()))
-            errors.append({"field": field, "loc": list(e.get("loc", ())), "type": e.get("type"),
-                           "msg": f"{field}: {e.get('msg')}"})
+            msg = f"{field}: {e.get('msg')}"
+            if e.get("type") == "extra_forbidden":  # a file's column name sent as is, e.g. "stars" or "reviewText"
+                meant = canonical_name(str(e.get("loc", ("",))[-1]))
+                msg += (f"; this API takes the canonical field names: send it as '{meant}'" if meant else
+                        f"; fields a review may have: {', '.join(c for c in CANONICAL_COLUMNS)}")
+            errors.append({"field": field, "loc": list(e.get("loc", ())), "type": e.get("type"), "msg": msg})
         return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
     if isinstance(exc, ModelUnavailableError):
         code = status.HTTP_503_SERVICE_UNAVAILABLE

@@ -369,7 +369,8 @@ def shift(
     write_report(report, out_path)
     summary = {"out": str(out_path), "drift": bool(report.drift), "p_value": float(report.p_value),
                "n_reference": report.n_reference, "n_current": report.n_current,
-               "drifted_features": list(report.drifted_features)}
+               "drifted_features": list(report.drifted_features), "skipped_features": dict(report.skipped_features),
+               "embedded_fields": list(report.embedded_fields)}
     if as_json:
         _print_json(summary)
         return
@@ -378,6 +379,11 @@ def shift(
               f"{report.n_current} current reviews; report written to {out_path}", highlight=False)
     if report.drifted_features:
         out.print(f"drifted features: {', '.join(report.drifted_features)}", highlight=False)
+    if report.skipped_features:
+        out.print("not tested: " + "; ".join(f"{k} ({v})" for k, v in report.skipped_features.items()),
+                  highlight=False)
+    if "title" not in report.embedded_fields:
+        out.print("titles left out of the embeddings: only one batch has them", highlight=False)
 
 
 models_app = typer.Typer(help="Registered model versions: list, promote, roll back.", no_args_is_help=True)

@@ -164,6 +164,12 @@ def _score_figure(report: ShiftReport) -> str:
     return _figure_html(fig)
 
 
+def _format_p(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def report_to_html(report: ShiftReport, title: str = "Shift report", top_reviews: int = 20) -> str:
     """A self-contained HTML page: verdict, test table, distributions, clusters, most novel reviews.
 
@@ -173,8 +179,8 @@ def report_to_html(report: ShiftReport, title: str = "Shift report", top_reviews
     from plotly.offline import get_plotlyjs
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape())
-    env.filters["p"] = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else (
-        "< 0.001" if v < 0.001 else f"{v:.3f}")
+    env.filters["p"] = _format_p
+    env.filters["p_is"] = lambda v: _format_p(v) if _format_p(v).startswith("<") else f"= {_format_p(v)}"
     env.filters["num"] = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
     env.filters["pct"] = lambda v: f"{v:.1%}"
     template = env.get_template("shift_report.html.j2")

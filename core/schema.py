@@ -69,6 +69,15 @@ def parse_mapping(items: list[str] | None) -> dict[str, str] | None:
     return mapping
 
 
+def canonical_name(source: str) -> str | None:
+    """The canonical column a source name stands for (``"stars"`` -> ``"rating"``), or None."""
+    key = _name_key(source)
+    for canonical in CANONICAL_COLUMNS:
+        if any(_name_key(alias) == key for alias in ALIASES[canonical]):
+            return canonical
+    return None
+
+
 def _name_key(name: str) -> str:
     """The part of a column name that matching looks at: lower-case letters and digits only."""
     return re.sub(r"[^0-9a-z]", "", name.lower())
@@ -160,6 +169,14 @@ class ValidationReport(BaseModel):
                                          "rating scale, date order, repeated ids")
     batch: str | None = None
 
+    def unused_columns_line(self) -> str | None:
+        """The columns left unread while canonical ones are missing, and how to map one; None if not both."""
+        if not (self.missing_columns and self.extra_columns):
+            return None
+        shown = ", ".join(self.extra_columns[:8]) + (", ..." if len(self.extra_columns) > 8 else "")
+        return (f"columns not used: {shown}; if one of them holds a missing field ({', '.join(self.missing_columns)}), "
+                "map it as FIELD=COLUMN (--map in the CLI, the column mapping on the Data page)")
+
     def summary_lines(self) -> list[str]:
         """Short human-readable lines for terminals and the workbench."""
         lines = [
@@ -169,11 +186,9 @@ class ValidationReport(BaseModel):
         ]
         if self.missing_columns:
             lines.append("not in this file: " + ", ".join(self.missing_columns))
-            if self.extra_columns:
-                shown = ", ".join(self.extra_columns[:8]) + (", ..." if len(self.extra_columns) > 8 else "")
-                lines.append(f"columns not used: {shown}; if one of them holds a field above, map it as FIELD=COLUMN, "
-                             f"for example {self.missing_columns[0]}=... (--map in the CLI, the column mapping on the "
-                             "Data page)")
+        unused = self.unused_columns_line()
+        if unused:
+            lines.append(unused)
         lines.extend(f"note: {note}" for note in self.notes)
         for reason, count in sorted(self.quarantine_reasons.items(), key=lambda kv: -kv[1]):
             lines.append(f"quarantined {count}: {reason}")

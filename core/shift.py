@@ -355,6 +355,12 @@ def shift_inputs(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.Dat
     return ref_tab, cur_tab
 
 
+def _too_few_values(in_reference: bool, in_current: bool, what: str) -> str:
+    """Why a feature was not tested: which batch lacks values (both, when neither has them)."""
+    where = "either batch" if in_reference and in_current else "the reference batch" if in_reference else "the current batch"
+    return f"{what} in {where}"
+
+
 def feature_tests(
     *,
     reference: pd.DataFrame,
@@ -411,8 +417,7 @@ def feature_tests(
         r = pd.to_numeric(reference[col], errors="coerce").to_numpy(dtype=np.float64)
         c = pd.to_numeric(current[col], errors="coerce").to_numpy(dtype=np.float64)
         if np.isfinite(r).sum() < 2 or np.isfinite(c).sum() < 2:
-            which = "reference" if np.isfinite(r).sum() < 2 else "current"
-            skipped[col] = f"no values in the {which} batch"
+            skipped[col] = _too_few_values(np.isfinite(r).sum() < 2, np.isfinite(c).sum() < 2, "fewer than 2 values")
             continue
         pooled = np.concatenate([r, c])
         mask = np.isfinite(pooled)
@@ -427,7 +432,7 @@ def feature_tests(
             continue
         r, c = reference[col], current[col]
         if r.notna().sum() == 0 or c.notna().sum() == 0:
-            skipped[col] = f"no values in the {'reference' if r.notna().sum() == 0 else 'current'} batch"
+            skipped[col] = _too_few_values(r.notna().sum() == 0, c.notna().sum() == 0, "no values")
             continue
         pooled = pd.concat([_as_level(r), _as_level(c)], ignore_index=True)
         levels, codes = np.unique(pooled.to_numpy(dtype=object).astype(str), return_inverse=True)

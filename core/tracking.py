@@ -10,6 +10,8 @@ our own joblib/torch data: load only models registered by this workbench.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -208,8 +210,10 @@ class Registry:
                     pip_requirements=["review-workbench"],
                 )
             # The version carries the run's tags too: the registry lists what each version was trained on.
-            version = self._call("registering the model", mlflow.register_model, info.model_uri, self.name,
-                                 tags={k: v for k, v in run_tags.items() if k != "workbench.kind"})
+            # mlflow prints "Successfully registered model ..." to stderr; the callers say it in their own words.
+            with contextlib.redirect_stderr(io.StringIO()):
+                version = self._call("registering the model", mlflow.register_model, info.model_uri, self.name,
+                                     tags={k: v for k, v in run_tags.items() if k != "workbench.kind"})
         self._call("setting the challenger alias", self.client.set_registered_model_alias,
                    self.name, CHALLENGER, version.version)
         aliases = [CHALLENGER]

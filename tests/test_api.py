@@ -74,6 +74,9 @@ def test_validation_errors_name_the_field(empty_home):
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == "reviews.1.helpful_vote"
         r = c.post("/predict", json={**SEED, "colour": "red"})
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == "colour"
+        assert "fields a review may have: review_id, text" in r.json()["detail"][0]["msg"]
+        r = c.post("/predict", json={"text": "fine", "stars": 4})  # a Yelp column name sent as is
+        assert r.status_code == 422 and "send it as 'rating'" in r.json()["detail"][0]["msg"]
         r = c.post("/predict", content=b'{"text": "\\ud800"}', headers={"content-type": "application/json"})
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == "text"
 
