@@ -78,9 +78,15 @@ class ModelBundle:
         project: bool = True,
         reference_batch: str | None = None,
         progress: ProgressCallback | None = None,
+        embed_fields: tuple[str, ...] = ("title", "text"),
     ) -> ModelBundle:
-        """Fit the outlier model, the per-review shift scorer and (optionally) the UMAP map on `reference`."""
-        outlier = OutlierModel(detectors=detectors, contamination=contamination, random_state=random_state)
+        """Fit the outlier model, the per-review shift scorer and (optionally) the UMAP map on `reference`.
+
+        `embed_fields`: what each review's embedding is made of; ``("text",)`` for a model that will score
+        batches without titles.
+        """
+        outlier = OutlierModel(detectors=detectors, contamination=contamination, random_state=random_state,
+                               embed_fields=embed_fields)
         outlier.fit(reference, embedder, progress=progress)
         embeddings = outlier.reference_embeddings_
         if progress:
@@ -106,6 +112,7 @@ class ModelBundle:
             "contamination": contamination,
             "random_state": random_state,
             "projection": projection is not None,
+            "embed_fields": list(outlier.embed_fields),
         }
         return cls(outlier, shift_scorer, projection, reference[kept].reset_index(drop=True), meta)
 

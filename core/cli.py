@@ -256,6 +256,9 @@ def train(
     contamination: Annotated[float | None, typer.Option(help="Expected outlier share (sets the threshold).")] = None,
     no_projection: Annotated[bool, typer.Option("--no-projection", help="Skip the 2-D map (faster).")] = False,
     no_labels: Annotated[bool, typer.Option("--no-labels", help="Ignore stored labels.")] = False,
+    no_titles: Annotated[bool, typer.Option(
+        "--no-titles", help="Embed the review text alone, not title + text: for scoring batches that have no titles."
+    )] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Fit features, detectors, calibration (and the 2-D map); track the run in MLflow; register a challenger.
@@ -268,7 +271,7 @@ def train(
     names = tuple(d.strip() for d in detectors.split(",") if d.strip())
     with progress_bar(not as_json) as update:
         outcome = ws.train(reference, detectors=names, contamination=contamination, project=not no_projection,
-                           use_labels=not no_labels, progress=_stage_progress(update))
+                           use_labels=not no_labels, progress=_stage_progress(update), titles=not no_titles)
     rec = outcome.record
     summary = {"run_id": rec.run_id, "version": rec.version, "aliases": rec.aliases, "model_uri": rec.model_uri,
                "tracking_uri": rec.tracking_uri, "reference": reference, "n_reference": outcome.bundle.meta["n_reference"],
@@ -333,8 +336,8 @@ def score(
                   highlight=False)
     if "title" in scores.missing:
         out.print("the model embeds review title + text and this batch has no titles, so its reviews read as more "
-                  "novel than they are: map the title column (--map title=COLUMN) or train on a reference "
-                  "without titles", highlight=False)
+                  "novel than they are: map the title column (--map title=COLUMN), or train a model on the text "
+                  "alone (workbench train --reference ... --no-titles)", highlight=False)
 
 
 @app.command()

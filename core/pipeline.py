@@ -194,8 +194,13 @@ class Workspace:
         project: bool = True,
         use_labels: bool = True,
         progress: Callable[[str, float], None] | None = None,
+        titles: bool = True,
     ) -> TrainOutcome:
-        """Fit a bundle on a reference (batch name or file), track the run, register it as challenger."""
+        """Fit a bundle on a reference (batch name or file), track the run, register it as challenger.
+
+        `titles`: embed review titles with the text (the default); off for a model that scores batches
+        exported without titles, which a title + text model reads as more novel than they are.
+        """
         from core.bundle import ModelBundle
 
         start = time.perf_counter()
@@ -205,6 +210,7 @@ class Workspace:
             frame, self.embedder(), detectors=tuple(detectors),
             contamination=contamination if contamination is not None else self.settings.contamination,
             random_state=self.settings.random_state, project=project, reference_batch=name, progress=progress,
+            embed_fields=("title", "text") if titles else ("text",),
         )
         metrics: dict[str, float] = {}
         label_note = None

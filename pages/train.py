@@ -37,11 +37,15 @@ with errors_shown():
     use_labels = st.checkbox(f"Learn from the {n_labels} stored labels", value=n_labels > 0, disabled=n_labels == 0,
                              key="train.use_labels")
 
+    titles = st.checkbox("Embed review titles with the text", value=True, key="train.titles",
+                         help="Off: the model reads the review text alone. Choose that when the batches you will "
+                              "score have no titles; a title + text model reads them as more novel than they are.")
+
     if st.button("Train and register", type="primary", disabled=not detectors):
         with st.status(f"Training on `{reference}`…", expanded=True) as status:
             bar = st.progress(0.0, text="starting")
             outcome = ws.train(reference, detectors=tuple(detectors), contamination=contamination,
-                               use_labels=use_labels, progress=stage_progress(bar))
+                               use_labels=use_labels, progress=stage_progress(bar), titles=titles)
             status.update(label=f"Trained in {outcome.seconds:.0f} s", state="complete", expanded=False)
         record = outcome.record
         state.LAST_TRAIN.set(TrainSummary(run_id=record.run_id, version=record.version, aliases=tuple(record.aliases),

@@ -158,3 +158,11 @@ def test_score_writes_the_table_and_says_which_kind_of_anomaly_is_in_excess(
     mapped = run_cli("score", str(tmp_path / "export.csv"), "--map", "title=Titel", "--out", str(out), home=home)
     assert mapped.returncode == 0, mapped.stderr
     assert "no titles" not in mapped.stdout and len(pd.read_csv(out)) == 40
+    # Or a model of the review text alone, which such batches match.
+    text_only = run_cli("train", "--reference", "reference", "--detectors", "knn", "--no-projection", "--no-titles",
+                        "--json", home=home)
+    assert text_only.returncode == 0, text_only.stderr
+    version = json.loads(text_only.stdout)["version"]
+    plain = run_cli("score", str(tmp_path / "export.csv"), "--model", version, "--out", str(out), "--json", home=home)
+    assert plain.returncode == 0, plain.stderr
+    assert "title" not in json.loads(plain.stdout)["missing_columns"]
