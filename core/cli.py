@@ -311,6 +311,9 @@ def score(
     with progress_bar(not as_json) as update:
         scores, version = ws.score(resolved.frame, alias=model, progress=_stage_progress(update))
     table = scores.frame
+    if "source_line" in resolved.frame and len(resolved.frame) == len(table):
+        # the line of the file each review came from: a join key back to the input when ids were generated
+        table.insert(1, "source_line", resolved.frame["source_line"].to_numpy())
     if out_path.suffix.lower() == ".csv":
         table.to_csv(out_path, index=False)
     else:

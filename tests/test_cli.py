@@ -158,6 +158,7 @@ def test_score_writes_the_table_and_says_which_kind_of_anomaly_is_in_excess(
     mapped = run_cli("score", str(tmp_path / "export.csv"), "--map", "title=Titel", "--out", str(out), home=home)
     assert mapped.returncode == 0, mapped.stderr
     assert "no titles" not in mapped.stdout and len(pd.read_csv(out)) == 40
+    assert list(pd.read_csv(out)["source_line"]) == list(range(2, 42))  # back to the file's lines
     # Or a model of the review text alone, which such batches match.
     text_only = run_cli("train", "--reference", "reference", "--detectors", "knn", "--no-projection", "--no-titles",
                         "--json", home=home)
