@@ -239,3 +239,17 @@ def test_train_promote_and_roll_back(copied_home: Path) -> None:
     models.button[1].click().run()  # roll back
     assert_clean(models)
     assert any("v1 is the champion again" in s.value for s in models.success)
+
+
+def test_explore_warns_when_a_batch_has_no_titles_for_a_title_model(copied_home: Path) -> None:
+    from core.pipeline import Workspace
+
+    ws = Workspace.open()
+    untitled = ws.batches.frame("current").head(30).drop(columns=["title"])
+    ws.ingest_bytes(untitled[["review_id", "text", "rating"]].to_csv(index=False).encode(), "untitled.csv", "untitled")
+    at = run_page("explore", **{"explore.batches": ["untitled"]})
+    assert_clean(at)
+    warned = [w.value for w in at.warning]
+    assert any("`untitled` has no review titles" in w and "Embed review titles" in w for w in warned), warned
+    at = run_page("explore", **{"explore.batches": ["current"]})
+    assert not any("no review titles" in w.value for w in at.warning)
