@@ -55,7 +55,9 @@ with errors_shown():
             st.error(f"**{outcome.filename}** was not stored: {outcome.message}", icon="⚠️")
             continue
         st.success(f"**{outcome.filename}** stored as `{outcome.batch}`: {outcome.message}", icon="✅")
-        with st.expander(f"Validation report of {outcome.batch}", expanded=outcome.quarantined > 0):
+        # Open when something needs a look: rows set aside, or a choice the loader made (rating scale, date order...)
+        noted = any(line.startswith("note:") for line in outcome.report_lines)
+        with st.expander(f"Validation report of {outcome.batch}", expanded=outcome.quarantined > 0 or noted):
             for line in outcome.report_lines:
                 st.text(line)
 
