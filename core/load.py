@@ -126,7 +126,24 @@ def load_bytes(
         raise InputFileError(name, str(err)) from err
     frame, quarantined_rows = _canonicalise(raw, lines, columns, notes, whole_file=True)
     quarantined_rows = sorted(bad + quarantined_rows, key=lambda q: q.line)
+    if frame.empty:
+        # Storing an empty batch would replace an earlier one of the same name with nothing.
+        raise InputFileError(name, _nothing_usable(quarantined_rows, columns))
     return _result(name, fmt, raw, frame, quarantined_rows, columns, rows_read=len(raw) + len(bad), notes=notes)
+
+
+def _nothing_usable(quarantined: list[QuarantinedRow], columns: dict[str, str]) -> str:
+    """Why no row of a file could be used, and the way out when one column is to blame."""
+    kinds = Counter(part for q in quarantined for part in _reason_kind(q.reason).split("; "))
+    listed = "; ".join(f"{kind} ({count})" for kind, count in kinds.most_common(3))
+    message = f"none of the {len(quarantined)} rows could be used ({listed}; first at line {quarantined[0].line}); nothing stored"
+    blamed = [field for field in ("rating", "helpful_vote", "verified_purchase", "timestamp")
+              if field in columns and any(field in kind for kind in kinds)]
+    if blamed:
+        field = blamed[0]
+        message += (f". If column {columns[field]!r} is not a {field}, leave it out with --map {field}= "
+                    f"(or map {field} to the right column)")
+    return message
 
 
 def _result(
@@ -649,6 +666,9 @@ def _canonicalise(
     extra_frame = raw[extras].copy()
     for col in nested:
         extra_frame[col] = extra_frame[col].map(_jsonable_cell)
+    # A column left out of a canonical field it is named after (--map rating=) is kept under another name, so
+    # the canonical column stays typed.
+    extra_frame = extra_frame.rename(columns={c: f"{c}_raw" for c in extras if c in CANONICAL_COLUMNS})
     frame = pd.concat([frame, extra_frame], axis=1)
     frame = frame.loc[keep].reset_index(drop=True)
     frame["source_line"] = lines[keep]

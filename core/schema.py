@@ -93,7 +93,8 @@ def resolve_columns(
     source_columns
         Column names as they appear in the input.
     mapping
-        Explicit ``canonical -> source`` choices; they win over the recognised names.
+        Explicit ``canonical -> source`` choices; they win over the recognised names. An empty source
+        (``rating=``) leaves that field out even when a column's name matches it.
 
     Returns
     -------
@@ -106,7 +107,9 @@ def resolve_columns(
         When a mapping names an unknown canonical column or a missing source column, or no text column exists.
     """
     mapping = dict(mapping or {})
-    unknown = sorted(set(mapping) - set(CANONICAL_COLUMNS))
+    left_out = {canonical for canonical, source in mapping.items() if not source}
+    mapping = {canonical: source for canonical, source in mapping.items() if source}
+    unknown = sorted((set(mapping) | left_out) - set(CANONICAL_COLUMNS))
     if unknown:
         raise SchemaError(
             f"unknown canonical column(s) in mapping: {', '.join(unknown)}; "
@@ -123,7 +126,7 @@ def resolve_columns(
     used = set(mapping.values())
     resolved = dict(mapping)
     for canonical in CANONICAL_COLUMNS:
-        if canonical in resolved:
+        if canonical in resolved or canonical in left_out:
             continue
         for alias in ALIASES[canonical]:
             source = lowered.get(_name_key(alias))

@@ -290,3 +290,14 @@ def test_report_names_the_columns_it_did_not_use_and_how_to_map_them() -> None:
     lines = result.report.summary_lines()
     hint = next(line for line in lines if line.startswith("columns not used"))
     assert "stars_given" in hint and "posted" in hint and "FIELD=COLUMN" in hint
+
+
+def test_a_file_with_no_usable_row_is_refused_and_a_field_can_be_left_out() -> None:
+    data = b"text,rating\nloved it,positive\nhated it,negative\n"
+    with pytest.raises(InputFileError, match=r"none of the 2 rows could be used \(wrong type: rating is not a number "
+                                             r"\(2\); first at line 2\); nothing stored.*--map rating="):
+        load_bytes(data, name="sentiment.csv")
+    result = load_bytes(data, name="sentiment.csv", mapping={"rating": ""})
+    assert "rating" not in result.report.columns and result.frame["rating"].isna().all()
+    assert list(result.frame["rating_raw"]) == ["positive", "negative"]  # kept, under its own name
+    assert result.report.rows_kept == 2
