@@ -52,10 +52,6 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _parse_mapping(items: list[str] | None) -> dict[str, str] | None:
-    return parse_mapping(items)
-
-
 @contextmanager
 def progress_bar(enabled: bool = True):
     """A rich progress bar on stderr; yields ``update(stage, done, total)``."""
@@ -110,7 +106,7 @@ def ingest(
 
     ws = Workspace.open()
     batch = name or batch_name_from(str(path))
-    info, result = ws.ingest_path(path, name=batch, mapping=_parse_mapping(mapping), encoding=encoding)
+    info, result = ws.ingest_path(path, name=batch, mapping=parse_mapping(mapping), encoding=encoding)
     if quarantine_out:
         result.quarantined.to_csv(quarantine_out, index=False)
     report = result.report.model_copy(update={"batch": info.name})
@@ -304,7 +300,7 @@ def score(
     if out_path.suffix.lower() not in (".csv", ".parquet"):
         raise WorkbenchError(f"--out must end in .csv or .parquet, got {out_path.name}")
     ws = Workspace.open()
-    resolved = ws.resolve(source, _parse_mapping(mapping))
+    resolved = ws.resolve(source, parse_mapping(mapping))
     if not as_json:
         for line in resolved.load_lines():
             out.print(line, highlight=False)
@@ -364,7 +360,7 @@ def shift(
     sides = {}
     for role, source in (("reference", reference), ("current", current)):
         # --map applies to whichever side is a file (stored batches were mapped at ingest)
-        sides[role] = ws.resolve(source, _parse_mapping(mapping) if Path(source).exists() else None)
+        sides[role] = ws.resolve(source, parse_mapping(mapping) if Path(source).exists() else None)
         if not as_json:
             for line in sides[role].load_lines():
                 out.print(f"{role}: {line}", highlight=False)

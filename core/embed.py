@@ -72,11 +72,17 @@ def embedding_text(frame: pd.DataFrame, fields: Sequence[str] = ("title", "text"
 TITLE_SHARE_GAP = 0.2
 
 
+def has_title(frame: pd.DataFrame) -> np.ndarray | None:
+    """Per review, whether it has a non-empty title; None when the frame has no title column."""
+    if "title" not in frame.columns:
+        return None
+    return (frame["title"].astype("string").str.strip().fillna("") != "").to_numpy()
+
+
 def title_share(frame: pd.DataFrame) -> float:
     """Share of reviews with a non-empty title."""
-    if "title" not in frame.columns or not len(frame):
-        return 0.0
-    return float((frame["title"].astype("string").str.strip().fillna("") != "").mean())
+    mask = has_title(frame)
+    return 0.0 if mask is None or not len(mask) else float(mask.mean())
 
 
 def shared_embed_fields(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from core.embed import Embedder, ProgressCallback, embedding_text, title_share
+from core.embed import Embedder, ProgressCallback, embedding_text, has_title, title_share
 from core.errors import NotFittedError
 
 #: Descriptors of the text alone, used as features, as shift features and by the text-quality signal.
@@ -167,10 +167,7 @@ class FeaturePipeline:
             present[source] = frame[source].notna().to_numpy() if source in frame.columns else None
         if "title" in self.embed_fields and getattr(self, "title_share_", 0.0) >= 0.5:
             # Titles are embedded with the text; a batch without them reads as more novel than it is.
-            present["title"] = (
-                (frame["title"].astype("string").str.strip().fillna("") != "").to_numpy()
-                if "title" in frame.columns else None
-            )
+            present["title"] = has_title(frame)
         return [
             [c for c, has in present.items() if has is None or not has[part].any()] for part in slices
         ]

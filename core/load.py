@@ -842,23 +842,28 @@ def _parse_timestamp(values: pd.Series, notes: list[str] | None = None) -> tuple
     is_text = stripped.notna() & ~is_num
     if is_text.any():
         texts = stripped[is_text].astype(str)
+        parts = texts.str.match(_NUMERIC_DATE)  # 01/03/2021-style dates: read below, with the column's order
         with warnings.catch_warnings():  # "could not infer format": the mixed retry below is the answer
             warnings.simplefilter("ignore", UserWarning)
-            parsed = pd.to_datetime(texts, utc=True, errors="coerce")
-            retry = parsed.isna()
-            if retry.any():
-                parsed[retry] = pd.to_datetime(texts[retry], utc=True, errors="coerce", format="mixed")
-            parts = texts.str.match(_NUMERIC_DATE)
+            pieces = []
+            other = texts[~parts]
+            if len(other):
+                parsed_other = pd.to_datetime(other, utc=True, errors="coerce")
+                retry = parsed_other.isna()
+                if retry.any():
+                    parsed_other[retry] = pd.to_datetime(other[retry], utc=True, errors="coerce", format="mixed")
+                pieces.append(parsed_other)
             if parts.any():
                 dated = texts[parts].str.extract(_NUMERIC_DATE)
                 first, second = dated[0].astype(int), dated[2].astype(int)
                 day_first_votes, month_first_votes = int((first > 12).sum()), int((second > 12).sum())
                 day_first = day_first_votes > month_first_votes or (
                     day_first_votes == month_first_votes == 0 and (dated[1] == ".").mean() > 0.5)
-                parsed[parts] = pd.to_datetime(texts[parts], utc=True, errors="coerce", format="mixed",
-                                               dayfirst=day_first)
+                parsed_dates = pd.to_datetime(texts[parts], utc=True, errors="coerce", format="mixed",
+                                              dayfirst=day_first)
                 wrong = (second > 12) if day_first else (first > 12)
-                parsed[wrong[wrong].index] = pd.NaT
+                parsed_dates[wrong[wrong].index] = pd.NaT
+                pieces.append(parsed_dates)
                 against_order[np.flatnonzero(is_text.to_numpy())[np.flatnonzero(parts.to_numpy())]] = wrong.to_numpy()
                 if notes is not None and ((first <= 12) & (second <= 12) & (first != second)).any():
                     evidence = max(day_first_votes, month_first_votes)
@@ -867,6 +872,7 @@ def _parse_timestamp(values: pd.Series, notes: list[str] | None = None) -> tuple
                            else "no date says otherwise")
                     notes.append(f"timestamp: dates such as {texts[parts].iloc[0]!r} read "
                                  f"{'day' if day_first else 'month'} first ({why})")
+        parsed = pd.concat(pieces).reindex(texts.index)
         # Dates past 2262 (or before 1677) parse at a coarser unit but do not fit the nanosecond column:
         # they are unusable timestamps (quarantined with the others), not a crash.
         in_range = (parsed >= _EARLIEST) & (parsed <= _LATEST)

@@ -321,8 +321,9 @@ class Resolved:
             return []
         lines = [f"note: {note}" for note in self.report.notes]
         r = self.report
-        if r.unused_columns_line():
-            lines.append(r.unused_columns_line())
+        unused = r.unused_columns_line()
+        if unused:
+            lines.append(unused)
         if r.rows_quarantined:
             reasons = "; ".join(f"{reason} ({count})" for reason, count in
                                 sorted(r.quarantine_reasons.items(), key=lambda kv: -kv[1])[:3])

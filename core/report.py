@@ -170,6 +170,12 @@ def _format_p(value: float | None) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def _p_is(value: float | None) -> str:
+    """`_format_p` after "p": "< 0.001" as it is, anything else as "= 0.123"."""
+    text = _format_p(value)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def report_to_html(report: ShiftReport, title: str = "Shift report", top_reviews: int = 20) -> str:
     """A self-contained HTML page: verdict, test table, distributions, clusters, most novel reviews.
 
@@ -180,7 +186,7 @@ def report_to_html(report: ShiftReport, title: str = "Shift report", top_reviews
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape())
     env.filters["p"] = _format_p
-    env.filters["p_is"] = lambda v: _format_p(v) if _format_p(v).startswith("<") else f"= {_format_p(v)}"
+    env.filters["p_is"] = _p_is
     env.filters["num"] = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
     env.filters["pct"] = lambda v: f"{v:.1%}"
     template = env.get_template("shift_report.html.j2")
