@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputFileError, SchemaError
-from core.schema import CANONICAL_COLUMNS, QuarantinedRow, ValidationReport, resolve_columns
+from core.schema import CANONICAL_COLUMNS, QuarantinedRow, ValidationReport, column_key, resolve_columns
 
 FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "xlsx")
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -124,12 +124,40 @@ def load_bytes(
         if raw.empty:
             raise InputFileError(name, f"no row could be read ({bad[0].reason} at line {bad[0].line})") from err
         raise InputFileError(name, str(err)) from err
+    if "rating" not in columns and "rating" not in (mapping or {}):
+        columns = _rating_by_content(raw, columns, notes)
     frame, quarantined_rows = _canonicalise(raw, lines, columns, notes, whole_file=True)
     quarantined_rows = sorted(bad + quarantined_rows, key=lambda q: q.line)
     if frame.empty:
         # Storing an empty batch would replace an earlier one of the same name with nothing.
         raise InputFileError(name, _nothing_usable(quarantined_rows, columns))
     return _result(name, fmt, raw, frame, quarantined_rows, columns, rows_read=len(raw) + len(bad), notes=notes)
+
+
+#: Column names that mean the star rating in some shops' exports and the review itself in others (German
+#: "Bewertung", French "note", ...): taken as the rating only when their values read as ratings.
+_RATING_OR_REVIEW_NAMES = frozenset({"bewertung", "note", "valutazione", "beoordeling", "avaliacao", "evaluation"})
+
+
+def _rating_by_content(raw: pd.DataFrame, columns: dict[str, str], notes: list[str]) -> dict[str, str]:
+    """`columns` with ``rating`` taken from an unused column whose name may mean it and whose values are
+    ratings (at least 95 % of the given values read as numbers in 0-10); unchanged otherwise."""
+    used = set(columns.values())
+    for name in map(str, raw.columns):
+        if name in used or column_key(name) not in _RATING_OR_REVIEW_NAMES:
+            continue
+        values = raw[name].dropna()
+        if values.dtype == object:
+            values = values.astype(str).str.strip()
+            values = values[(values != "") & ~values.str.lower().isin(_MISSING_WORDS)]
+        if values.empty:
+            continue
+        numbers = pd.to_numeric(values.map(_rating_value), errors="coerce")
+        if numbers.between(0, 10).mean() >= 0.95:
+            notes.append(f"rating <- {name}: its values read as ratings (the name can also mean the review itself)")
+            chosen = {**columns, "rating": name}
+            return {field: chosen[field] for field in CANONICAL_COLUMNS if field in chosen}
+    return columns
 
 
 def _nothing_usable(quarantined: list[QuarantinedRow], columns: dict[str, str]) -> str:
@@ -732,8 +760,11 @@ def _reason_with_value(reason: str, source: pd.Series) -> _ReasonWithValue:
     return _ReasonWithValue(reason, source)
 
 
+#: "4 stars", "4.0 out of 5 stars" and the forms of Amazon's other shops: "4,0 von 5 Sternen", "4,0 sur 5
+#: étoiles", "4,0 de 5 estrellas", "4,0 su 5 stelle", "4,0 van 5 sterren".
 _RATING_TEXT = re.compile(
-    r"(\d+(?:[.,]\d+)?)\s*(?:(?:/|out\s+of|of)\s*(\d+(?:[.,]\d+)?))?\s*(?:stars?|points?|★)?", re.IGNORECASE)
+    r"(\d+(?:[.,]\d+)?)\s*(?:(?:/|out\s+of|of|von|sur|de|su|van)\s*(\d+(?:[.,]\d+)?))?\s*"
+    r"(?:stars?|points?|★|sternen?|étoiles?|estrellas?|stelle|sterren)?", re.IGNORECASE)
 #: A column is on a ten-point scale when every rating lies in [0, 10] and at least this share, and at least
 #: three ratings, lie above 5: ten-point ratings lean high, so most do; a 1-5 column with a stray typo stays a
 #: 1-5 column, and the typo is quarantined.
@@ -741,7 +772,8 @@ TEN_POINT_SHARE = 0.25
 
 
 def _rating_value(value: object) -> object:
-    """A rating as a number on its own scale: 4, "4", "4,5", "4 stars", "4.0 out of 5 stars", "8/10", "★★★★"."""
+    """A rating as a number on its own scale: 4, "4", "4,5", "4 stars", "4.0 out of 5 stars", "4,0 von 5 Sternen",
+    "8/10", "★★★★"."""
     if not isinstance(value, str):
         return value
     text = value.strip()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,21 +34,30 @@ DERIVED_COLUMNS: tuple[str, ...] = ("is_duplicate", "source_line")
 #: reviewText, reviewerID, unixReviewTime, vote, verified, helpful), Amazon's US reviews TSV (star_rating,
 #: review_headline, review_body, helpful_votes), Yelp (stars, useful, business_id, date), Google Play (content,
 #: score, thumbsUpCount, at, userName), Datafiniti (reviews.text, reviews.rating, ...) and common exports
-#: (Review, Rate, Review Text, Positive Feedback Count).
+#: (Review, Rate, Review Text, Positive Feedback Count). Exports from shops in German, French, Spanish, Italian
+#: and Dutch get the names that mean one field only there ("Sterne", "Titre", "Reseña", "Datum"); words that
+#: could be the text or the rating ("Bewertung", "note", "valutazione") are left to an explicit mapping.
 ALIASES: dict[str, tuple[str, ...]] = {
     "review_id": ("review_id", "reviewid", "reviews.id", "id"),
     "text": ("text", "reviewtext", "review_text", "review_body", "review", "reviews.text", "review_content",
-             "body", "content", "comment", "reviews"),
-    "title": ("title_x", "summary", "review_title", "review_headline", "reviews.title", "headline", "title"),
+             "body", "content", "comment", "reviews",
+             "rezension", "bewertungstext", "kommentar", "avis", "commentaire", "texte", "reseña", "comentario",
+             "opinión", "recensione", "commento", "testo", "recensie"),
+    "title": ("title_x", "summary", "review_title", "review_headline", "reviews.title", "headline", "title",
+              "titel", "überschrift", "titre", "título", "titolo"),
     "rating": ("rating", "overall", "star_rating", "stars", "reviews.rating", "review_rating", "score", "rate",
-               "ratings", "star"),
+               "ratings", "star",
+               "sterne", "sternebewertung", "étoiles", "estrellas", "puntuación", "calificación", "stelle",
+               "sterren"),
     "helpful_vote": ("helpful_vote", "helpful_votes", "vote", "helpful", "reviews.numhelpful", "thumbsupcount",
-                     "positive_feedback_count", "useful", "helpful_count", "review_votes"),
+                     "positive_feedback_count", "useful", "helpful_count", "review_votes",
+                     "hilfreich", "utile", "útil"),
     "verified_purchase": ("verified_purchase", "verified", "reviews.didpurchase"),
     "product_title": ("title_y", "product_title", "product_name"),
     "category": ("main_category", "category", "product_category", "main_cat", "categories"),
     "timestamp": ("timestamp", "unixreviewtime", "review_date", "reviews.date", "date", "time", "reviewtime",
-                  "at", "created_at", "review_time", "datetime"),
+                  "at", "created_at", "review_time", "datetime",
+                  "datum", "fecha"),
     "user_id": ("user_id", "reviewerid", "customer_id", "reviews.username", "username", "reviewer_name",
                 "author", "user_name"),
     "product_id": ("parent_asin", "asin", "product_id", "business_id", "item_id", "productid"),
@@ -71,16 +80,18 @@ def parse_mapping(items: list[str] | None) -> dict[str, str] | None:
 
 def canonical_name(source: str) -> str | None:
     """The canonical column a source name stands for (``"stars"`` -> ``"rating"``), or None."""
-    key = _name_key(source)
+    key = column_key(source)
     for canonical in CANONICAL_COLUMNS:
-        if any(_name_key(alias) == key for alias in ALIASES[canonical]):
+        if any(column_key(alias) == key for alias in ALIASES[canonical]):
             return canonical
     return None
 
 
-def _name_key(name: str) -> str:
-    """The part of a column name that matching looks at: lower-case letters and digits only."""
-    return re.sub(r"[^0-9a-z]", "", name.lower())
+def column_key(name: str) -> str:
+    """The part of a column name that name matching looks at: letters and digits, lower case, accents dropped
+    ("Überschrift" and "uberschrift" match; before, the "Ü" was dropped with the separators)."""
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(ch for ch in decomposed if ch.isalnum() and not unicodedata.combining(ch))
 
 
 def resolve_columns(
@@ -122,14 +133,14 @@ def resolve_columns(
         )
     lowered: dict[str, str] = {}
     for col in source_columns:  # the first column wins when two names differ only in case or separators
-        lowered.setdefault(_name_key(col), col)
+        lowered.setdefault(column_key(col), col)
     used = set(mapping.values())
     resolved = dict(mapping)
     for canonical in CANONICAL_COLUMNS:
         if canonical in resolved or canonical in left_out:
             continue
         for alias in ALIASES[canonical]:
-            source = lowered.get(_name_key(alias))
+            source = lowered.get(column_key(alias))
             if source is not None and source not in used:
                 resolved[canonical] = source
                 used.add(source)

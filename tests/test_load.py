@@ -226,6 +226,31 @@ def test_column_names_match_ignoring_case_spaces_and_separators() -> None:
         "user_id": "userName"}
 
 
+def test_exports_from_german_french_and_spanish_shops_need_no_mapping() -> None:
+    german = ("Rezension;Überschrift;Sterne;Datum;Hilfreich\n"
+              "Hält warm;Gut;4,0 von 5 Sternen;13.03.2021;2\nZu klein;Schade;1,0 von 5 Sternen;01.04.2021;0\n")
+    result = load_bytes(german.encode(), name="bewertungen.csv")
+    assert result.report.columns == {"text": "Rezension", "title": "Überschrift", "rating": "Sterne",
+                                     "helpful_vote": "Hilfreich", "timestamp": "Datum"}
+    assert list(result.frame["rating"]) == [4.0, 1.0]
+    assert list(result.frame["timestamp"].dt.month) == [3, 4]
+    french = "Avis,Titre,Étoiles\nTrès doux,Parfait,\"5,0 sur 5 étoiles\"\n".encode()
+    assert load_bytes(french, name="avis.csv").frame[["text", "title", "rating"]].iloc[0].tolist() == [
+        "Très doux", "Parfait", 5.0]
+    spanish = "Reseña,Título,Puntuación,Fecha\nMuy bueno,Bien,4 de 5 estrellas,2022-05-01\n".encode()
+    assert load_bytes(spanish, name="resenas.csv").frame["rating"].tolist() == [4.0]
+    # "Bewertung" means the rating in some exports and the review in others: its values decide
+    numeric = load_bytes("Kommentar;Bewertung\nSchön;5\nGeht so;3,5\nMies;NA\n".encode(), name="sterne.csv")
+    assert numeric.report.columns["rating"] == "Bewertung"
+    assert numeric.frame["rating"].tolist()[:2] == [5.0, 3.5]
+    assert any(note.startswith("rating <- Bewertung") for note in numeric.report.notes)
+    words = load_bytes("Kommentar,Bewertung\nSchön,sehr gut\nNaja,geht so\n".encode(), name="worte.csv")
+    assert "rating" not in words.report.columns
+    assert "Bewertung" in words.report.unused_columns_line()
+    left_out = load_bytes("Kommentar;Bewertung\nSchön;5\n".encode(), name="ohne.csv", mapping={"rating": ""})
+    assert "rating" not in left_out.report.columns
+
+
 def test_ratings_written_as_text_and_ten_point_scales() -> None:
     texts = ["5 stars", "1 star", "4.0 out of 5 stars", "4/5", "\u2605\u2605\u2605", "8/10"]
     data = "text,rating\n" + "".join(f"r{i},{t}\n" for i, t in enumerate(texts))
