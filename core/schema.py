@@ -35,8 +35,8 @@ DERIVED_COLUMNS: tuple[str, ...] = ("is_duplicate", "source_line")
 #: review_headline, review_body, helpful_votes), Yelp (stars, useful, business_id, date), Google Play (content,
 #: score, thumbsUpCount, at, userName), Datafiniti (reviews.text, reviews.rating, ...) and common exports
 #: (Review, Rate, Review Text, Positive Feedback Count). Exports from shops in German, French, Spanish, Italian
-#: and Dutch get the names that mean one field only there ("Sterne", "Titre", "Reseña", "Datum"); words that
-#: could be the text or the rating ("Bewertung", "note", "valutazione") are left to an explicit mapping.
+#: and Dutch get the names that mean one field only there ("Sterne", "Titre", "Reseña", "Datum"); a name that
+#: can mean the review or its rating ("Bewertung", "note") is decided by its values in `core.load`.
 ALIASES: dict[str, tuple[str, ...]] = {
     "review_id": ("review_id", "reviewid", "reviews.id", "id"),
     "text": ("text", "reviewtext", "review_text", "review_body", "review", "reviews.text", "review_content",

@@ -35,7 +35,7 @@ with errors_shown():
             help="Letters, digits, '.', '_' or '-'. A batch of the same name is replaced once the new one is stored.",
         )
         mappings[f.file_id] = right.text_input(
-            f"Column mapping for {f.name} (optional)", key=f"data.map.{f.file_id}", placeholder="rating=stars, title=Titel",
+            f"Column mapping for {f.name} (optional)", key=f"data.map.{f.file_id}", placeholder="rating=Wertung, title=Betreff",
             help="FIELD=COLUMN pairs separated by commas, for columns that are not recognised by name. Fields: "
                  + ", ".join(CANONICAL_COLUMNS) + ". The validation report lists the columns not used.",
         )

@@ -148,14 +148,14 @@ def test_score_writes_the_table_and_says_which_kind_of_anomaly_is_in_excess(
     text = run_cli("score", "current", "--out", str(out), home=home)
     assert "excess over the reference per kind" in text.stdout and "unusual text for this reference" in text.stdout
     # A file scored directly: rows set aside are counted, a title column under another name is mapped.
-    renamed = pd.read_csv(tmp_path / "current.csv").head(40).rename(columns={"title_x": "Titel"})
+    renamed = pd.read_csv(tmp_path / "current.csv").head(40).rename(columns={"title_x": "Betreff"})
     lines = renamed.to_csv(index=False).splitlines()
     (tmp_path / "export.csv").write_text("\n".join([*lines, "one,field,too,many" + "," * len(renamed.columns)]) + "\n")
     plain = run_cli("score", str(tmp_path / "export.csv"), "--out", str(out), home=home)
     assert plain.returncode == 0, plain.stderr
     assert "1 of 41 rows of" in plain.stdout and "set aside" in plain.stdout
     assert "this batch has no titles" in plain.stdout
-    mapped = run_cli("score", str(tmp_path / "export.csv"), "--map", "title=Titel", "--out", str(out), home=home)
+    mapped = run_cli("score", str(tmp_path / "export.csv"), "--map", "title=Betreff", "--out", str(out), home=home)
     assert mapped.returncode == 0, mapped.stderr
     assert "no titles" not in mapped.stdout and len(pd.read_csv(out)) == 40
     assert list(pd.read_csv(out)["source_line"]) == list(range(2, 42))  # back to the file's lines

@@ -92,19 +92,19 @@ def test_every_page_in_a_real_browser(page, server: tuple[str, Path], tmp_path: 
 
     # Data: one real upload through the file input.
     upload = tmp_path / "browser-upload.csv"
-    # A column the loader does not know by name ("Sterne") is mapped in the page.
-    upload.write_text("text,Sterne\nThe card arrived on time and worked,5\n,2\nWrong product sent to me,1\n")
+    # A column the loader does not know by name ("Wertung") is mapped in the page.
+    upload.write_text("text,Wertung\nThe card arrived on time and worked,5\n,2\nWrong product sent to me,1\n")
     open_page(page, url, "data", "Stored batches")
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(upload))
     page.get_by_text("Batch name for browser-upload.csv").wait_for()
-    page.get_by_role("textbox", name="Column mapping for browser-upload.csv (optional)").fill("rating=Sterne")
+    page.get_by_role("textbox", name="Column mapping for browser-upload.csv (optional)").fill("rating=Wertung")
     page.keyboard.press("Enter")
     settle(page)
     page.get_by_role("button", name="Store uploaded files").click()
     page.get_by_text("stored as").first.wait_for()
     settle(page)
     assert page.get_by_text("browser-upload", exact=False).count() > 0
-    page.get_by_text("rating <- Sterne", exact=False).first.wait_for()  # open: a row was quarantined
+    page.get_by_text("rating <- Wertung", exact=False).first.wait_for()  # open: a row was quarantined
     assert_no_exception(page, "data")
 
     open_page(page, url, "train", "Champion and challenger")
