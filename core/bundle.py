@@ -6,6 +6,7 @@ One folder holds it all; `core.tracking` logs that folder as an MLflow pyfunc mo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -44,6 +45,7 @@ class BundleScores:
 
     result: ScoreResult
     frame: pd.DataFrame  # result.scores + shift_p_value (+ x, y)
+    text_only_twin: bool = False  # scored by the model's text-only twin (`ModelBundle.text_twin`): no titles
 
     @property
     def missing(self) -> list[str]:
@@ -132,6 +134,40 @@ class ModelBundle:
             coords = self.projection.transform(embeddings)
             table["x"], table["y"] = coords[:, 0], coords[:, 1]
         return BundleScores(result=result, frame=table)
+
+    def lacks_titles(self, frame: pd.DataFrame) -> bool:
+        """True when this model embeds title + text, its reference had titles, and `frame` has none."""
+        return len(frame) > 0 and "title" in self.outlier.feature_pipeline_.missing_columns(frame)
+
+    def text_twin(
+        self, embedder: Any, folder: str | Path | None = None, progress: ProgressCallback | None = None
+    ) -> ModelBundle:
+        """This model refitted on its own reference with the review text alone, for batches without titles.
+
+        A title + text model reads every review of such a batch as more novel than it is (a user trial: 101
+        of 300 in-category reviews flagged instead of 21). The twin has the same detectors, contamination and
+        seed, and shares this model's 2-D map (batch reviews are placed on it by their text). It has no
+        label-aware scorer. With `folder` the twin is kept there and reused while it matches this model.
+        """
+        if "title" not in self.outlier.embed_fields:
+            return self
+        origin = {"data_fingerprint": self.meta.get("data_fingerprint"), "trained_at": self.meta.get("trained_at")}
+        if folder is not None and (Path(folder) / "bundle.json").is_file():
+            with contextlib.suppress(ModelUnavailableError, OSError, ValueError):
+                kept = ModelBundle.load(folder)
+                if kept.meta.get("twin_of") == origin:
+                    kept.projection = self.projection
+                    return kept
+        twin = ModelBundle.fit(
+            self.reference, embedder, detectors=tuple(self.meta["detectors"]),
+            contamination=self.meta["contamination"], random_state=self.meta["random_state"], project=False,
+            reference_batch=self.meta.get("reference_batch"), progress=progress, embed_fields=("text",),
+        )
+        twin.meta["twin_of"] = origin
+        if folder is not None:
+            twin.save(folder)
+        twin.projection = self.projection
+        return twin
 
     def reference_coords(self) -> np.ndarray | None:
         return None if self.projection is None else self.projection.reference_coords_

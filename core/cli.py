@@ -253,7 +253,8 @@ def train(
     no_projection: Annotated[bool, typer.Option("--no-projection", help="Skip the 2-D map (faster).")] = False,
     no_labels: Annotated[bool, typer.Option("--no-labels", help="Ignore stored labels.")] = False,
     no_titles: Annotated[bool, typer.Option(
-        "--no-titles", help="Embed the review text alone, not title + text: for scoring batches that have no titles."
+        "--no-titles", help="Embed the review text alone, not title + text: for data exported without titles (a batch "
+        "without titles scored by a title + text model is otherwise scored by its text-only twin)."
     )] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -316,7 +317,8 @@ def score(
         table.to_parquet(out_path, index=False)
     evidence = scores.result.group_evidence
     summary = {"out": str(out_path), "rows": len(table), "flagged": int(table["is_outlier"].sum()),
-               "model_version": version.version, "missing_columns": scores.missing, "group_evidence": evidence,
+               "model_version": version.version, "text_only_twin": scores.text_only_twin,
+               "missing_columns": scores.missing, "group_evidence": evidence,
                "rows_set_aside": resolved.report.rows_quarantined if resolved.report else 0}
     if as_json:
         _print_json(summary)
@@ -333,10 +335,11 @@ def score(
     if scores.missing:
         out.print(f"not in this batch (signals that need them were left out): {', '.join(scores.missing)}",
                   highlight=False)
-    if "title" in scores.missing:
-        out.print("the model embeds review title + text and this batch has no titles, so its reviews read as more "
-                  "novel than they are: map the title column (--map title=COLUMN), or train a model on the text "
-                  "alone (workbench train --reference ... --no-titles)", highlight=False)
+    if scores.text_only_twin:
+        out.print(f"this batch has no titles and version {version.version} embeds title + text: scored with its "
+                  "text-only twin (the same detectors refitted on the same reference, kept under WORKBENCH_HOME/"
+                  "text-twins); if the file has titles under another name, map them with --map title=COLUMN",
+                  highlight=False)
 
 
 @app.command()

@@ -7,9 +7,10 @@ small piece of state that survives restarts (which batch is the reference, which
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -266,7 +267,33 @@ class Workspace:
               progress: Callable[[str, float], None] | None = None):  # -> (BundleScores, VersionInfo)
         bundle, version = self.model(alias)
         frame = source if isinstance(source, pd.DataFrame) else self.resolve_frame(source)
-        return bundle.score(frame, self.embedder(), progress=progress, project=project), version
+        return self.score_with(bundle, version.version, frame, project=project, progress=progress), version
+
+    def score_with(self, bundle, version: str, frame: pd.DataFrame, project: bool = False,
+                   progress: Callable[[str, float], None] | None = None):  # -> BundleScores
+        """`bundle.score`, or its text-only twin's when the batch has no titles and the model embeds them.
+
+        The twin is fitted once per model version on the model's own reference and kept under
+        ``WORKBENCH_HOME/text-twins`` (`core.bundle.ModelBundle.text_twin`), so later batches and restarts
+        reuse it.
+        """
+        if not bundle.lacks_titles(frame):
+            return bundle.score(frame, self.embedder(), progress=progress, project=project)
+        with _TWIN_LOCK:
+            key = (self.settings.home.as_posix(), version, bundle.meta.get("trained_at"))
+            if key not in _TWINS:
+                if progress:
+                    progress("fitting the text-only twin (this batch has no titles)", 0.0)
+                _TWINS.clear()
+                _TWINS[key] = bundle.text_twin(self.embedder(), folder=self.twin_folder(version), progress=progress)
+            twin = _TWINS[key]
+        scores = twin.score(frame, self.embedder(), progress=progress, project=project)
+        return replace(scores, text_only_twin=True)
+
+    def twin_folder(self, version: str) -> Path:
+        """Where the text-only twin of a registered model version is kept (see `score_with`)."""
+        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.settings.registered_model_name)
+        return self.settings.home / "text-twins" / f"{name}-v{version}"
 
     def compare(
         self,
@@ -308,6 +335,8 @@ class Workspace:
 
 
 _MODELS: dict[tuple[str, str, str], object] = {}
+_TWINS: dict[tuple[str, str, object], object] = {}  # one text-only twin in memory per process
+_TWIN_LOCK = threading.Lock()  # the workbench and the API score from several threads
 
 
 @dataclass(frozen=True)

@@ -38,14 +38,14 @@ with errors_shown():
 
     data = cached.map_frame(chosen, champion.version)
     for name in chosen:
-        missing = cached.scores(name, champion.version).missing
-        if "title" in missing:
-            st.warning(f"`{name}` has no review titles and model v{champion.version} embeds title + text, so its "
-                       "reviews read as more novel than they are. Train a model with **Embed review titles** off "
-                       "on **Train**, or re-upload the batch with its title column mapped on **Data**.", icon="⚠️")
-        others = [c for c in missing if c != "title"]
-        if others:
-            st.caption(f"`{name}` has no {', '.join(others)}: the signals that need them are left out.")
+        batch_scores = cached.scores(name, champion.version)
+        if batch_scores.text_only_twin:
+            st.info(f"`{name}` has no review titles and model v{champion.version} embeds title + text, so it was "
+                    "scored by the model's text-only twin (same detectors, same reference, text alone) and placed "
+                    "on the map by its text. If the file has titles under another name, re-upload it with the title "
+                    "column mapped on **Data**.", icon="ℹ️")
+        if batch_scores.missing:
+            st.caption(f"`{name}` has no {', '.join(batch_scores.missing)}: the signals that need them are left out.")
     latest = cached.labels()
     label_of = dict(zip(latest["review_id"].astype(str), latest["label"], strict=True))
     data = data.assign(label=[label_of.get(r, "unlabelled") for r in data["review_id"].astype(str)])

@@ -38,8 +38,9 @@ with errors_shown():
                              key="train.use_labels")
 
     titles = st.checkbox("Embed review titles with the text", value=True, key="train.titles",
-                         help="Off: the model reads the review text alone. Choose that when the batches you will "
-                              "score have no titles; a title + text model reads them as more novel than they are.")
+                         help="Off: the model reads the review text alone. Choose that when your data comes "
+                              "without titles. A batch without titles scored by a title + text model is scored by "
+                              "the model's text-only twin instead, fitted on first use.")
 
     if st.button("Train and register", type="primary", disabled=not detectors):
         with st.status(f"Training on `{reference}`…", expanded=True) as status:

@@ -154,7 +154,9 @@ def test_score_writes_the_table_and_says_which_kind_of_anomaly_is_in_excess(
     plain = run_cli("score", str(tmp_path / "export.csv"), "--out", str(out), home=home)
     assert plain.returncode == 0, plain.stderr
     assert "1 of 41 rows of" in plain.stdout and "set aside" in plain.stdout
-    assert "this batch has no titles" in plain.stdout
+    assert "this batch has no titles" in plain.stdout and "text-only twin" in plain.stdout
+    twin = json.loads(run_cli("score", str(tmp_path / "export.csv"), "--out", str(out), "--json", home=home).stdout)
+    assert twin["text_only_twin"] and "title" not in twin["missing_columns"]
     mapped = run_cli("score", str(tmp_path / "export.csv"), "--map", "title=Betreff", "--out", str(out), home=home)
     assert mapped.returncode == 0, mapped.stderr
     assert "no titles" not in mapped.stdout and len(pd.read_csv(out)) == 40
@@ -166,4 +168,4 @@ def test_score_writes_the_table_and_says_which_kind_of_anomaly_is_in_excess(
     version = json.loads(text_only.stdout)["version"]
     plain = run_cli("score", str(tmp_path / "export.csv"), "--model", version, "--out", str(out), "--json", home=home)
     assert plain.returncode == 0, plain.stderr
-    assert "title" not in json.loads(plain.stdout)["missing_columns"]
+    assert "title" not in json.loads(plain.stdout)["missing_columns"] and not json.loads(plain.stdout)["text_only_twin"]

@@ -241,7 +241,7 @@ def test_train_promote_and_roll_back(copied_home: Path) -> None:
     assert any("v1 is the champion again" in s.value for s in models.success)
 
 
-def test_explore_warns_when_a_batch_has_no_titles_for_a_title_model(copied_home: Path) -> None:
+def test_explore_scores_a_batch_without_titles_with_the_text_only_twin(copied_home: Path) -> None:
     from core.pipeline import Workspace
 
     ws = Workspace.open()
@@ -249,7 +249,8 @@ def test_explore_warns_when_a_batch_has_no_titles_for_a_title_model(copied_home:
     ws.ingest_bytes(untitled[["review_id", "text", "rating"]].to_csv(index=False).encode(), "untitled.csv", "untitled")
     at = run_page("explore", **{"explore.batches": ["untitled"]})
     assert_clean(at)
-    warned = [w.value for w in at.warning]
-    assert any("`untitled` has no review titles" in w and "Embed review titles" in w for w in warned), warned
+    told = [i.value for i in at.info]
+    assert any("`untitled` has no review titles" in i and "text-only twin" in i for i in told), told
+    assert list((copied_home / "text-twins").glob("*/bundle.json")), "the twin is kept for the next start"
     at = run_page("explore", **{"explore.batches": ["current"]})
-    assert not any("no review titles" in w.value for w in at.warning)
+    assert not any("no review titles" in i.value for i in at.info)
