@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.embed import title_share
 from core.errors import ModelUnavailableError
 from core.model import OutlierModel, ScoreResult
 from core.projection import Projection
@@ -68,6 +69,11 @@ class ModelBundle:
         self.projection = projection
         self.reference = reference
         self.meta = meta
+        pipeline = getattr(outlier, "feature_pipeline_", None)
+        if pipeline is not None and not hasattr(pipeline, "title_share_"):
+            # Saved before the reference's title share was kept: without it a batch without titles would not
+            # be recognised (`lacks_titles`); the bundle keeps the reference's titles, so it is measured again.
+            pipeline.title_share_ = title_share(reference)
 
     @classmethod
     def fit(

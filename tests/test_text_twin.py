@@ -45,3 +45,15 @@ def test_workspace_scores_untitled_batches_with_the_twin(trained_workspace, unti
     assert (trained_workspace.twin_folder(version.version) / "bundle.json").is_file()
     titled, _ = trained_workspace.score("current")
     assert not titled.text_only_twin
+
+
+def test_a_model_saved_before_the_title_share_was_kept_still_sends_untitled_batches_to_the_twin(
+        trained_workspace, untitled) -> None:
+    import copy
+
+    bundle, _ = trained_workspace.model("champion")
+    older = copy.deepcopy(bundle.outlier)
+    del older.feature_pipeline_.title_share_
+    restored = ModelBundle(older, bundle.shift_scorer, bundle.projection, bundle.reference, bundle.meta)
+    assert restored.lacks_titles(untitled)
+    assert not restored.lacks_titles(trained_workspace.batches.frame("current"))
