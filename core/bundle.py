@@ -158,20 +158,20 @@ class ModelBundle:
         if "title" not in self.outlier.embed_fields:
             return self
         origin = {"data_fingerprint": self.meta.get("data_fingerprint"), "trained_at": self.meta.get("trained_at")}
+        twin = None
         if folder is not None and (Path(folder) / "bundle.json").is_file():
             with contextlib.suppress(ModelUnavailableError, OSError, ValueError):
                 kept = ModelBundle.load(folder)
-                if kept.meta.get("twin_of") == origin:
-                    kept.projection = self.projection
-                    return kept
-        twin = ModelBundle.fit(
-            self.reference, embedder, detectors=tuple(self.meta["detectors"]),
-            contamination=self.meta["contamination"], random_state=self.meta["random_state"], project=False,
-            reference_batch=self.meta.get("reference_batch"), progress=progress, embed_fields=("text",),
-        )
-        twin.meta["twin_of"] = origin
-        if folder is not None:
-            twin.save(folder)
+                twin = kept if kept.meta.get("twin_of") == origin else None
+        if twin is None:
+            twin = ModelBundle.fit(
+                self.reference, embedder, detectors=tuple(self.meta["detectors"]),
+                contamination=self.meta["contamination"], random_state=self.meta["random_state"], project=False,
+                reference_batch=self.meta.get("reference_batch"), progress=progress, embed_fields=("text",),
+            )
+            twin.meta["twin_of"] = origin
+            if folder is not None:
+                twin.save(folder)  # without the map: it is this model's, shared below
         twin.projection = self.projection
         return twin
 

@@ -149,7 +149,7 @@ def _rating_by_content(raw: pd.DataFrame, columns: dict[str, str], notes: list[s
         values = raw[name].dropna()
         if values.dtype == object:
             values = values.astype(str).str.strip()
-            values = values[(values != "") & ~values.str.lower().isin(_MISSING_WORDS)]
+            values = values[~_missing_cells(values)]
         if values.empty:
             continue
         numbers = pd.to_numeric(values.map(_rating_value), errors="coerce")
@@ -595,14 +595,17 @@ def _delimited_frame(
 ) -> tuple[pd.DataFrame, np.ndarray, list[QuarantinedRow]]:
     raw = pd.DataFrame(rows, columns=header, dtype=object)
     for col in raw.columns:
-        values = raw[col]
-        short = values.str.len() <= 4  # every missing-value word is short; most cells are not
-        if short.any():
-            missing = short & values.str.strip().str.lower().isin(_MISSING_WORDS)
-            raw.loc[missing | (values == ""), col] = None
-        else:
-            raw.loc[values == "", col] = None
+        raw.loc[_missing_cells(raw[col]), col] = None
     return raw, np.asarray(lines, dtype=np.int64), bad
+
+
+def _missing_cells(values: pd.Series) -> np.ndarray:
+    """Which string cells mean "no value": empty, or a missing-value word such as NA or null."""
+    empty = (values == "").to_numpy()
+    short = values.str.len() <= 4  # every missing-value word is short; most cells are not
+    if not short.any():
+        return empty
+    return empty | (short & values.str.strip().str.lower().isin(_MISSING_WORDS)).to_numpy()
 
 
 def _unique_names(names: list[str]) -> list[str]:

@@ -348,11 +348,8 @@ class Resolved:
         """What a terminal shows about reading a file before it is scored or compared: rows set aside, notes."""
         if self.report is None:
             return []
-        lines = [f"note: {note}" for note in self.report.notes]
         r = self.report
-        unused = r.unused_columns_line()
-        if unused:
-            lines.append(unused)
+        lines = r.reading_lines()
         if r.rows_quarantined:
             reasons = "; ".join(f"{reason} ({count})" for reason, count in
                                 sorted(r.quarantine_reasons.items(), key=lambda kv: -kv[1])[:3])

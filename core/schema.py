@@ -81,10 +81,7 @@ def parse_mapping(items: list[str] | None) -> dict[str, str] | None:
 def canonical_name(source: str) -> str | None:
     """The canonical column a source name stands for (``"stars"`` -> ``"rating"``), or None."""
     key = column_key(source)
-    for canonical in CANONICAL_COLUMNS:
-        if any(column_key(alias) == key for alias in ALIASES[canonical]):
-            return canonical
-    return None
+    return next((canonical for canonical, keys in _ALIAS_KEYS.items() if key in keys), None)
 
 
 def column_key(name: str) -> str:
@@ -92,6 +89,12 @@ def column_key(name: str) -> str:
     ("Überschrift" and "uberschrift" match; before, the "Ü" was dropped with the separators)."""
     decomposed = unicodedata.normalize("NFKD", name.casefold())
     return "".join(ch for ch in decomposed if ch.isalnum() and not unicodedata.combining(ch))
+
+
+#: `ALIASES` as matching sees them, in the same order (computed once, not per file or per API error).
+_ALIAS_KEYS: dict[str, tuple[str, ...]] = {
+    canonical: tuple(column_key(alias) for alias in aliases) for canonical, aliases in ALIASES.items()
+}
 
 
 def resolve_columns(
@@ -139,8 +142,8 @@ def resolve_columns(
     for canonical in CANONICAL_COLUMNS:
         if canonical in resolved or canonical in left_out:
             continue
-        for alias in ALIASES[canonical]:
-            source = lowered.get(column_key(alias))
+        for key in _ALIAS_KEYS[canonical]:
+            source = lowered.get(key)
             if source is not None and source not in used:
                 resolved[canonical] = source
                 used.add(source)
@@ -191,6 +194,11 @@ class ValidationReport(BaseModel):
         return (f"columns not used: {shown}; if one of them holds a missing field ({', '.join(self.missing_columns)}), "
                 "map it as FIELD=COLUMN (--map in the CLI, the column mapping on the Data page)")
 
+    def reading_lines(self) -> list[str]:
+        """The columns left unused (with how to map one) and the notes on how the file was read."""
+        unused = self.unused_columns_line()
+        return ([unused] if unused else []) + [f"note: {note}" for note in self.notes]
+
     def summary_lines(self) -> list[str]:
         """Short human-readable lines for terminals and the workbench."""
         lines = [
@@ -200,10 +208,7 @@ class ValidationReport(BaseModel):
         ]
         if self.missing_columns:
             lines.append("not in this file: " + ", ".join(self.missing_columns))
-        unused = self.unused_columns_line()
-        if unused:
-            lines.append(unused)
-        lines.extend(f"note: {note}" for note in self.notes)
+        lines.extend(self.reading_lines())
         for reason, count in sorted(self.quarantine_reasons.items(), key=lambda kv: -kv[1]):
             lines.append(f"quarantined {count}: {reason}")
         return lines
