@@ -29,8 +29,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console()
+# soft_wrap: rich would otherwise break sentences at 80 columns when output goes to a pipe or a file, where the
+# reader (grep, a log, a test) expects one line per message.
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

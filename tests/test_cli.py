@@ -58,6 +58,23 @@ def test_unreadable_file_exits_nonzero_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in result.stderr
 
 
+def test_human_output_is_not_wrapped_when_piped(tmp_path: Path) -> None:
+    # A path far longer than any terminal: every message that names it must stay on one line for grep and logs.
+    deep = tmp_path.joinpath(*["a-folder-with-a-long-name-for-wrapping"] * 4)
+    deep.mkdir(parents=True)
+    src = deep / "reviews-exported-from-the-shop-with-a-long-file-name.csv"
+    src.write_text("text,rating\nfine and dandy,4\n,2\n")
+    result = run_cli("ingest", str(src), "--name", "long", home=deep)
+    assert result.returncode == 0, result.stderr
+    assert f"{src} (csv): 2 rows read, 1 kept, 1 quarantined" in result.stdout.splitlines()[0]
+    assert f"stored as batch long in local folder {deep / 'store'}" in result.stdout.splitlines()
+    bad = deep / "broken-export-with-a-long-file-name.csv.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00broken")
+    failed = run_cli("ingest", str(bad), home=tmp_path)
+    lines = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert failed.returncode == 2 and len(lines) == 1 and str(bad) in lines[0]
+
+
 def test_quarantine_export(tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     src.write_text("text,rating\nfine,4\n,2\nodd,8\n")
