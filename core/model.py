@@ -1,57 +1,10 @@
-"""The outlier model: detectors + signals, calibrated against the reference, combined, explained, label-aware.
+"""The outlier model: detectors and signals fitted on a reference batch, calibrated, combined and explained.
 
 `OutlierModel.fit` embeds a reference batch, fits every detector and signal, and calibrates each against
-held-out reference scores (leave-one-out or K-fold cross-fitting). `OutlierModel.score` turns any batch
-(only ``text`` is required) into a `ScoreResult`: one calibrated 0-1 column per detector and signal,
-the headline ``score`` with its conformal ``p_value``, ``is_outlier`` and a short ``reason``; full
-`core.explain.Reasons` per review come from `ScoreResult.reasons`.
-
-Ensemble (why ``max`` over groups is the default): the novelty detectors all measure one thing, so they are
-averaged into one group first (in surprise units, ``-log p``); rating mismatch, duplicates, text quality plus
-predictable wording (`TEXT_FORM`) are groups of their own. Real anomalies tend to trip one group (an off-topic
-review is novel but well-formed and honestly rated; a copied review is the opposite of novel; a generated
-review is less novel than a genuine one but too predictable), so averaging over groups dilutes the one that
-fired, while the maximum keeps it. The combined statistic is calibrated once more against the reference, so
-the headline score reads like every other: "more unusual than this share of reference reviews".
-bench/detect.py measures max, mean and Fisher's sum on every benchmark.
-
-Adaptive groups (default on): every calibrated group adds its own false alarms to the maximum (a group at p
-<= 0.02 catches 2 % of ordinary reviews), which costs the group that really fires 0.04-0.08 AUROC. So, for a
-batch of at least `adaptive_min_batch` reviews, each group's excess in this batch is tested: for each of
-`adaptive_levels` (0.5, 1, 2 and 5 %) the count of batch reviews beyond that upper quantile of the group's
-reference scores is tested against its law under no anomalies, BetaBinomial (`ScoreCalibrator.exceedances`),
-because every review of the batch is compared with the same reference scores; the smallest of these p-values
-times the number of levels (Bonferroni) is the group's *evidence* (`ScoreResult.group_evidence`). Several
-levels because anomalies differ in kind: flipped ratings sit beyond the reference maximum and few of them
-suffice at 0.5 %, while injected off-topic reviews are moderately novel and show as many at 5 %. Each group
-then enters the maximum with a head start of ``-log(evidence)`` (a weighted min-p; the reference statistic
-that calibrates the headline gets the same head starts): a group clearly in excess leads, and where no group
-is (few or faint anomalies) all compete about evenly. `ScoreResult.active_groups` names the groups with
-evidence below `adaptive_level` (all groups when none).
-
-Until this round a group entered the headline only with evidence below `adaptive_level`, and all groups when
-none had it. On bench/detect.py (10 seeds) no group qualified in 6 of 40 batches (3 category injections
-with 33-51 off-topic reviews among 1,000, 2 rating flips in 734 beauty reviews, 1 GPT-2 batch), and a
-single spurious qualifier (duplicates at p 0.041 x 4) could take over; the head start instead: category
-0.862 / 0.382 -> 0.881 / 0.446, rating 0.948 -> 0.952, duplicates 0.945 -> 0.944, machine text 0.883 ->
-0.888 (replayed on saved group statistics; the live bench is in the README).
-
-History, measured on bench/detect.py (10 seeds x 4 benchmarks, mean AUROC / AP). The first version tested one
-level (2 %) against Binomial(n, 0.02). A group with no anomalies at all then passed 5 times as often as the
-level (5.2 % at 1 %, 800 reference and 1,000 batch reviews, simulated; BetaBinomial: 0.65 %): with 800
-reference reviews the share beyond the 2 % cut itself varies by 25 %. It needed a second rule (a count at
-least twice the expected one), which hid real excess (novelty firing on 40 reviews, 16 of them injected,
-against 21 expected). Binomial + 2x margin -> several levels with the BetaBinomial null: category 0.815 /
-0.271 -> 0.834 / 0.307, rating 0.934 / 0.631 -> 0.947 / 0.687, duplicates 0.947 / 0.752 -> 0.943 / 0.696 (text
-quality now joins in two batches, for the upper-cased copies), machine text 0.656 / 0.312 -> 0.684 / 0.318;
-seeds 0-4 and 5-9 each moved the same way, except duplicates on seeds 5-9 (0.944 -> 0.936). One level with the
-BetaBinomial null was no better than the old rule (category 0.822, others within 0.001). With the
-predictable-wording group added (a fifth group, which joins the maximum where no group stands out): category
-0.820, rating 0.940, duplicates 0.941, machine text 0.814. When no group is in excess, all groups are used.
-Against the plain maximum over all groups (5 seeds): category 0.79 -> 0.83, rating 0.91 -> 0.93, duplicates
-0.946 -> 0.951; always keeping novelty cost the machine benchmark 0.18 AUROC. The price: a review's headline
-depends on the batch it came in (the evidence is reported in `ScoreResult.group_evidence`); single reviews,
-requests scored together and small batches get the plain maximum over all groups.
+held-out reference scores. `OutlierModel.score` turns any batch (only ``text`` is required) into a
+`ScoreResult`: one calibrated 0-1 column per detector and signal, the headline ``score`` with its conformal
+``p_value``, ``is_outlier`` and a short ``reason``. `OutlierModel.fit_labels` measures the model on analysts'
+labels and fits the label-aware scorer. Why the ensemble is built this way: ``docs/model.md``.
 """
 
 from __future__ import annotations
@@ -81,11 +34,9 @@ from core.signals import SIGNALS, SignalInputs, all_descriptors, independent_req
 ProgressCallback = Callable[[str, float], None]
 NOVELTY = "novelty"
 #: Signals that share a group of the ensemble (averaged in surprise units, like the novelty detectors): text
-#: quality and predictable wording both describe how a review is written, not what it says. As separate
-#: groups (bench/detect.py, 10 seeds, headline AUROC / AP) category 0.820 / 0.299, rating 0.940 / 0.668,
-#: duplicates 0.941 / 0.677, machine text 0.814 / 0.442; as one: 0.831 / 0.314, 0.946 / 0.679, 0.945 / 0.743,
-#: 0.883 / 0.504, better on every benchmark in both halves of the seeds. One group fewer adds fewer false alarms
-#: to the maximum, and generated reviews trip both signals, so their mean clears the group test more often.
+#: quality and predictable wording both describe how a review is written, not what it says. One group fewer
+#: adds fewer false alarms to the maximum, and generated reviews trip both signals, so their mean clears the
+#: group test more often (measured in docs/model.md).
 TEXT_FORM = "text_form"
 #: Unusual wording and the batch contrast join the novelty detectors: they see off-topic reviews too, through
 #: the words and through the batch, where the detectors see the embedding of one review at a time.
@@ -96,8 +47,7 @@ SIGNAL_GROUPS: dict[str, str] = {
     "batch_contrast": NOVELTY,
 }
 _SEEDED_SIGNALS = ("rating_mismatch", "batch_contrast")
-FORMAT_VERSION = 4  # 2: duplicate signal keeps per-row reference hashes; 3: adaptive groups tested at several
-# levels; 4: length-binned detector scores, word sets in the duplicate signal, unusual wording, batch contrast
+FORMAT_VERSION = 4  # raised whenever a saved model's layout changes; `load` refuses every other version
 _REFERENCE_COLUMNS = ("review_id", "text", "title", "rating")
 _LABEL_REFERENCE_ROWS = 2000
 _LABEL_PCA = 16
@@ -130,7 +80,7 @@ class ScoreResult:
         Headline score from which a review is flagged.
     active_groups
         The ensemble groups in excess in this batch, which lead the headline (all groups when none is; see
-        adaptive groups in the module notes).
+        adaptive groups in docs/model.md).
     group_evidence
         Per group, the p-value of its excess in this batch (1.0 where not tested: small batches, requests).
     group_scores, surprises
@@ -229,7 +179,7 @@ class OutlierModel:
     blas_threads
         BLAS/OpenMP threads while fitting and scoring; 1 measured fastest on the shared 2-core machines.
     adaptive
-        Give the groups that fire in excess in the batch a head start in the maximum (see the module notes);
+        Give the groups that fire in excess in the batch a head start in the maximum (see docs/model.md);
         False = the plain maximum over all groups.
     adaptive_levels, adaptive_level, adaptive_min_batch
         The group p-values counted as firing (one count per level), the evidence below which a group is
@@ -240,11 +190,9 @@ class OutlierModel:
         bin); 1 = no conditioning.
     novelty_detectors
         The fitted detectors whose mean surprise forms the headline's novelty group; the others are still
-        scored, calibrated and shown in the reasons. Default kNN + LOF + Mahalanobis: on bench/detect.py the
-        headline with kNN, LOF, Isolation Forest and the autoencoder averaged lost 0.03-0.08 AUROC on category
-        injection against kNN + LOF (Isolation Forest is near chance on these embeddings and the autoencoder
-        weaker), and adding Mahalanobis raised the group's AUROC there by 0.01 (seeds 0-4 and 5-9). When none
-        of them is fitted, every fitted detector is used.
+        scored, calibrated and shown in the reasons. Default kNN + LOF + Mahalanobis: Isolation Forest is near
+        chance on these embeddings and the autoencoder weaker, so averaging them in dilutes the group. When
+        none of them is fitted, every fitted detector is used.
     """
 
     def __init__(
@@ -765,11 +713,7 @@ class OutlierModel:
         not lower by more than 0.01), and only when the labelled reviews look like a sample of the batch
         rather than its top (`picked_from_top` on the labelled normals). Reviews labelled from the label
         queue are the ensemble's highest-ranked: within them the scorer learns to tell true outliers from the
-        ensemble's false alarms, wins there, and then ranks the rest of the batch worse (bench/detect.py,
-        5 % of the batch labelled from the queue, 10 seeds: it took over in 50-90 % of the batches and AUROC
-        on the unlabelled rows fell 0.814 -> 0.778 on category injection, 0.898 -> 0.856 on flipped ratings,
-        0.965 -> 0.949 on duplicates, 0.803 -> 0.757 on machine text; average precision rose on the first and
-        the last, 0.158 -> 0.203 and 0.079 -> 0.114, and fell on duplicates, 0.765 -> 0.576).
+        ensemble's false alarms, wins there, and then ranks the rest of the batch worse (see docs/model.md).
 
         Parameters
         ----------
@@ -784,8 +728,7 @@ class OutlierModel:
             returned metrics still say whether it won).
         min_outliers
             Fewest labelled outliers before the scorer may become the headline. With 2-4 outliers the
-            held-out comparison is noise: on bench/detect.py such wins were followed by worse rankings
-            (duplicates, 5 % labels: 0.95 -> 0.82 AUROC).
+            held-out comparison is noise, and a scorer that wins it can rank the batch worse.
         """
         self._check_fitted()
         batch = self._canonical(frame, "the labelled frame")
