@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-REVIEW_EXAMPLE = {"text": "Sample review text", "rating": 5, "verified_purchase": True}
+REVIEW_EXAMPLE: dict[str, Any] = {"text": "Sample review text", "rating": 5, "verified_purchase": True}
 
 
 def _valid_unicode(value: str | None, field: str) -> str | None:

@@ -151,9 +151,9 @@ def cluster_shift(
 
     docs = []
     for c in range(k):
-        texts = [reference_texts[i] for i in np.flatnonzero(lab_ref == c)[:3000]]
-        texts += [current_texts[i] for i in np.flatnonzero(lab_cur == c)[:3000]]
-        docs.append(" ".join(str(t) for t in texts))
+        pooled = [reference_texts[i] for i in np.flatnonzero(lab_ref == c)[:3000]]
+        pooled += [current_texts[i] for i in np.flatnonzero(lab_cur == c)[:3000]]
+        docs.append(" ".join(str(t) for t in pooled))
     terms = class_tfidf_terms(docs, n_terms=n_terms)
 
     summaries = []

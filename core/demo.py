@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,6 +102,10 @@ class DemoSummary:
         return [f"demo data from {self.folder}: {rows}", f"{self.embedded} reviews embedded (cached)", *self.notes]
 
 
+def _stage_progress(progress: Callable[[str, float, float], None], stage: str, done: float, total: float) -> None:
+    progress(stage, done, total)
+
+
 def load_demo(
     data: Path | None = None,
     progress: Callable[[str, float, float], None] | None = None,
@@ -128,6 +133,7 @@ def load_demo(
     embedder = ws.embedder()
     for name in summary.batches:
         texts = embedding_text(ws.batches.frame(name))
-        embedder.encode(texts, progress=(lambda d, t, n=name: progress(f"embedding {n}", d, t)) if progress else None)
+        embedder.encode(texts, progress=functools.partial(_stage_progress, progress, f"embedding {name}") if progress
+                        else None)
         summary.embedded += len(texts)
     return summary

@@ -573,7 +573,7 @@ class OutlierModel:
         lengths = self._lengths(frame) if conditioners else None
         for name, detector in self.detectors_.items():
             raw = detector.decision_function(embeddings)
-            if name in conditioners:
+            if lengths is not None and name in conditioners:
                 raw = conditioners[name].transform(raw, lengths)
             calibrated[name] = self.calibrators_[name].transform(raw)
             surprise[name] = self.calibrators_[name].surprise(raw)

@@ -75,7 +75,8 @@ class Projection:
             self.umap_._raw_data = np.empty((n, 0), dtype=np.float32)
         return self
 
-    def _cosine_distances(self, unit: np.ndarray) -> np.ndarray:
+    def _cosine_distances(self, unit: np.ndarray | None) -> np.ndarray:
+        assert unit is not None and self.reference_ is not None, "exact projection keeps its reference"
         distances = 1.0 - unit @ self.reference_.T
         np.clip(distances, 0.0, 2.0, out=distances)
         if unit is self.reference_:

@@ -310,9 +310,9 @@ def _histogram(feature: str, reference: np.ndarray, current: np.ndarray, n_bins:
     values = np.unique(pooled)
     if values.size <= 20:
         bins = [_fmt(v) for v in values]
-        r = [int(np.sum(reference == v)) for v in values]
-        c = [int(np.sum(current == v)) for v in values]
-        return FeatureDistribution(feature, "numeric", bins, r, c)
+        counts_r = [int(np.sum(reference == v)) for v in values]
+        counts_c = [int(np.sum(current == v)) for v in values]
+        return FeatureDistribution(feature, "numeric", bins, counts_r, counts_c)
     lo, hi = np.quantile(pooled, [0.0, 0.99])
     if hi <= lo:
         hi = pooled.max()

@@ -67,6 +67,7 @@ class Signal(ABC):
     """Base class of the named signals."""
 
     name: ClassVar[str] = "signal"
+    available_: bool  # set by fit: False when the reference cannot support the signal
 
     @abstractmethod
     def fit(self, reference: SignalInputs) -> Signal: ...
@@ -415,7 +416,9 @@ class DuplicateSignal(Signal):
             raise ParameterError(f"min_words must be an integer >= 1, got {self.min_words!r}")
         self._reference_words = text_descriptors(reference.frame["text"])["n_words"].to_numpy()
         self.reference_word_sets_ = _word_sets(reference.frame["text"])
-        self._reference_prepared = self._reference_positions = None  # per-model caches, rebuilt on demand
+        # per-model caches, rebuilt on demand
+        self._reference_prepared: tuple[int, np.ndarray, Any, np.ndarray] | None = None
+        self._reference_positions: dict[str, int] | None = None
         Q = self.reference_embeddings_
         cosine, _ = _max_similarity(Q, Q, exclude_diagonal=True)
         overlap, _, _ = _max_overlap(
@@ -524,15 +527,17 @@ class DuplicateSignal(Signal):
 
     def _prepared_reference(self) -> tuple[int, np.ndarray, Any, np.ndarray]:
         # Kept per loaded model: preparing the reference's word sets cost ~2 ms per API request.
-        if getattr(self, "_reference_prepared", None) is None:
-            self._reference_prepared = _prepare_words(self.reference_word_sets_, self.min_words)
-        return self._reference_prepared
+        prepared = getattr(self, "_reference_prepared", None)
+        if prepared is None:
+            prepared = self._reference_prepared = _prepare_words(self.reference_word_sets_, self.min_words)
+        return prepared
 
     def _own_index(self) -> dict[str, int]:
         # Built once per loaded model, not per request (10k reference ids cost ~1 ms to index).
-        if getattr(self, "_reference_positions", None) is None:
-            self._reference_positions = {rid: j for j, rid in enumerate(self.reference_ids_)}
-        return self._reference_positions
+        positions = getattr(self, "_reference_positions", None)
+        if positions is None:
+            positions = self._reference_positions = {rid: j for j, rid in enumerate(self.reference_ids_)}
+        return positions
 
     def held_out_scores(self, reference: SignalInputs) -> np.ndarray:
         # Each reference review against all the others: the batch-time comparison with it left out.

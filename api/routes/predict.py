@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from api.deps import ApiKeyDep, BatcherDep, SettingsDep
@@ -10,7 +12,7 @@ from core.errors import ParameterError
 
 router = APIRouter(tags=["predict"], dependencies=[ApiKeyDep])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "X-API-Key missing or wrong (when keys are configured)"},
     413: {"model": ErrorOut, "description": "Request body too large"},
     422: {"model": ErrorOut, "description": "Invalid review; the message names the field"},
