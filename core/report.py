@@ -3,12 +3,20 @@
 Nothing here computes statistics; it only lays out what `core.shift.compare` found. The HTML inlines
 plotly.js, so the page opens offline and can be mailed as one file; a print stylesheet keeps it readable on
 paper (figures do not split across pages, the tables keep their headers).
+
+Review text is written by strangers and is never interpreted. The template escapes every value; the only
+markup trusted as it is comes from here (the plotly.js bundle and the figures built below). JSON inside a
+figure's ``<script>`` has ``<``, ``>`` and ``&`` as JSON unicode escapes, so no string can end the element;
+labels inside figures are HTML-escaped, because plotly reads a subset of HTML in them. The CSV is
+spreadsheet-safe (`core.spreadsheet`).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import uuid
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,13 +24,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from core.errors import ParameterError
 from core.shift import STATISTICS, ShiftReport
+from core.spreadsheet import to_safe_csv
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REFERENCE_COLOR = "#4C78A8"
 CURRENT_COLOR = "#F58518"
+FIGURE_CONFIG = {"displaylogo": False, "responsive": True}
 
 
 def _clean(value: Any) -> Any:
@@ -77,8 +88,8 @@ def report_to_json(report: ShiftReport, include_scores: bool = False, indent: in
 
 
 def report_to_csv(report: ShiftReport) -> str:
-    """Per-review scores of the current batch as CSV, most novel first."""
-    return report.scores.sort_values("shift_p_value", kind="stable").to_csv(index=False)
+    """Per-review scores of the current batch as spreadsheet-safe CSV (`core.spreadsheet`), most novel first."""
+    return to_safe_csv(report.scores.sort_values("shift_p_value", kind="stable")) or ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -86,8 +97,33 @@ def report_to_csv(report: ShiftReport) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _figure_html(fig: Any) -> str:
-    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
+def _script_json(value: Any) -> str:
+    """JSON to place inside a ``<script>`` element: no string in it can end the element or open a comment."""
+    from plotly.io.json import to_json_plotly
+
+    text = to_json_plotly(value)
+    # Outside strings JSON has none of these characters, and inside a string the \u escape reads the same.
+    for char, code in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                       ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, code)
+    return text
+
+
+def _figure_html(fig: Any) -> Markup:
+    """A plotly figure as a ``<div>`` and the ``<script>`` that draws it (plotly.js is inlined once per page)."""
+    spec = fig.to_plotly_json()
+    div_id = f"figure-{uuid.uuid4().hex[:12]}"
+    height = int(spec.get("layout", {}).get("height") or 300)
+    return Markup(
+        f'<div id="{div_id}" class="plotly-graph-div" style="height:{height}px; width:100%;"></div>'
+        f'<script>Plotly.newPlot("{div_id}", {_script_json(spec.get("data", []))}, '
+        f'{_script_json(spec.get("layout", {}))}, {_script_json(FIGURE_CONFIG)});</script>'
+    )
+
+
+def _label(value: Any) -> str:
+    """Text for a figure label: plotly reads <b>, <a href> and other tags in labels; these show as typed."""
+    return html.escape(str(value), quote=False)
 
 
 def _layout(fig: Any, title: str, height: int = 300) -> Any:
@@ -107,11 +143,12 @@ def _distribution_figures(report: ShiftReport) -> list[dict[str, str]]:
         ref = np.asarray(d.reference, dtype=float)
         cur = np.asarray(d.current, dtype=float)
         fig = go.Figure()
-        fig.add_bar(x=d.bins, y=ref / max(ref.sum(), 1), name="reference", marker_color=REFERENCE_COLOR)
-        fig.add_bar(x=d.bins, y=cur / max(cur.sum(), 1), name="current", marker_color=CURRENT_COLOR)
+        bins = [_label(b) for b in d.bins]  # categories come from the review files
+        fig.add_bar(x=bins, y=ref / max(ref.sum(), 1), name="reference", marker_color=REFERENCE_COLOR)
+        fig.add_bar(x=bins, y=cur / max(cur.sum(), 1), name="current", marker_color=CURRENT_COLOR)
         tests = by_feature.get(d.feature, [])
         summary = "; ".join(f"{STATISTICS[t.name].title} p={t.p_value:.3g}" for t in tests)
-        _layout(fig, f"{d.feature}", height=280)
+        _layout(fig, _label(d.feature), height=280)
         fig.update_yaxes(title="share", tickformat=".0%")
         out.append({"feature": d.feature, "html": _figure_html(fig), "summary": summary,
                     "drift": any(t.drift for t in tests)})
@@ -124,7 +161,7 @@ def _p_value_figure(report: ShiftReport) -> str:
     import plotly.graph_objects as go
 
     tests = report.tests
-    labels = [f"{t.name} · {t.feature}" for t in tests]
+    labels = [_label(f"{t.name} · {t.feature}") for t in tests]
     values = [max(t.p_value, 1e-4) for t in tests]
     colors = [CURRENT_COLOR if t.drift else REFERENCE_COLOR for t in tests]
     fig = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=colors))
@@ -140,7 +177,7 @@ def _cluster_figure(report: ShiftReport) -> str | None:
 
     if not report.clusters:
         return None
-    labels = [f"{c.id}: {', '.join(c.top_terms[:3])}" for c in report.clusters]
+    labels = [_label(f"{c.id}: {', '.join(c.top_terms[:3])}") for c in report.clusters]
     fig = go.Figure()
     fig.add_bar(y=labels, x=[c.share_reference for c in report.clusters], name="reference", orientation="h",
                 marker_color=REFERENCE_COLOR)
@@ -179,12 +216,13 @@ def _p_is(value: float | None) -> str:
 def report_to_html(report: ShiftReport, title: str = "Shift report", top_reviews: int = 20) -> str:
     """A self-contained HTML page: verdict, test table, distributions, clusters, most novel reviews.
 
-    plotly.js is inlined (no CDN), so the file opens offline.
+    plotly.js is inlined (no CDN), so the file opens offline. Every value from the report is HTML-escaped.
     """
     import jinja2
     from plotly.offline import get_plotlyjs
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape())
+    # autoescape=True whatever the template's name: select_autoescape() goes by extension and skips ".j2".
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     env.filters["p"] = _format_p
     env.filters["p_is"] = _p_is
     env.filters["num"] = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
@@ -197,7 +235,7 @@ def report_to_html(report: ShiftReport, title: str = "Shift report", top_reviews
         feature_tests=[t for t in report.tests if t.feature != "embedding"],
         distributions=_distribution_figures(report), p_value_figure=_p_value_figure(report),
         cluster_figure=_cluster_figure(report), score_figure=_score_figure(report),
-        top_scores=scores.to_dict(orient="records"), plotly_js=get_plotlyjs(),
+        top_scores=scores.to_dict(orient="records"), plotly_js=Markup(get_plotlyjs()),  # the bundle, as shipped
         created=report.created.strftime("%Y-%m-%d %H:%M UTC"),
     )
 

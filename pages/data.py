@@ -7,8 +7,9 @@ import streamlit as st
 
 from core.batches import batch_name_from
 from core.schema import CANONICAL_COLUMNS
+from core.spreadsheet import to_safe_csv
 from workbench import cached, state
-from workbench.ui import errors_shown, ingest_upload
+from workbench.ui import errors_shown, ingest_upload, plain
 
 st.title("Data")
 
@@ -43,7 +44,7 @@ with errors_shown():
         outcomes = []
         with st.status("Reading and validating…", expanded=True) as status:
             for f in files or []:
-                status.write(f"{f.name} → `{names[f.file_id]}`")
+                status.write(f"{plain(f.name)} → {plain(names[f.file_id])}")
                 outcomes.append(ingest_upload(ws, f.getvalue(), f.name, names[f.file_id], mappings[f.file_id]))
             failed = sum(not o.ok for o in outcomes)
             status.update(label="Stored" if not failed else f"{failed} of {len(outcomes)} files refused",
@@ -52,9 +53,9 @@ with errors_shown():
 
     for outcome in state.LAST_INGEST.get():
         if not outcome.ok:
-            st.error(f"**{outcome.filename}** was not stored: {outcome.message}", icon="⚠️")
+            st.error(f"**{plain(outcome.filename)}** was not stored: {plain(outcome.message)}", icon="⚠️")
             continue
-        st.success(f"**{outcome.filename}** stored as `{outcome.batch}`: {outcome.message}", icon="✅")
+        st.success(f"**{plain(outcome.filename)}** stored as `{outcome.batch}`: {plain(outcome.message)}", icon="✅")
         # Open when something needs a look: rows set aside, or a choice the loader made (rating scale, date order...)
         noted = any(line.startswith("note:") for line in outcome.report_lines)
         with st.expander(f"Validation report of {outcome.batch}", expanded=outcome.quarantined > 0 or noted):
@@ -127,6 +128,6 @@ with errors_shown():
             else:
                 st.dataframe(bad.head(500), hide_index=True, width="stretch")
                 st.download_button(
-                    "Download quarantined rows (CSV)", bad.to_csv(index=False).encode(),
+                    "Download quarantined rows (CSV)", to_safe_csv(bad).encode(),
                     file_name=f"{chosen}-quarantined.csv", mime="text/csv",
                 )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.spreadsheet import to_safe_csv
 from workbench import cached, state
-from workbench.ui import errors_shown, flash, review_detail
+from workbench.ui import chart_text, errors_shown, flash, review_detail
 
 st.title("Explore")
 flash(state.EXPLORE_FLASH)
@@ -63,7 +64,8 @@ with errors_shown():
                f"{int(view['is_outlier'].sum()):,} flagged · draw a lasso or a box to select")
 
     # The figure -----------------------------------------------------------------------------------------
-    hover = view["text"].astype(str).str.slice(0, 90) if "text" in view.columns else view["review_id"].astype(str)
+    hover = (view["text"].astype(str).str.slice(0, 90) if "text" in view.columns else view["review_id"].astype(str)
+             ).map(chart_text)  # plotly reads tags in hover text: a review's <a href> would be a link
     rows = view.index.to_numpy()
     fig = go.Figure()
     if color_by in numeric:
@@ -127,7 +129,7 @@ with errors_shown():
         )
         state.EXPLORE_FLASH.set(f"{stored} reviews labelled {bulk_label}")
         st.rerun()
-    c4.download_button("Download CSV", listed.drop(columns=["pos"]).to_csv(index=False).encode(),
+    c4.download_button("Download CSV", to_safe_csv(listed.drop(columns=["pos"])).encode(),
                        file_name="selected-reviews.csv", mime="text/csv", width="stretch", disabled=listed.empty)
 
     # Detail -----------------------------------------------------------------------------------------------

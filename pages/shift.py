@@ -9,7 +9,7 @@ import streamlit as st
 from core.report import report_to_csv, report_to_html, report_to_json, scores_frame
 from core.shift import STATISTICS
 from workbench import cached
-from workbench.ui import count_progress, errors_shown, fmt_p
+from workbench.ui import chart_text, count_progress, errors_shown, fmt_p, plain
 
 REFERENCE_COLOR, CURRENT_COLOR = "#4C78A8", "#F58518"
 
@@ -60,7 +60,7 @@ with errors_shown():
     box(f"**{'Shift detected' if report.drift else 'No significant shift'}** — combined {fmt_p(report.p_value)} "
         f"(alpha {report.alpha:g}; {report.n_reference:,} reference vs {report.n_current:,} current reviews)",
         icon="📈" if report.drift else "✅")
-    st.write(report.explanation)
+    st.markdown(plain(report.explanation))  # names topic clusters by their terms, words from the reviews
     st.caption(f"Computed {report.created:%Y-%m-%d %H:%M} UTC with {report.n_permutations} permutations, "
                f"{report.correction} correction for the per-feature tests.")
 
@@ -104,7 +104,7 @@ with errors_shown():
         if feature_tests:
             st.dataframe(tests_table(feature_tests), hide_index=True, width="stretch", column_config=TEST_COLUMNS)
         for feature, reason in report.skipped_features.items():
-            st.caption(f"{feature} not tested: {reason}")
+            st.caption(f"{plain(feature)} not tested: {plain(reason)}")
         if report.distributions:
             drifted = set(report.drifted_features)
             ordered = sorted(report.distributions, key=lambda d: (d.feature not in drifted, d.feature))
@@ -112,10 +112,11 @@ with errors_shown():
                                    format_func=lambda f: f + (" (shifted)" if f in drifted else ""))
             dist = next(d for d in ordered if d.feature == feature)
             ref_total, cur_total = max(sum(dist.reference), 1), max(sum(dist.current), 1)
+            bins = [chart_text(b) for b in dist.bins]  # categories come from the review files
             fig = go.Figure()
-            fig.add_bar(x=dist.bins, y=[v / ref_total for v in dist.reference], name=f"reference ({reference})",
+            fig.add_bar(x=bins, y=[v / ref_total for v in dist.reference], name=f"reference ({reference})",
                         marker_color=REFERENCE_COLOR, opacity=0.75)
-            fig.add_bar(x=dist.bins, y=[v / cur_total for v in dist.current], name=f"current ({current})",
+            fig.add_bar(x=bins, y=[v / cur_total for v in dist.current], name=f"current ({current})",
                         marker_color=CURRENT_COLOR, opacity=0.75)
             fig.update_layout(barmode="overlay" if dist.kind == "numeric" else "group", height=360,
                               template="plotly_white", margin={"l": 40, "r": 10, "t": 20, "b": 40},
@@ -125,13 +126,13 @@ with errors_shown():
         if not report.clusters:
             st.write("No clusters were computed.")
         for c in report.clusters:
-            title = f"Cluster {c.id} · {c.status} · {c.share_reference:.1%} → {c.share_current:.1%} · " + ", ".join(
-                c.top_terms[:5])
+            title = f"Cluster {c.id} · {c.status} · {c.share_reference:.1%} → {c.share_current:.1%} · " + plain(
+                ", ".join(c.top_terms[:5]))
             with st.expander(title, expanded=c.status in ("new", "grew") and c.p_value < report.alpha):
                 st.caption(f"{c.size_reference:,} reference and {c.size_current:,} current reviews · "
                            f"change {c.change:+.1%} · {fmt_p(c.p_value)}")
                 for example in c.examples:
-                    st.markdown(f"- {example}")
+                    st.markdown(f"- {plain(example)}")
     with tab_reviews:
         st.caption("One row per current review, most novel first: a small shift p-value means the reference "
                    "has few reviews like it.")

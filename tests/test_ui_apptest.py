@@ -254,3 +254,77 @@ def test_explore_scores_a_batch_without_titles_with_the_text_only_twin(copied_ho
     assert list((copied_home / "text-twins").glob("*/bundle.json")), "the twin is kept for the next start"
     at = run_page("explore", **{"explore.batches": ["current"]})
     assert not any("no review titles" in i.value for i in at.info)
+
+
+# Hostile reviews ----------------------------------------------------------------------------------------------
+def markdown_shown(at: AppTest) -> list[str]:
+    """Every string a page handed to an element that renders Markdown (alerts, captions, expander labels too)."""
+    parts = [str(e.value) for kind in ("markdown", "caption", "info", "success", "warning", "error")
+             for e in getattr(at, kind)]
+    return parts + [str(e.label) for e in at.expander]
+
+
+def assert_inert(shown: list[str]) -> None:
+    joined = "\n".join(shown)
+    for live in ("<img", "<script", "![", "](javascript:", "](http"):
+        assert live not in joined, (live, [s for s in shown if live in s])
+
+
+def test_pages_show_hostile_reviews_as_text(trained_workspace, embedder, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review text, titles, ids, categories and cluster examples reach Markdown escaped: shown, never run."""
+    import pandas as pd
+
+    from core import pipeline
+    from core.pipeline import Workspace
+    from core.settings import Settings
+    from tests.test_report_security import HOSTILE
+    from workbench.state import IngestOutcome
+    from workbench.ui import plain
+
+    home = tmp_path / "home"
+    copy_home(trained_workspace.settings.home, home)
+    pipeline.share_embedder(Settings(home=home), embedder)
+    use_home(monkeypatch, home)
+    ws = Workspace.open()
+    n = 30
+    hostile = pd.DataFrame({
+        "review_id": [f"{HOSTILE[i % 5]} #{i}" for i in range(n)],
+        "title": [HOSTILE[(i + 2) % 5] for i in range(n)],
+        "text": [f"{HOSTILE[i % 5]} the game crashed on level {i}, refund please" for i in range(n)],
+        "rating": [1 + i % 5 for i in range(n)],
+        "category": [HOSTILE[i % 3] for i in range(n)],
+    })
+    ws.ingest_bytes(hostile.to_csv(index=False).encode(), "hostile.csv", "hostile")
+    ws.update_state(current="hostile")
+
+    label = run_page("label")
+    assert_clean(label)
+    shown = markdown_shown(label)
+    assert_inert(shown)
+    assert any(plain(h) in s for s in shown for h in HOSTILE), shown  # the review is there, as text
+
+    explore = run_page("explore", **{"explore.batches": ["hostile"]})
+    assert_clean(explore)
+    shown = markdown_shown(explore)
+    assert_inert(shown)
+    assert "Nearest reference reviews" in "\n".join(shown)
+    assert any(plain(h) in s for s in shown for h in HOSTILE), shown
+    spec = explore.get("plotly_chart")[0].proto.spec
+    assert "&lt;img src=x" in spec  # hover text: plotly reads tags there too
+
+    shift = run_page("shift", **{"shift.current": "hostile"})
+    shift.select_slider(key="shift.permutations").set_value(200)
+    shift.button[0].click().run()
+    assert_clean(shift)
+    shown = markdown_shown(shift)
+    assert_inert(shown)
+    examples = [s for s in shown if s.startswith("- ")]
+    assert any(plain(h) in e for e in examples for h in HOSTILE), examples
+
+    refused = IngestOutcome(filename="![x](http://127.0.0.1:9/beacon.png).csv", batch="x", ok=False,
+                            message=f"line 2: got {HOSTILE[1]!r}")
+    data = run_page("data", **{"data.last_ingest": [refused]})
+    assert_clean(data)
+    assert_inert(markdown_shown(data))
+    assert any("was not stored" in e.value and "&lt;img src=x" in e.value for e in data.error)

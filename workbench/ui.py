@@ -1,7 +1,15 @@
-"""Small rendering helpers shared by the pages: errors as one line, progress bars fed by core callbacks."""
+"""Small rendering helpers shared by the pages: errors as one line, progress bars fed by core callbacks, and
+review text shown as text.
+
+Review text, titles, categories and anything quoting them are written by strangers: a page passes them through
+`plain` before any Markdown element (``st.markdown``, ``st.caption``, ``st.write``, alerts, expander labels)
+and through `chart_text` before a plotly label, so they are shown exactly as typed and never interpreted.
+"""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +18,38 @@ import streamlit as st
 
 from core.errors import WorkbenchError
 
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# Every ASCII punctuation character may be backslash-escaped in CommonMark; these start inline Markdown
+# (emphasis, links, images, code, tables, maths, Streamlit's :colour[...] and :icon: directives, autolinked
+# e-mail addresses). '.', ',', ';', '?', '/', '%' and quotes are left as they are, so a file name reads as it is.
+_INLINE = frozenset("\\`*_{}[]()#!|~$:@^")
+_BLOCK_START = re.compile(r"^([ \t]*)([-+=]|\d+\.)", re.MULTILINE)  # list items, setext headings, rules
+_WWW = re.compile(r"(?i)\bwww\.")  # GFM links www.example.com without any markup
+
+
+def plain(value: Any) -> str:
+    """`value` as Markdown that shows exactly its characters: nothing in it is read as Markdown or HTML.
+
+    For review text, titles, categories, ids and messages that may quote them, wherever a Streamlit element
+    renders Markdown. ``<``, ``>`` and ``&`` become HTML entities, Markdown punctuation is backslash-escaped.
+    """
+    out = []
+    for char in str(value):
+        if char in _ENTITIES:
+            out.append(_ENTITIES[char])
+        elif char in _INLINE:
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    text = "".join(out)
+    text = _BLOCK_START.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], text)
+    return _WWW.sub(lambda m: m.group(0)[:-1] + "\\.", text)
+
+
+def chart_text(value: Any) -> str:
+    """`value` for a plotly label or hover text: plotly reads <b>, <a href> and other tags there."""
+    return html.escape(str(value), quote=False)
+
 
 @contextmanager
 def errors_shown() -> Iterator[None]:
@@ -17,11 +57,11 @@ def errors_shown() -> Iterator[None]:
     try:
         yield
     except WorkbenchError as err:
-        st.error(str(err), icon="⚠️")
+        st.error(plain(err), icon="⚠️")  # messages may quote a cell of the file
 
 
 def show_error(err: BaseException) -> None:
-    st.error(str(err), icon="⚠️")
+    st.error(plain(err), icon="⚠️")
 
 
 def stage_progress(bar: Any) -> Callable[[str, float], None]:
@@ -87,18 +127,18 @@ def review_detail(reasons: Any, row: Any) -> None:
     with left:
         title = row.get("title") if hasattr(row, "get") else None
         if isinstance(title, str) and title.strip():
-            st.markdown(f"**{title}**")
-        st.write(str(row.get("text", "")))
-        facts = [f"review `{reasons.review_id}`"]
+            st.markdown(f"**{plain(title)}**")
+        st.markdown(plain(row.get("text", "")))
+        facts = [f"review {plain(reasons.review_id)}"]
         for column in ("rating", "category", "batch"):
             value = row.get(column)
             if value is not None and str(value) not in ("", "nan", "None"):
-                facts.append(f"{column}: {value}")
+                facts.append(f"{column}: {plain(value)}")
         st.caption(" · ".join(facts))
     with right:
         verdict = "flagged as outlier" if reasons.is_outlier else "within normal range"
         st.metric("Ensemble score", f"{reasons.score:.2f}", help="0.97 = more unusual than 97 % of reference reviews")
-        st.write(f"**{verdict}** ({fmt_p(reasons.p_value)}) — {reasons.summary}")
+        st.markdown(f"**{verdict}** ({fmt_p(reasons.p_value)}) — {plain(reasons.summary)}")
     st.markdown("**Why**")
     st.dataframe(
         pd.DataFrame([{"signal": c.label, "score": c.score, "detail": c.detail} for c in reasons.contributions]),
@@ -111,4 +151,4 @@ def review_detail(reasons: Any, row: Any) -> None:
     st.markdown("**Nearest reference reviews**")
     for n in reasons.neighbours:
         rating = f" · {n.rating:g}★" if n.rating is not None and n.rating == n.rating else ""
-        st.markdown(f"- *cosine {n.similarity:.2f}{rating}* — {n.text}")
+        st.markdown(f"- *cosine {n.similarity:.2f}{rating}* — {plain(n.text)}")
