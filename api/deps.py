@@ -6,6 +6,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
+from pydantic import SecretStr
 
 from api.serving import MicroBatcher, ServedModel
 from core.pipeline import Workspace
@@ -34,6 +35,16 @@ ServedDep = Annotated[ServedModel, Depends(get_served)]
 BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 
 
+def key_matches(given: str, keys: list[SecretStr]) -> bool:
+    """Whether `given` is one of `keys`, compared in constant time against every key (bytes: a header may hold
+    non-ASCII characters, which `compare_digest` refuses in a str)."""
+    given_bytes = given.encode()
+    matched = False
+    for key in keys:
+        matched |= secrets.compare_digest(given_bytes, key.get_secret_value().encode())
+    return matched
+
+
 def require_api_key(
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Header(description="Required when the server has API keys configured.")] = None,
@@ -41,8 +52,7 @@ def require_api_key(
     """Accept the request when no keys are configured or `X-API-Key` matches one of them."""
     if not settings.api_keys:
         return
-    # Constant-time comparison: the key is a secret.
-    if x_api_key is None or not any(secrets.compare_digest(x_api_key, key) for key in settings.api_keys):
+    if x_api_key is None or not key_matches(x_api_key, settings.api_keys):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="missing or invalid X-API-Key header",

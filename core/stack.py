@@ -29,6 +29,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from pydantic import SecretStr
+
 from core.errors import ParameterError, WorkbenchError
 from core.settings import Settings, get_settings
 
@@ -170,7 +172,7 @@ class NativeStack:
         self.ports = {"s3": s3_port, "mlflow": mlflow_port, "api": api_port, "ui": ui_port}
         self.bucket = bucket or settings.minio_bucket
         self.access_key = access_key or settings.minio_access_key or DEFAULT_ACCESS_KEY
-        self.secret_key = secret_key or settings.minio_secret_key or DEFAULT_SECRET_KEY
+        self.secret_key = secret_key or settings.minio_secret_key.get_secret_value() or DEFAULT_SECRET_KEY
         self.services = {"s3", "mlflow", *services}
         unknown = self.services - set(SERVICES)
         if unknown:
@@ -221,7 +223,7 @@ class NativeStack:
     def settings(self) -> Settings:
         """Settings for an in-process `core.pipeline.Workspace` against this stack."""
         return Settings(home=self.home, storage_backend="minio", minio_endpoint=self.s3_endpoint,
-                        minio_access_key=self.access_key, minio_secret_key=self.secret_key,
+                        minio_access_key=self.access_key, minio_secret_key=SecretStr(self.secret_key),
                         minio_bucket=self.bucket, minio_secure=False, tracking_uri=self.url("mlflow"))
 
     def _service(self, name: str, command: list[str], health_path: str, env: Mapping[str, str]) -> Service:

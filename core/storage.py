@@ -205,7 +205,7 @@ def make_storage(settings: Settings) -> Storage:
         return MinioStorage(
             endpoint=settings.minio_endpoint,
             access_key=settings.minio_access_key,
-            secret_key=settings.minio_secret_key,
+            secret_key=settings.minio_secret_key.get_secret_value(),
             bucket=settings.minio_bucket,
             secure=settings.minio_secure,
         )

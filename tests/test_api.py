@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,10 +15,13 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
+from pydantic import SecretStr, ValidationError
 
+from api.cli import anonymous_refusal, is_loopback
 from api.main import create_app
 from core.settings import Settings
 from tests.homes import copy_home
+from tests.servers import free_port, stop, wait_http
 
 SEED = {"text": "Sample review text", "rating": 5, "verified_purchase": True}
 DETECTORS = ("knn", "lof", "iforest")
@@ -55,11 +62,104 @@ def test_no_model_scoring_routes_answer_503_with_the_reason(empty_home):
 
 def test_api_key_required_when_configured(empty_home):
     with TestClient(create_app(_empty_settings(empty_home, api_keys=["s3cret"]))) as c:
-        assert c.post("/predict", json=SEED).status_code == 401
-        assert c.post("/predict", json=SEED, headers={"X-API-Key": "wrong"}).status_code == 401
+        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": "s3cret "}, {"X-API-Key": b"s3cr\xe9t"}):
+            r = c.post("/predict", json=SEED, headers=headers)
+            assert r.status_code == 401, (headers, r.text)  # a non-ASCII header is a wrong key too, not a 500
+            assert r.headers["WWW-Authenticate"] == "ApiKey"
+        assert c.get("/model").status_code == 401
         # The right key passes authentication and reaches the (absent) model.
         assert c.post("/predict", json=SEED, headers={"X-API-Key": "s3cret"}).status_code == 503
         assert c.get("/health").status_code == 200  # probes stay open
+
+
+# Secrets and exposure -------------------------------------------------------------------------------------
+
+KEY = "KEY-3f9a-recognisable-7c1d"
+MINIO_SECRET = "MINIO-8e2b-recognisable-04aa"
+
+
+def test_settings_never_print_their_secrets(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORKBENCH_API_KEYS", json.dumps([KEY, "second-key"]))
+    monkeypatch.setenv("WORKBENCH_MINIO_SECRET_KEY", MINIO_SECRET)
+    settings = Settings(home=tmp_path)
+    assert [k.get_secret_value() for k in settings.api_keys] == [KEY, "second-key"]
+    assert settings.minio_secret_key.get_secret_value() == MINIO_SECRET
+    for shown in (repr(settings), str(settings), settings.model_dump_json(), str(settings.model_dump())):
+        assert KEY not in shown and MINIO_SECRET not in shown
+
+
+def test_a_blank_api_key_is_refused(tmp_path):
+    with pytest.raises(ValidationError, match="empty key"):
+        Settings(home=tmp_path, api_keys=["good-key", " "])
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("LOCALHOST", True), ("::1", True),
+    ("[::1]", True), ("0.0.0.0", False), ("::", False), ("", False), ("10.1.2.3", False), ("api.example", False),
+])
+def test_loopback_addresses(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+def test_anonymous_api_only_on_loopback_unless_allowed(tmp_path):
+    anonymous = Settings(home=tmp_path)
+    assert anonymous_refusal(anonymous, "127.0.0.1") is None
+    refusal = anonymous_refusal(anonymous, "0.0.0.0")
+    assert refusal and "WORKBENCH_API_KEYS" in refusal and "WORKBENCH_API_ALLOW_ANONYMOUS=true" in refusal
+    assert anonymous_refusal(Settings(home=tmp_path, api_allow_anonymous=True), "0.0.0.0") is None
+    assert anonymous_refusal(Settings(home=tmp_path, api_keys=["k"]), "0.0.0.0") is None
+
+
+def _server_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKBENCH_", "MLFLOW_"))}
+    return {**env, "WORKBENCH_HOME": str(home), **extra}
+
+
+@pytest.mark.parametrize("entry", [["-m", "core", "api"], ["-m", "api.cli"]], ids=["workbench api", "api.cli"])
+def test_api_refuses_to_listen_anonymously_on_every_interface(entry, tmp_path):
+    result = subprocess.run([sys.executable, *entry, "--host", "0.0.0.0", "--port", str(free_port())],
+                            env=_server_env(tmp_path / "home", WORKBENCH_API_KEYS="[]"), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "refusing" in line and "WORKBENCH_API_KEYS" in line and "WORKBENCH_API_ALLOW_ANONYMOUS=true" in line
+    assert result.stdout == ""
+
+
+@pytest.mark.slow
+def test_real_server_with_a_key_listens_everywhere_and_never_logs_the_key(tmp_path):
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "core", "api", "--host", "0.0.0.0", "--port", str(port)],
+                                   env=_server_env(tmp_path / "home", WORKBENCH_API_KEYS=json.dumps([KEY])),
+                                   cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_http(base + "/health", timeout=90, process=process)
+            import httpx
+
+            assert httpx.get(base + "/model", timeout=10).status_code == 401
+            answer = httpx.get(base + "/model", headers={"X-API-Key": KEY}, timeout=10)
+            assert answer.status_code == 503 and KEY not in answer.text  # past auth; no model in this home
+        finally:
+            stop(process)
+    text = log.read_text()
+    assert "GET /model" in text and KEY not in text
+
+
+@pytest.mark.slow
+def test_responses_and_logs_never_carry_the_key(trained_workspace, caplog):
+    caplog.set_level(logging.DEBUG)
+    settings = trained_workspace.settings.model_copy(update={"api_keys": [SecretStr(KEY)]})
+    with TestClient(create_app(settings)) as c:
+        auth = {"X-API-Key": KEY}
+        answers = [c.get("/health"), c.get("/ready"), c.get("/model", headers=auth), c.get("/model"),
+                   c.post("/predict", json=SEED, headers=auth), c.post("/predict", json={"rating": 9}, headers=auth)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 401, 200, 422]
+    for answer in answers:
+        assert KEY not in answer.text and KEY not in str(answer.headers)
+    assert caplog.records and KEY not in caplog.text
 
 
 def test_validation_errors_name_the_field(empty_home):

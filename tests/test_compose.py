@@ -19,9 +19,52 @@ def test_services_have_healthchecks_and_expected_ports() -> None:
     assert {"minio", "minio-init", "postgres", "mlflow", "api", "gateway", "workbench"} <= set(services)
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no healthcheck"
-    assert "5050:5050" in services["mlflow"]["ports"]
-    assert "8501:8501" in services["workbench"]["ports"]
-    assert "3000:80" in services["gateway"]["ports"]  # the API is reached through the gateway
+    # Everything is reached through the gateway, at the ports clients already know.
+    assert services["gateway"]["ports"] == ["8501:80", "3000:3000"]
+    assert "5050" in services["mlflow"]["expose"] and "8501" in services["workbench"]["expose"]
+
+
+def test_only_the_gateway_publishes_ports() -> None:
+    services = _compose()["services"]
+    published = {name for name, service in services.items() if "ports" in service}
+    assert published == {"gateway"}, f"published besides the gateway: {sorted(published - {'gateway'})}"
+    for name in ("minio", "postgres", "mlflow", "api", "workbench"):
+        assert services[name].get("expose"), f"{name} should declare its internal port with expose"
+
+
+REQUIRED = ("WORKBENCH_API_KEYS", "WORKBENCH_GATEWAY_USER", "WORKBENCH_GATEWAY_PASSWORD", "MINIO_ROOT_USER",
+            "MINIO_ROOT_PASSWORD", "POSTGRES_USER", "POSTGRES_PASSWORD")
+
+
+def test_secrets_are_required_from_env_never_defaulted() -> None:
+    text = (REPO / "docker-compose.yml").read_text()
+    for var in REQUIRED:
+        # ${VAR:?message} stops `docker compose up` with the message while VAR is unset or empty.
+        assert re.search(rf"\$\{{{var}:\?[^}}]*{var}", text), f"{var} is not required with ${{{var}:?...}}"
+        assert not re.search(rf"\$\{{{var}:?-", text), f"{var} has a default"
+    services = _compose()["services"]
+    # The stack serves the API with keys only.
+    assert not [n for n, s in services.items() if "WORKBENCH_API_ALLOW_ANONYMOUS" in s.get("environment", {})]
+
+
+def test_api_keys_reach_the_api_only() -> None:
+    services = _compose()["services"]
+    assert services["api"]["environment"]["WORKBENCH_API_KEYS"].startswith("${WORKBENCH_API_KEYS:?")
+    assert services["api"]["command"][-4:] == ["--host", "0.0.0.0", "--port", "3000"]
+    others = [name for name, s in services.items() if name != "api" and "WORKBENCH_API_KEYS" in s.get("environment", {})]
+    assert others == []
+
+
+def test_gateway_reads_the_htpasswd_file_gateway_auth_writes() -> None:
+    services = _compose()["services"]
+    conf = (REPO / "deploy" / "nginx.conf").read_text()
+    (auth_file,) = re.findall(r"auth_basic_user_file\s+([^;]+);", conf)
+    mounts = dict(v.split(":")[:2] for v in services["gateway"]["volumes"])
+    assert mounts["./deploy/nginx.conf"] == "/etc/nginx/conf.d/default.conf"
+    assert mounts["gateway-auth"] == str(Path(auth_file).parent)
+    assert services["gateway-auth"]["volumes"] == ["gateway-auth:/auth"]
+    assert "/auth/" + Path(auth_file).name in services["gateway-auth"]["entrypoint"][-1]
+    assert services["gateway"]["depends_on"]["gateway-auth"] == {"condition": "service_completed_successfully"}
 
 
 def test_every_variable_is_documented_and_no_secret_is_inline() -> None:
