@@ -43,6 +43,25 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+def weights_digest(model: str) -> str | None:
+    """The SHA-256 digest of a model's files (`core.weights`), checked before the model is loaded.
+
+    The packaged all-MiniLM-L6-v2 is verified against the sums kept in `core.weights` and raises
+    `WeightsError` naming the first file that differs or is missing. A folder of the user's choosing is hashed
+    and its digest returned unverified (one warning); a name that is not a folder (a hub name found in the
+    local cache) cannot be hashed: None, with one warning.
+    """
+    from core.weights import verify_model_files, warn_once
+
+    path = resolve_model_path(model)
+    if model.lower() in PACKAGED_NAMES:
+        return verify_model_files(path)
+    if Path(path).is_dir():
+        return verify_model_files(path, expected=None)
+    warn_once(f"embedding model {model!r} is not a local folder: its files cannot be hashed or verified")
+    return None
+
+
 def embedding_text(frame: pd.DataFrame, fields: Sequence[str] = ("title", "text")) -> list[str]:
     """The text that is embedded for each review: the non-empty `fields` joined in order.
 
@@ -207,6 +226,7 @@ class Embedder:
         self.onnx_dir = Path(onnx_dir) if onnx_dir else None
         self._encoder: Callable[[list[str]], np.ndarray] | None = None
         self._dim: int | None = None
+        self._digest: str | None = None
         self._lock = threading.Lock()
 
     @property
@@ -214,6 +234,13 @@ class Embedder:
         """Identity of the vectors this embedder produces; the cache key's first half."""
         name = "sentence-transformers/all-MiniLM-L6-v2" if self.model.lower() in PACKAGED_NAMES else self.model
         return f"{name}|{VECTORS_OF[self.backend]}"
+
+    @property
+    def weights_digest(self) -> str | None:
+        """Digest of the model files these vectors come from (`weights_digest`); trained models record it."""
+        if self._digest is None:
+            self._digest = weights_digest(self.model)
+        return self._digest
 
     @property
     def dim(self) -> int:
@@ -228,6 +255,8 @@ class Embedder:
             if self._encoder is not None:
                 return
             path = resolve_model_path(self.model)
+            # Before anything is read by torch: a tampered or half-upgraded model must not produce vectors.
+            self._digest = weights_digest(self.model)
             try:
                 import transformers
                 from sentence_transformers import SentenceTransformer
@@ -253,7 +282,8 @@ class Embedder:
                 from core.onnx_backend import OnnxEncoder
 
                 self._encoder = OnnxEncoder(st_model, self.onnx_dir or default_onnx_dir(),
-                                            batch_size=self.batch_size, quantize=self.backend == "onnx-int8")
+                                            batch_size=self.batch_size, quantize=self.backend == "onnx-int8",
+                                            source_digest=self._digest)
 
     def encode(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> np.ndarray:
         """Embed `texts`; returns an ``(n, dim)`` float32 array of unit vectors.

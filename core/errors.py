@@ -41,3 +41,9 @@ class NotFoundError(WorkbenchError, KeyError):
 
 class ModelUnavailableError(WorkbenchError, RuntimeError):
     """No trained model is available to score with."""
+
+
+class WeightsError(ModelUnavailableError):
+    """Embedding weights are not the expected ones: a model file differs from its known SHA-256 or is missing,
+    or a trained model recorded other weights than the installed ones. The message names the file or both
+    digests on one line."""

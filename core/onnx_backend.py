@@ -5,8 +5,10 @@ with the legacy TorchScript exporter. ``onnx`` runs that fp32 graph as it is: th
 ~2e-7) at about 2.5x less latency for one review, which is what the prediction API needs. ``onnx-int8`` also
 quantises the weights per channel with onnxruntime's dynamic quantisation (per-tensor int8 lost too much:
 cosine ~0.92 to fp32, see ``ENVIRONMENT.md``): faster again, but different vectors. The exported file is cached
-in a folder under a fingerprint of the weights and the library versions, so a changed model or an upgraded
-exporter gets a fresh export and an unchanged one is reused by every process.
+in a folder under a fingerprint of the weights, the verified digest of the model files they were read from
+(`core.weights`) and the library versions, so a changed model or an upgraded exporter gets a fresh export and an
+unchanged one is reused by every process. A sidecar JSON records the export's own SHA-256: an exported file that
+no longer matches it (edited, truncated, replaced) is exported again rather than used.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from typing import Any
 import numpy as np
 
 from core.errors import WorkbenchError
+from core.weights import file_sha256
+
+log = logging.getLogger(__name__)
 
 #: Bump when the exported graph or the quantisation settings change, so old cached files are not reused.
 EXPORT_VERSION = "1"
@@ -75,8 +80,9 @@ def _check_pipeline(st_model: Any) -> None:
         )
 
 
-def model_fingerprint(st_model: Any) -> str:
-    """A short hash that changes whenever the exported file would: weights, architecture, library versions.
+def model_fingerprint(st_model: Any, source_digest: str | None = None) -> str:
+    """A short hash that changes whenever the exported file would: weights, architecture, library versions,
+    and the digest of the verified model files the weights were loaded from (`core.weights`), when given.
 
     Hashing the weights rather than trusting the folder name means an edited or replaced model in the same
     place is re-exported; hashing ~90 MB takes about 0.1 s, small next to loading the model.
@@ -92,6 +98,8 @@ def model_fingerprint(st_model: Any) -> str:
         "onnx": _version("onnx"),
         "onnxruntime": _version("onnxruntime"),
     }
+    if source_digest:
+        header["source_digest"] = source_digest
     digest.update(json.dumps(header, sort_keys=True).encode())
     for name, tensor in sorted(transformer.state_dict().items()):
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
@@ -190,6 +198,9 @@ class OnnxEncoder:
         onnxruntime intra-op threads.
     quantize
         int8 weights (faster, cosine ~0.99 to fp32) instead of the fp32 graph (the same vectors as torch).
+    source_digest
+        Digest of the model files `st_model` was loaded from, verified by `core.weights`: part of the export's
+        file name and recorded in its sidecar, so an export is only reused for the same verified weights.
 
     Calling the encoder with a list of texts returns an ``(n, dim)`` float32 array of unit vectors.
     """
@@ -201,6 +212,7 @@ class OnnxEncoder:
         batch_size: int = 32,
         threads: int = DEFAULT_THREADS,
         quantize: bool = True,
+        source_digest: str | None = None,
     ) -> None:
         _, ort = _require_onnx()
         _check_pipeline(st_model)
@@ -209,7 +221,8 @@ class OnnxEncoder:
         self.max_seq_length = int(st_model.max_seq_length or self.tokenizer.model_max_length)
         self.pad_token_id = int(self.tokenizer.pad_token_id or 0)
         self.input_names = tuple(n for n in _INPUT_ORDER if n in self.tokenizer.model_input_names)
-        self.fingerprint = model_fingerprint(st_model)
+        self.source_digest = source_digest
+        self.fingerprint = model_fingerprint(st_model, source_digest)
         self.onnx_dir = Path(onnx_dir)
         self.quantize = bool(quantize)
         self.model_path = self.onnx_dir / f"model-{self.fingerprint}.{'int8' if quantize else 'fp32'}.onnx"
@@ -236,8 +249,25 @@ class OnnxEncoder:
         get_dim = get_dim or st_model.get_sentence_embedding_dimension  # sentence-transformers < 6
         self.dim = int(get_dim())
 
+    def _export_ok(self, warn: bool = False) -> bool:
+        """The export is there and is the file its sidecar records, for the same source weights."""
+        if not self.model_path.is_file():
+            return False
+        sidecar = self.model_path.with_suffix(".json")
+        try:
+            info = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            info = {}
+        if (info.get("onnx_sha256") == file_sha256(self.model_path)
+                and info.get("source_digest") == self.source_digest):
+            return True
+        if warn:
+            log.warning("the exported ONNX model %s is not the file its sidecar %s records (edited, truncated, or "
+                        "exported by an older version): exporting it again", self.model_path, sidecar.name)
+        return False
+
     def _ensure_exported(self, st_model: Any) -> None:
-        if self.model_path.is_file():
+        if self._export_ok():
             return
         from filelock import FileLock, Timeout
 
@@ -249,7 +279,7 @@ class OnnxEncoder:
         except Timeout:
             lock = None
         try:
-            if self.model_path.is_file():
+            if self._export_ok(warn=True):
                 return
             start = time.perf_counter()
             try:
@@ -272,6 +302,8 @@ class OnnxEncoder:
         """What the fingerprint stood for, for a person wondering which file is which."""
         info = {
             "fingerprint": self.fingerprint,
+            "source_digest": self.source_digest,
+            "onnx_sha256": file_sha256(self.model_path),
             "export_version": EXPORT_VERSION,
             "opset": ONNX_OPSET,
             "quantized": self.quantize,
