@@ -78,6 +78,7 @@ def load_path(
         raise InputFileError(str(path), "file not found")
     if path.is_dir():
         raise InputFileError(str(path), "is a folder, expected a review file")
+    _check_size(path.stat().st_size, str(path))  # before reading it into memory
     return load_bytes(path.read_bytes(), name=str(path), mapping=mapping, encoding=encoding, fmt=fmt)
 
 
@@ -91,6 +92,7 @@ def load_bytes(
     """Load a review file given as bytes (an upload or an object from storage); `name` gives its extension."""
     if fmt is not None and fmt not in FORMATS:
         raise InputFileError(name, f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    _check_size(len(data), name)
     data = _decompress(data, name)
     if not data.strip():
         raise InputFileError(name, "the file is empty")
@@ -118,6 +120,10 @@ def load_bytes(
             raw, lines, bad = _read_delimited(text, name, "\t" if fmt == "tsv" else None, notes)
     if raw.empty and not bad:
         raise InputFileError(name, "the file has a header but no rows")
+    max_rows = _limits().max_rows
+    if len(raw) + len(bad) > max_rows:
+        raise InputFileError(name, f"has {len(raw) + len(bad):,} rows, over the limit of {max_rows:,} "
+                                   "(WORKBENCH_MAX_ROWS); split it into smaller batches")
     try:
         columns = resolve_columns([str(c) for c in raw.columns], mapping)
     except SchemaError as err:
@@ -259,6 +265,7 @@ def load_records(
     votes = [row.get("helpful_vote") for row in rows]
     if (
         not all(texts)
+        or max(map(len, texts)) > _limits().max_review_chars  # the loader cuts it and says so
         or any(r is not None and not 1 <= r <= 5 for r in ratings)
         or any(v is not None and v < 0 for v in votes)
     ):
@@ -343,13 +350,45 @@ def _plain(rows: list[Mapping[str, Any]]) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+def _limits() -> Any:  # core.settings.Settings
+    from core.settings import get_settings
+
+    return get_settings()
+
+
+def _megabytes(n: int) -> str:
+    return f"{n // 2**20:,} MB" if n % 2**20 == 0 else f"{n:,} bytes"
+
+
+def _check_size(size: int, name: str) -> None:
+    limit = _limits().max_upload_bytes
+    if size > limit:
+        # The same number as the workbench's upload limit (server.maxUploadSize in .streamlit/config.toml).
+        raise InputFileError(name, f"the file is {size / 2**20:,.1f} MB, over the {_megabytes(limit)} limit for "
+                                   "review files (WORKBENCH_MAX_UPLOAD_BYTES); split it into smaller batches")
+
+
+#: Bytes inflated per step: memory stays at the limit plus one step, however far a gzip bomb would inflate.
+_INFLATE_STEP = 4 * 2**20
+
+
 def _decompress(data: bytes, name: str) -> bytes:
     if not data.startswith(_GZIP_MAGIC):
         if name.endswith(".gz") and data:
             raise InputFileError(name, "named .gz but is not gzip-compressed")
         return data
+    limit = _limits().max_decompressed_bytes
+    chunks: list[bytes] = []
+    size = 0
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:  # reads every member, like gzip.decompress
+            while chunk := stream.read(min(_INFLATE_STEP, limit - size + 1)):
+                size += len(chunk)
+                if size > limit:
+                    raise InputFileError(name, f"inflates to more than {_megabytes(limit)}, the limit for "
+                                               "decompressed files (WORKBENCH_MAX_DECOMPRESSED_BYTES); refused")
+                chunks.append(chunk)
+        return b"".join(chunks)
     except EOFError as err:
         raise InputFileError(name, "gzip data is truncated (the file was cut off); re-download or re-export it") from err
     except (OSError, zlib.error) as err:
@@ -642,7 +681,7 @@ def _canonicalise(
     text_str = text.where(~not_string).astype("string").str.strip()
     empty = text_str.isna() | (text_str == "")
     problems.append(((empty & ~not_string).to_numpy(), "empty text"))
-    out["text"] = text_str
+    out["text"] = _cut_long_texts(text_str, notes)
 
     for name in ("title", "product_title", "category", "user_id", "product_id", "review_id"):
         if name in columns:
@@ -722,6 +761,28 @@ def _canonicalise(
     ordered = [c for c in CANONICAL_COLUMNS if c in frame.columns] + ["is_duplicate", "source_line"]
     ordered += [c for c in frame.columns if c not in ordered]
     return frame[ordered], quarantined
+
+
+#: About how many characters of English the default embedding model reads (all-MiniLM-L6-v2: 256 word pieces).
+EMBEDDING_WINDOW_CHARS = 1_000
+
+
+def _cut_long_texts(text: pd.Series, notes: list[str]) -> pd.Series:
+    """`text` with reviews over ``max_review_chars`` cut to it; `notes` say so, and how many reviews the
+    embedding model reads only the beginning of."""
+    lengths = text.str.len()
+    beyond_window = int((lengths > EMBEDDING_WINDOW_CHARS).sum())
+    if beyond_window:
+        notes.append(f"{beyond_window} review(s) longer than the ~256 tokens (about {EMBEDDING_WINDOW_CHARS:,} "
+                     "characters) the embedding model reads: they are embedded from their first tokens; the "
+                     "other signals read the whole text")
+    limit = _limits().max_review_chars
+    too_long = (lengths > limit).fillna(False)
+    if not too_long.any():
+        return text
+    notes.append(f"{int(too_long.sum())} review(s) longer than {limit:,} characters (the longest "
+                 f"{int(lengths.max()):,}) cut to their first {limit:,} (WORKBENCH_MAX_REVIEW_CHARS)")
+    return text.where(~too_long, text.str.slice(0, limit))
 
 
 def _missing_column(name: str, n: int) -> pd.Series:
