@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from api.schemas import ContributionOut, ModelRef, NeighbourOut, PredictionOut
-from core.errors import ModelUnavailableError, WorkbenchError
+from core.defaults import CHAMPION
+from core.errors import ModelUnavailableError, WeightsError, WorkbenchError
 from core.pipeline import Workspace
 
 log = logging.getLogger("api")
-CHAMPION = "champion"
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class ServedModel:
         self._loaded: Loaded | None = None
         self._reason: str | None = "the model has not been loaded yet"
         self._checked = 0.0
+        self._refused: tuple[str | None, str] | None = None  # (version, reason): not loaded again every check
         self._lock = threading.Lock()
 
     def refresh(self) -> Loaded | None:
@@ -59,7 +60,20 @@ class ServedModel:
                 wanted = registry.champion_version()
                 if self._loaded is not None and wanted == self._loaded.version.version:
                     return self._loaded
+                if self._refused is not None and self._refused[0] == wanted:
+                    return self._loaded  # refused for its embedding weights; they do not change while we run
                 bundle, version = self.workspace.model(CHAMPION)
+            except WeightsError as err:
+                # Other embedding weights than the installed ones: its scores would be meaningless. Keep the
+                # model served so far, if any; /ready says why when there is none.
+                self._refused = (wanted, str(err))
+                if self._loaded is None:
+                    self._reason = f"the champion model is refused: {err}"
+                    log.error("not serving the champion: %s", err)
+                else:
+                    log.error("refusing the new champion, still serving version %s: %s",
+                              self._loaded.version.version, err)
+                return self._loaded
             except ModelUnavailableError as err:
                 self._loaded, self._reason = None, str(err)
                 return None

@@ -61,7 +61,7 @@ def prepare_home(home: Path, reference_rows: int, detectors: tuple[str, ...]) ->
         ws.ingest_path(ref, name="reference")
         ws.train("reference", detectors=detectors, project=False)
         print(f"trained a champion in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    bundle, version = ws.model("champion")
+    bundle, version = ws.model()
     return {"workspace": ws, "bundle": bundle, "version": version.version}
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.defaults import DEFAULT_CONTAMINATION, DEFAULT_DETECTORS, DEFAULT_EMBED_FIELDS, DEFAULT_PROJECT
 from core.embed import title_share
 from core.errors import ModelUnavailableError
 from core.model import OutlierModel, ScoreResult
@@ -27,6 +28,10 @@ from core.shift import ReviewShiftScorer
 
 ProgressCallback = Callable[[str, float], None]
 BUNDLE_FORMAT = 1
+#: What a bundle's meta records, logged with every MLflow run: "<BUNDLE_FORMAT>.<revision>". The revision goes
+#: up when meta gains fields that older bundles lack and loaders must treat as unknown; 1.1 added
+#: ``embedding_digest`` (the verified embedding weights, `core.weights`).
+MODEL_FORMAT_VERSION = f"{BUNDLE_FORMAT}.1"
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
@@ -80,13 +85,13 @@ class ModelBundle:
         cls,
         reference: pd.DataFrame,
         embedder: Any,
-        detectors: tuple[str, ...] = ("knn", "lof", "mahalanobis", "iforest", "autoencoder"),
-        contamination: float = 0.05,
+        detectors: tuple[str, ...] = DEFAULT_DETECTORS,
+        contamination: float = DEFAULT_CONTAMINATION,
         random_state: int = 0,
-        project: bool = True,
+        project: bool = DEFAULT_PROJECT,
         reference_batch: str | None = None,
         progress: ProgressCallback | None = None,
-        embed_fields: tuple[str, ...] = ("title", "text"),
+        embed_fields: tuple[str, ...] = DEFAULT_EMBED_FIELDS,
     ) -> ModelBundle:
         """Fit the outlier model, the per-review shift scorer and (optionally) the UMAP map on `reference`.
 
@@ -117,12 +122,22 @@ class ModelBundle:
             "detectors": list(outlier.detector_names_),
             "signals": list(outlier.signal_names_),
             "embedding_model": outlier.embedding_model_,
+            # None for an embedder without model files (test fakes): such a model is never checked.
+            "embedding_digest": getattr(embedder, "weights_digest", None),
+            "model_format_version": MODEL_FORMAT_VERSION,
             "contamination": contamination,
             "random_state": random_state,
             "projection": projection is not None,
             "embed_fields": list(outlier.embed_fields),
         }
         return cls(outlier, shift_scorer, projection, reference[kept].reset_index(drop=True), meta)
+
+    def check_weights(self, installed: str | None, what: str = "this model") -> None:
+        """Refuse (`WeightsError`, one line) to score with embedding weights other than the ones this model was
+        trained with; a bundle saved before digests were recorded is let through with one warning."""
+        from core.weights import check_recorded_digest
+
+        check_recorded_digest(self.meta.get("embedding_digest"), installed, what)
 
     @property
     def reference_embeddings(self) -> np.ndarray:
@@ -162,7 +177,9 @@ class ModelBundle:
         if folder is not None and (Path(folder) / "bundle.json").is_file():
             with contextlib.suppress(ModelUnavailableError, OSError, ValueError):
                 kept = ModelBundle.load(folder)
-                twin = kept if kept.meta.get("twin_of") == origin else None
+                # A twin kept from other (or unrecorded) embedding weights is fitted again, not used.
+                same_weights = kept.meta.get("embedding_digest") == getattr(embedder, "weights_digest", None)
+                twin = kept if kept.meta.get("twin_of") == origin and same_weights else None
         if twin is None:
             twin = ModelBundle.fit(
                 self.reference, embedder, detectors=tuple(self.meta["detectors"]),

@@ -17,11 +17,21 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.defaults import (
+    CHAMPION,
+    DEFAULT_DETECTORS,
+    DEFAULT_PROJECT,
+    DEFAULT_TITLES,
+    DEFAULT_USE_LABELS,
+    parse_detectors,
+)
 from core.errors import WorkbenchError
 from core.schema import parse_mapping
+from core.spreadsheet import to_safe_csv
 
 app = typer.Typer(
     help="Review Outlier & Shift Workbench: find reviews that do not belong, measure how batches shift.",
@@ -45,7 +55,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except WorkbenchError as err:
-            console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             console.print("interrupted")
@@ -110,7 +120,7 @@ def ingest(
     batch = name or batch_name_from(str(path))
     info, result = ws.ingest_path(path, name=batch, mapping=parse_mapping(mapping), encoding=encoding)
     if quarantine_out:
-        result.quarantined.to_csv(quarantine_out, index=False)
+        to_safe_csv(result.quarantined, quarantine_out)
     report = result.report.model_copy(update={"batch": info.name})
     if as_json:
         payload = report.model_dump(mode="json")
@@ -118,7 +128,7 @@ def ingest(
         _print_json(payload)
         return
     for line in report.summary_lines():
-        out.print(line, highlight=False, soft_wrap=True)
+        out.print(line, highlight=False, soft_wrap=True, markup=False)
     out.print(f"stored as batch [bold]{info.name}[/bold] in {ws.describe_storage()}", highlight=False)
     if report.rows_quarantined:
         hint = f"written to {quarantine_out}" if quarantine_out else f"see them: workbench quarantine {info.name}"
@@ -149,7 +159,7 @@ def batches(as_json: JsonOption = False) -> None:
         table.add_column(header, justify="right", no_wrap=True)
     for info in infos:
         role = "reference" if info.name == state.reference else ("current" if info.name == state.current else "")
-        cats = ", ".join(list(info.categories)[:3])
+        cats = escape(", ".join(list(info.categories)[:3]))  # categories come from the files: text, not markup
         label = info.name + (f" [bold]({role})[/bold]" if role else "") + (f"\n[dim]{cats}[/dim]" if cats else "")
         dates = f"{(info.date_min or '')[:10]}\n{(info.date_max or '')[:10]}" if info.date_min else ""
         table.add_row(label, dates, str(info.rows), str(info.quarantined), str(info.duplicates))
@@ -171,7 +181,7 @@ def quarantine(
     ws = Workspace.open()
     rows = ws.batches.quarantined(batch)
     if out_file:
-        rows.to_csv(out_file, index=False)
+        to_safe_csv(rows, out_file)
     if as_json:
         _print_json({"batch": batch, "quarantined": rows.to_dict(orient="records")})
         return
@@ -181,7 +191,7 @@ def quarantine(
     table = Table("line", "reason", "raw row (start)")
     for row in rows.head(50).itertuples(index=False):
         raw = str(row.raw)
-        table.add_row(str(row.line), str(row.reason), raw[:120] + ("..." if len(raw) > 120 else ""))
+        table.add_row(str(row.line), escape(str(row.reason)), escape(raw[:120] + ("..." if len(raw) > 120 else "")))
     out.print(table)
     more = f"; {len(rows) - 50} more" if len(rows) > 50 else ""
     where = f"all {len(rows)} written to {out_file}" if out_file else "write them all with --out FILE.csv"
@@ -250,14 +260,17 @@ def _stage_progress(update):
 @handle_errors
 def train(
     reference: Annotated[str, typer.Option(help="Reference batch name or review file the model learns from.")],
-    detectors: Annotated[str, typer.Option(help=DETECTOR_HELP)] = "knn,lof,mahalanobis,iforest,autoencoder",
+    detectors: Annotated[str, typer.Option(help=DETECTOR_HELP)] = ",".join(DEFAULT_DETECTORS),
     contamination: Annotated[float | None, typer.Option(help="Expected outlier share (sets the threshold).")] = None,
-    no_projection: Annotated[bool, typer.Option("--no-projection", help="Skip the 2-D map (faster).")] = False,
-    no_labels: Annotated[bool, typer.Option("--no-labels", help="Ignore stored labels.")] = False,
-    no_titles: Annotated[bool, typer.Option(
-        "--no-titles", help="Embed the review text alone, not title + text: for data exported without titles (a batch "
-        "without titles scored by a title + text model is otherwise scored by its text-only twin)."
-    )] = False,
+    projection: Annotated[bool, typer.Option(
+        "--projection/--no-projection", help="Fit the 2-D map; --no-projection is faster.")] = DEFAULT_PROJECT,
+    labels: Annotated[bool, typer.Option(
+        "--labels/--no-labels", help="Learn from the stored labels; --no-labels ignores them.")] = DEFAULT_USE_LABELS,
+    titles: Annotated[bool, typer.Option(
+        "--titles/--no-titles", help="Embed title + text; --no-titles embeds the review text alone, for data exported "
+        "without titles (a batch without titles scored by a title + text model is otherwise scored by its text-only "
+        "twin)."
+    )] = DEFAULT_TITLES,
     as_json: JsonOption = False,
 ) -> None:
     """Fit features, detectors, calibration (and the 2-D map); track the run in MLflow; register a challenger.
@@ -267,10 +280,9 @@ def train(
     from core.pipeline import Workspace
 
     ws = Workspace.open()
-    names = tuple(d.strip() for d in detectors.split(",") if d.strip())
     with progress_bar(not as_json) as update:
-        outcome = ws.train(reference, detectors=names, contamination=contamination, project=not no_projection,
-                           use_labels=not no_labels, progress=_stage_progress(update), titles=not no_titles)
+        outcome = ws.train(reference, detectors=parse_detectors(detectors), contamination=contamination,
+                           project=projection, use_labels=labels, progress=_stage_progress(update), titles=titles)
     rec = outcome.record
     summary = {"run_id": rec.run_id, "version": rec.version, "aliases": rec.aliases, "model_uri": rec.model_uri,
                "tracking_uri": rec.tracking_uri, "reference": reference, "n_reference": outcome.bundle.meta["n_reference"],
@@ -284,7 +296,7 @@ def train(
     out.print(f"detectors: {', '.join(summary['detectors'])}; signals: {', '.join(summary['signals'])}", highlight=False)
     if outcome.label_note:
         out.print(f"labels: {outcome.label_note}", highlight=False)
-    if "champion" not in rec.aliases:
+    if CHAMPION not in rec.aliases:
         out.print(f"serve it with: workbench models promote {rec.version}", highlight=False)
 
 
@@ -293,7 +305,7 @@ def train(
 def score(
     source: Annotated[str, typer.Argument(help="Review file or stored batch to score.")],
     out_path: Annotated[Path, typer.Option("--out", help="Output .csv or .parquet.")],
-    model: Annotated[str, typer.Option(help="Model alias or version.")] = "champion",
+    model: Annotated[str, typer.Option(help="Model alias or version.")] = CHAMPION,
     mapping: MapOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -306,7 +318,7 @@ def score(
     resolved = ws.resolve(source, parse_mapping(mapping))
     if not as_json:
         for line in resolved.load_lines():
-            out.print(line, highlight=False)
+            out.print(line, highlight=False, markup=False)
     with progress_bar(not as_json) as update:
         scores, version = ws.score(resolved.frame, alias=model, progress=_stage_progress(update))
     table = scores.frame
@@ -314,7 +326,7 @@ def score(
         # the line of the file each review came from: a join key back to the input when ids were generated
         table.insert(1, "source_line", resolved.frame["source_line"].to_numpy())
     if out_path.suffix.lower() == ".csv":
-        table.to_csv(out_path, index=False)
+        to_safe_csv(table, out_path)
     else:
         table.to_parquet(out_path, index=False)
     evidence = scores.result.group_evidence
@@ -368,7 +380,7 @@ def shift(
         sides[role] = ws.resolve(source, parse_mapping(mapping) if Path(source).exists() else None)
         if not as_json:
             for line in sides[role].load_lines():
-                out.print(f"{role}: {line}", highlight=False)
+                out.print(f"{role}: {line}", highlight=False, markup=False)
     with progress_bar(not as_json) as update:
         report = ws.compare(sides["reference"].frame, sides["current"].frame, alpha=alpha,
                             n_permutations=permutations, progress=lambda d, t: update("shift tests", d, t),
@@ -460,7 +472,7 @@ def label_import(
         _print_json({"imported": outcome.imported, "path": str(path),
                      "labelled_reviews_in_no_batch": outcome.in_no_batch})
     else:
-        out.print(outcome.summary(str(path)), highlight=False, soft_wrap=True)
+        out.print(outcome.summary(str(path)), highlight=False, soft_wrap=True, markup=False)
 
 
 @label_app.command("export")
@@ -477,7 +489,7 @@ def label_export(
     from core.pipeline import Workspace
 
     frame = Workspace.open().labels().export(history=history, batch=batch)
-    frame.to_csv(path, index=False)
+    to_safe_csv(frame, path)
     counts = frame["label"].value_counts().to_dict()
     if as_json:
         _print_json({"exported": len(frame), "path": str(path), "labels": counts})

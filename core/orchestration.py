@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
+from core.defaults import CHALLENGER, CHAMPION, DEFAULT_PROJECT, DEFAULT_USE_LABELS, parse_detectors
 from core.errors import InputFileError, NotFoundError, ParameterError, SchemaError
 from core.pipeline import Workspace
 from core.settings import Settings
@@ -52,9 +53,8 @@ def _is_review_file(key: str) -> bool:
     return name.endswith(_SUFFIXES)
 
 
-def _detectors(value: str | Sequence[str]) -> tuple[str, ...]:
-    names = value.split(",") if isinstance(value, str) else list(value)
-    out = tuple(str(n).strip() for n in names if str(n).strip())
+def _detectors(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    out = parse_detectors(value)
     if not out:
         raise ParameterError(f"detectors must name at least one detector, got {value!r}")
     return out
@@ -136,12 +136,16 @@ def embed_batch(batch: str, settings: Settings | None = None) -> int:
 # -- 4. train ----------------------------------------------------------------------------------------------
 def train_challenger(
     batch: str,
-    detectors: str | Sequence[str] = ("knn", "lof", "mahalanobis", "iforest"),
-    project: bool = True,
-    use_labels: bool = True,
+    detectors: str | Sequence[str] | None = None,
+    project: bool = DEFAULT_PROJECT,
+    use_labels: bool = DEFAULT_USE_LABELS,
     settings: Settings | None = None,
 ) -> dict[str, str | None]:
     """Fit a model on the batch, track it and register it as challenger.
+
+    `detectors` is a comma-separated string (the DAG's parameter) or a sequence; None trains
+    `core.defaults.DEFAULT_DETECTORS`, like every other entry point. The other training parameters take the
+    workbench defaults too (`core.defaults.TrainParameters`).
 
     Returns ``{"version", "champion", "run_id"}``: the new version, the champion *before* this training
     (None on a fresh registry, where the new version became champion itself) and the MLflow run id.
@@ -150,7 +154,7 @@ def train_challenger(
     champion = ws.registry().champion_version()
     outcome = ws.train(batch, detectors=_detectors(detectors), project=bool(project), use_labels=bool(use_labels))
     record = outcome.record
-    return {"version": str(record.version), "champion": champion, "run_id": record.run_id}  # type: ignore[attr-defined]
+    return {"version": str(record.version), CHAMPION: champion, "run_id": record.run_id}  # type: ignore[attr-defined]
 
 
 # -- 5. evaluate ---------------------------------------------------------------------------------------------
@@ -185,8 +189,8 @@ def evaluate_on_labels(
     challenger: str, champion: str | None, settings: Settings | None = None
 ) -> dict[str, dict[str, float]]:
     """Label metrics of the challenger and of the champion it would replace (see `label_metrics`)."""
-    out = {"challenger": label_metrics(challenger, settings)}
-    out["champion"] = label_metrics(champion, settings) if champion and champion != challenger else {}
+    out = {CHALLENGER: label_metrics(challenger, settings)}
+    out[CHAMPION] = label_metrics(champion, settings) if champion and champion != challenger else {}
     return out
 
 
@@ -264,7 +268,7 @@ def decide_promotion(
     """Apply `rule` to the outcome of `evaluate_on_labels` and `shift_against_champion`."""
     if rule.block_on_drift and shift.get("drift"):
         return PromotionDecision(False, f"the batch drifted from the champion's reference (p={shift.get('p_value'):.3g})")
-    new, old = evaluation.get("challenger", {}), evaluation.get("champion", {})
+    new, old = evaluation.get(CHALLENGER, {}), evaluation.get(CHAMPION, {})
     n = min(new.get("n_labelled", 0.0), old.get("n_labelled", 0.0))
     if rule.metric not in new or rule.metric not in old or n < rule.min_labels:
         verdict = "promoted" if rule.without_labels else "kept the champion"
@@ -291,11 +295,11 @@ def promote_if_rule_passes(
     registry = ws.registry()
     if not champion or champion == challenger:
         return {"promoted": True, "reason": "first model: it became champion when it was registered",
-                "champion": registry.champion_version()}
+                CHAMPION: registry.champion_version()}
     decision = decide_promotion(evaluation, shift, rule)
     if decision.promote:
         registry.promote(str(challenger))
-    return {"promoted": decision.promote, "reason": decision.reason, "champion": registry.champion_version()}
+    return {"promoted": decision.promote, "reason": decision.reason, CHAMPION: registry.champion_version()}
 
 
 # -- 8. archive -------------------------------------------------------------------------------------------

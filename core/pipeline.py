@@ -17,6 +17,14 @@ import pandas as pd
 from pydantic import BaseModel
 
 from core.batches import BatchInfo, BatchStore
+from core.defaults import (
+    CHAMPION,
+    DEFAULT_DETECTORS,
+    DEFAULT_PROJECT,
+    DEFAULT_TITLES,
+    DEFAULT_USE_LABELS,
+    embed_fields_for,
+)
 from core.embed import FASTEST_EQUIVALENT, Embedder, make_embedder
 from core.errors import ModelUnavailableError, NotFoundError, WorkbenchError
 from core.load import LoadResult, load_path
@@ -180,22 +188,35 @@ class Workspace:
             found = found.drop_duplicates("review_id")
         return found, labels
 
-    def import_labels(self, path: str | Path, author: str | None = None) -> LabelImport:
+    def import_labels(
+        self, source: str | Path | bytes, author: str | None = None, filename: str = "labels.csv"
+    ) -> LabelImport:
         """Import a labels CSV (`core.labels.LabelStore.import_csv`) and say how many labelled reviews no
-        stored batch holds: a mistyped id or a batch not ingested yet; those labels are kept but used by nothing."""
-        imported = self.labels().import_csv(path, author=author)
+        stored batch holds: a mistyped id or a batch not ingested yet; those labels are kept but used by nothing.
+
+        `source` is a path or the file's bytes (an upload); `filename` names the bytes in error messages.
+        """
+        if isinstance(source, bytes):
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as folder:  # the file's own name, so errors name it
+                path = Path(folder) / (Path(filename).name or "labels.csv")
+                path.write_bytes(source)
+                imported = self.labels().import_csv(path, author=author)
+        else:
+            imported = self.labels().import_csv(source, author=author)
         found, labels = self.labelled_reviews()
         return LabelImport(imported=imported, labelled=len(labels), in_no_batch=len(labels) - len(found))
 
     def train(
         self,
         reference: str | Path,
-        detectors: tuple[str, ...] = ("knn", "lof", "mahalanobis", "iforest", "autoencoder"),
+        detectors: tuple[str, ...] = DEFAULT_DETECTORS,
         contamination: float | None = None,
-        project: bool = True,
-        use_labels: bool = True,
+        project: bool = DEFAULT_PROJECT,
+        use_labels: bool = DEFAULT_USE_LABELS,
         progress: Callable[[str, float], None] | None = None,
-        titles: bool = True,
+        titles: bool = DEFAULT_TITLES,
     ) -> TrainOutcome:
         """Fit a bundle on a reference (batch name or file), track the run, register it as challenger.
 
@@ -211,7 +232,7 @@ class Workspace:
             frame, self.embedder(), detectors=tuple(detectors),
             contamination=contamination if contamination is not None else self.settings.contamination,
             random_state=self.settings.random_state, project=project, reference_batch=name, progress=progress,
-            embed_fields=("title", "text") if titles else ("text",),
+            embed_fields=embed_fields_for(titles),
         )
         metrics: dict[str, float] = {}
         label_note = None
@@ -248,7 +269,7 @@ class Workspace:
             progress("registering (MLflow)", 1.0)
         return TrainOutcome(record=record, bundle=bundle, seconds=time.perf_counter() - start, label_note=label_note)
 
-    def model(self, alias: str = "champion"):  # -> tuple[ModelBundle, VersionInfo]
+    def model(self, alias: str = CHAMPION):  # -> tuple[ModelBundle, VersionInfo]
         """The bundle behind an alias, loaded once per process and reloaded when the alias moves."""
         registry = self.registry()
         wanted = registry.version(str(alias))
@@ -263,7 +284,7 @@ class Workspace:
             _MODELS[key] = registry.load(wanted.version)
         return _MODELS[key]
 
-    def score(self, source: str | Path | pd.DataFrame, alias: str = "champion", project: bool = False,
+    def score(self, source: str | Path | pd.DataFrame, alias: str = CHAMPION, project: bool = False,
               progress: Callable[[str, float], None] | None = None):  # -> (BundleScores, VersionInfo)
         bundle, version = self.model(alias)
         frame = source if isinstance(source, pd.DataFrame) else self.resolve_frame(source)

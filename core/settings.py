@@ -7,8 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.defaults import DEFAULT_CONTAMINATION, DEFAULT_EMBED_FIELDS
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
@@ -38,18 +40,20 @@ class Settings(BaseSettings):
     )
     embedding_batch_size: int = Field(32, ge=1, le=1024)
     embed_fields: tuple[str, ...] = Field(
-        ("title", "text"), description="Canonical columns joined into the embedded text, in order."
+        DEFAULT_EMBED_FIELDS, description="Canonical columns joined into the embedded text, in order."
     )
 
     # Detection
-    contamination: float = Field(0.05, gt=0, le=0.5, description="Expected share of outliers; sets threshold.")
+    contamination: float = Field(
+        DEFAULT_CONTAMINATION, gt=0, le=0.5, description="Expected share of outliers; sets threshold."
+    )
     random_state: int = 0
 
     # Storage
     storage_backend: Literal["local", "minio"] = "local"
     minio_endpoint: str = "localhost:9000"
     minio_access_key: str = ""
-    minio_secret_key: str = ""
+    minio_secret_key: SecretStr = SecretStr("")
     minio_bucket: str = "workbench"
     minio_secure: bool = False
 
@@ -63,12 +67,35 @@ class Settings(BaseSettings):
     # Serving
     api_host: str = "127.0.0.1"
     api_port: int = 3000
-    api_keys: list[str] = Field(default_factory=list, description="Accepted X-API-Key values; empty = no auth.")
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="Accepted X-API-Key values (JSON list); empty = no auth."
+    )
+    api_allow_anonymous: bool = Field(
+        False, description="Serve without API keys on a non-loopback address (refused otherwise)."
+    )
     api_max_batch: int = Field(1000, ge=1)
     api_max_body_bytes: int = Field(5_000_000, ge=1024)
     api_reload_seconds: float = Field(5.0, gt=0, description="How often the API checks for a new champion.")
     ui_host: str = "127.0.0.1"
     ui_port: int = 8501
+
+    # Limits on what one file may hold (docs/limits.md); a file past one is refused with one line naming it
+    max_upload_bytes: int = Field(
+        500 * 2**20, ge=1,
+        description="Largest review file accepted, as stored (a .gz counts compressed). Keep it equal to "
+        "server.maxUploadSize (MB) in .streamlit/config.toml: the workbench's own upload limit.",
+    )
+    max_decompressed_bytes: int = Field(
+        2 * 2**30, ge=1,
+        description="Largest size a .gz file may inflate to; decompression stops there (a gzip bomb is refused "
+        "while memory stays bounded).",
+    )
+    max_rows: int = Field(2_000_000, ge=1, description="Most rows (kept and quarantined) one file may hold.")
+    max_review_chars: int = Field(
+        50_000, ge=1000,
+        description="Characters of a review's text kept when loading; longer texts are cut and the report says "
+        "so. The embedding model reads only the first ~256 tokens (about 1,000 characters) in any case.",
+    )
 
     @field_validator("home")
     @classmethod
@@ -80,6 +107,14 @@ class Settings(BaseSettings):
     def _empty_is_default(cls, value: object) -> object:
         # "WORKBENCH_ONNX_DIR=" in a .env means "the default", not the current directory.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_blank_key(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # A blank key would let an empty X-API-Key header in while the server looks protected.
+        if any(not key.get_secret_value().strip() for key in value):
+            raise ValueError("api_keys must not contain an empty key")
+        return value
 
     # Derived locations -------------------------------------------------------------------
     @property

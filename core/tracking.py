@@ -11,6 +11,7 @@ our own joblib/torch data: load only models registered by this workbench.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import json
 import logging
@@ -26,12 +27,13 @@ from typing import Any
 import pandas as pd
 
 from core.bundle import ModelBundle
+from core.defaults import CHALLENGER, CHAMPION
 from core.errors import ModelUnavailableError, NotFoundError, StorageError, WorkbenchError
 from core.settings import Settings
 
 EXPERIMENT = "review-workbench"
-CHAMPION, CHALLENGER = "champion", "challenger"
 _HISTORY_TAG = "champion_history"
+_WEIGHTS_CHECKED_BY_CALLER = contextvars.ContextVar("weights_checked_by_caller", default=False)
 
 warnings.filterwarnings("ignore", module="mlflow")
 # Every training logged these to the terminal: the store's table set-up (INFO), "python_model is serialised
@@ -50,6 +52,10 @@ class BundlePyfunc:
 
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
         self.embedder = make_embedder()
+        # Served by MLflow directly too: refuse here, before the first prediction. `Registry.load` checks against
+        # its own settings' weights and names the version, so it asks to skip this one.
+        if not _WEIGHTS_CHECKED_BY_CALLER.get():
+            self.bundle.check_weights(self.embedder.weights_digest, "this model")
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from core.load import load_frame
@@ -179,6 +185,9 @@ class Registry:
             "reference_batch": meta.get("reference_batch"),
             "n_reference": meta["n_reference"],
             "data_fingerprint": meta["data_fingerprint"],
+            # A bundle saved before digests were recorded keeps its own format version: it has none.
+            "embedding_digest": meta.get("embedding_digest") or "unknown",
+            "model_format_version": meta.get("model_format_version", "1.0"),
             "code_version": code_version(),
             **(params or {}),
         }
@@ -193,7 +202,10 @@ class Registry:
                 mlflow.log_params({k: str(v)[:500] for k, v in all_params.items()})
                 mlflow.log_metrics(all_metrics)
                 run_tags = {"workbench.kind": "training", "workbench.reference_batch": str(meta.get("reference_batch")),
-                            "workbench.detectors": all_params["detectors"], **(tags or {})}
+                            "workbench.detectors": all_params["detectors"],
+                            "workbench.embedding_digest": str(all_params["embedding_digest"]),
+                            "workbench.model_format_version": str(all_params["model_format_version"]),
+                            **(tags or {})}
                 mlflow.set_tags(run_tags)
                 mlflow.log_dict(bundle.meta, "bundle.json")
                 for name, value in (artifacts or {}).items():
@@ -319,16 +331,24 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         ref = f"models:/{self.name}/{alias}" if str(alias).isdigit() else f"models:/{self.name}@{alias}"
+        token = _WEIGHTS_CHECKED_BY_CALLER.set(True)
         try:
             model = mlflow.pyfunc.load_model(ref)
         except MlflowException as err:
             raise ModelUnavailableError(
                 f"no model at {ref} in {self.uri}; train one with `workbench train --reference BATCH`"
             ) from err
+        finally:
+            _WEIGHTS_CHECKED_BY_CALLER.reset(token)
         wrapper = model.unwrap_python_model()
         version = self.version(str(alias))
         if version is None:
             raise ModelUnavailableError(f"{ref} disappeared while loading")
+        from core.embed import weights_digest
+
+        # The weights this workspace embeds with, which may be other than the process default `load_context` saw.
+        wrapper.bundle.check_weights(weights_digest(self.settings.embedding_model),
+                                     f"model {self.name} version {version.version}")
         return wrapper.bundle, version
 
     def runs(self, max_results: int = 50) -> pd.DataFrame:

@@ -13,14 +13,34 @@ one run at a time; trigger it by hand for an immediate run).
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 
 from airflow.sdk import Param, dag, task
 
 REPO = Path(__file__).resolve().parents[1]
 WORKBENCH_PYTHON = os.environ.get("WORKBENCH_PYTHON") or str(REPO / ".venv" / "bin" / "python")
+
+
+def _load_defaults() -> ModuleType:
+    """``core/defaults.py`` (standard library only), loaded by path: the workbench package is not installed in
+    Airflow's interpreter, and the DAG's parameters must default to what every other entry point trains."""
+    name = "_workbench_defaults"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "core" / "defaults.py")
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {REPO / 'core' / 'defaults.py'}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is built
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+DEFAULTS = _load_defaults()
 
 DEFAULT_ARGS = {
     "owner": "workbench",
@@ -45,9 +65,12 @@ DEFAULT_ARGS = {
         "incoming_prefix": Param("incoming/", type="string", description="Storage prefix polled for new files."),
         "max_quarantine_share": Param(0.2, type="number", minimum=0, maximum=1,
                                       description="Refuse a file when more of its rows are quarantined."),
-        "detectors": Param("knn,lof,iforest", type="string", description="Detectors, comma-separated."),
-        "project": Param(True, type="boolean", description="Fit the 2-D map (UMAP); off is faster."),
-        "use_labels": Param(True, type="boolean", description="Learn from stored labels while training."),
+        "detectors": Param(",".join(DEFAULTS.DEFAULT_DETECTORS), type="string",
+                           description="Detectors, comma-separated."),
+        "project": Param(DEFAULTS.DEFAULT_PROJECT, type="boolean",
+                         description="Fit the 2-D map (UMAP); off is faster."),
+        "use_labels": Param(DEFAULTS.DEFAULT_USE_LABELS, type="boolean",
+                            description="Learn from stored labels while training."),
         "n_permutations": Param(1000, type="integer", minimum=100, description="Permutations of the shift tests."),
         "promotion_rule": Param(
             {"metric": "average_precision", "max_drop": 0.0, "min_labels": 10, "without_labels": True,
@@ -118,9 +141,10 @@ def review_pipeline():
     embedded = embed_batch(batch)
     trained = train_challenger(batch, "{{ params.detectors }}", "{{ params.project }}", "{{ params.use_labels }}")
     embedded >> trained
-    evaluation = evaluate_on_labels(trained["version"], trained["champion"])
-    shift = shift_against_champion(batch, trained["champion"], "{{ params.n_permutations }}")
-    decision = promote_if_rule_passes(trained["version"], trained["champion"], evaluation, shift,
+    champion = trained[DEFAULTS.CHAMPION]  # the champion before this training (see train_challenger)
+    evaluation = evaluate_on_labels(trained["version"], champion)
+    shift = shift_against_champion(batch, champion, "{{ params.n_permutations }}")
+    decision = promote_if_rule_passes(trained["version"], champion, evaluation, shift,
                                       "{{ params.promotion_rule }}")
     archive_batch(key, decision)
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-import numpy as np
+import pandas as pd
 import streamlit as st
 
-from core.labels import QUEUE_ORDERS, as_binary, as_export, random_order, score_metrics
+from core.defaults import TrainParameters
+from core.label_queue import build_label_queue
+from core.labels import QUEUE_ORDERS, as_binary, as_export, score_metrics
+from core.spreadsheet import to_safe_csv
 from workbench import cached, state
-from workbench.ui import errors_shown, flash, stage_progress
+from workbench.ui import errors_shown, flash, plain, stage_progress
 
 st.title("Label")
 flash(state.LABEL_FLASH)
@@ -42,21 +42,18 @@ with errors_shown():
         """Store a label, remember it for the correction button, say so after the rerun."""
         ws.labels().add(review_id, label, note=note, batch=batch)
         state.LAST_LABEL.set((review_id, label, note, batch))
-        state.LABEL_FLASH.set(f"`{review_id}` {verb} {label}")
+        state.LABEL_FLASH.set(f"{plain(review_id)} {verb} {label}")
         st.rerun()
 
-    queue = data[~labelled & ~ids.isin(skipped)]
-    queue = queue.sort_values("score", ascending=False) if order == QUEUE_ORDERS[0] else queue.iloc[
-        np.argsort(random_order(queue["review_id"]), kind="stable")]
+    waiting = build_label_queue(data, labelled=label_of.keys(), skipped=skipped, order=order)
+    queue = waiting.reviews
 
-    flagged = int(data["is_outlier"].sum())
     c1, c2, c3 = st.columns(3)
-    c1.metric("Labelled in this batch", f"{int(labelled.sum())} / {len(data)}")
-    c2.metric("Flagged by the model", flagged)
+    c1.metric("Labelled in this batch", f"{waiting.labelled} / {waiting.total}")
+    c2.metric("Flagged by the model", waiting.flagged)
     c3.metric("Left in the queue", len(queue))
-    goal = max(flagged, 1)
-    done_flagged = int((labelled & data["is_outlier"]).sum())
-    st.progress(min(done_flagged / goal, 1.0), text=f"{done_flagged} of {flagged} flagged reviews labelled")
+    st.progress(waiting.flagged_done,
+                text=f"{waiting.flagged_labelled} of {waiting.flagged} flagged reviews labelled")
 
     if queue.empty:
         st.success("Nothing left to label in this batch.", icon="🎉")
@@ -65,12 +62,13 @@ with errors_shown():
         review_id = str(row["review_id"])
         with st.container(border=True):
             st.caption(f"score {row['score']:.2f} · {'flagged' if row['is_outlier'] else 'not flagged'} · "
-                       f"review `{review_id}`"
-                       + "".join(f" · {c}: {row[c]}" for c in ("rating", "category") if c in row and row[c] == row[c]))
+                       f"review {plain(review_id)}"
+                       + "".join(f" · {c}: {plain(row[c])}" for c in ("rating", "category")
+                                 if c in row and not pd.isna(row[c])))
             if isinstance(row.get("title"), str) and row["title"].strip():
-                st.markdown(f"**{row['title']}**")
-            st.write(str(row.get("text", "")))
-            st.caption(f"Why: {row['reason']}")
+                st.markdown(f"**{plain(row['title'])}**")
+            st.markdown(plain(row.get("text", "")))
+            st.caption(f"Why: {plain(row['reason'])}")
             note = st.text_input("Note (optional)", key=f"label.note.{review_id}")
             b1, b2, b3 = st.columns(3)
             for column, label, kind in ((b1, "outlier", "primary"), (b2, "normal", "secondary")):
@@ -85,7 +83,7 @@ with errors_shown():
         last_id, last_label, last_note, last_batch = last
         other = "normal" if last_label == "outlier" else "outlier"
         c_last, c_fix = st.columns([3, 1], vertical_alignment="center")
-        c_last.caption(f"Last label from this tab: `{last_id}` → {last_label}")
+        c_last.caption(f"Last label from this tab: {plain(last_id)} → {last_label}")
         if c_fix.button(f"Change it to {other}", key="label.correct", width="stretch"):
             give_label(last_id, other, last_note, last_batch, "relabelled")
 
@@ -108,7 +106,7 @@ with errors_shown():
     if not latest.empty:  # the labels this page already read, not a second query on every rerun
         st.download_button(
             f"Download labels (CSV, {len(latest)} review{'s' if len(latest) != 1 else ''})",
-            as_export(latest).to_csv(index=False).encode(), file_name="labels.csv", mime="text/csv", key="label.download",
+            to_safe_csv(as_export(latest)).encode(), file_name="labels.csv", mime="text/csv", key="label.download",
             help="The latest label of every review, in the layout `workbench label import` reads back.",
         )
     # Open while a file is chosen: the rerun that follows an upload would otherwise fold it shut.
@@ -116,22 +114,20 @@ with errors_shown():
         upload = st.file_uploader("CSV with columns review_id,label (outlier or normal); optional note, author, batch",
                                   type=["csv"], key="label.import")
         if st.button("Import labels", disabled=upload is None, key="label.import.go") and upload is not None:
-            with tempfile.TemporaryDirectory() as folder:  # the file's own name, so errors name it
-                path = Path(folder) / Path(upload.name).name
-                path.write_bytes(upload.getvalue())
-                state.LABEL_FLASH.set(ws.import_labels(path).summary(upload.name))
+            imported = ws.import_labels(upload.getvalue(), filename=upload.name)
+            state.LABEL_FLASH.set(imported.summary(plain(upload.name)))
             st.rerun()
 
     st.subheader("Retrain with the labels")
     bundle = cached.model(champion.version)
     reference = bundle.meta.get("reference_batch") or ws.state().reference
-    detectors = tuple(bundle.meta.get("detectors") or ("knn", "lof", "iforest"))
-    st.caption(f"Same reference (`{reference}`) and detectors ({', '.join(detectors)}) as champion "
+    params = TrainParameters.of_model(bundle.meta, use_labels=True)
+    st.caption(f"Same reference (`{reference}`), detectors ({', '.join(params.detectors)}) and settings as champion "
                f"v{champion.version}; all {len(latest)} stored labels are used. The new version becomes the challenger.")
     if st.button("Retrain with labels", disabled=latest.empty or not reference):
         with st.status("Retraining…", expanded=True) as status:
             bar = st.progress(0.0, text="starting")
-            outcome = ws.train(reference, detectors=detectors, use_labels=True, progress=stage_progress(bar))
+            outcome = ws.train(reference, **params.as_kwargs(), progress=stage_progress(bar))
             status.update(label=f"v{outcome.record.version} trained in {outcome.seconds:.0f} s", state="complete",
                           expanded=False)
         cached.refresh_registry()

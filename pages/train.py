@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.defaults import DEFAULT_DETECTORS, DEFAULT_TITLES, DEFAULT_USE_LABELS
 from core.detectors import DETECTORS
 from workbench import cached, state
 from workbench.state import TrainSummary
@@ -15,6 +16,7 @@ flash(state.MODELS_FLASH)
 HELP = {
     "knn": "distance to the k-th nearest reference review (strong on sentence embeddings)",
     "lof": "local outlier factor (strong on sentence embeddings)",
+    "mahalanobis": "distance under a shrunk covariance of the reference (strong on sentence embeddings)",
     "iforest": "isolation forest (weak on raw embeddings; cheap)",
     "autoencoder": "reconstruction error of a small autoencoder (slowest)",
 }
@@ -29,15 +31,15 @@ with errors_shown():
     saved = ws.state().reference
     reference = st.selectbox("Reference batch (what normal looks like)", names,
                              index=names.index(saved) if saved in names else 0, key="train.reference")
-    detectors = st.multiselect("Detectors", list(DETECTORS), default=["knn", "lof", "mahalanobis", "iforest"], key="train.detectors",
+    detectors = st.multiselect("Detectors", list(DETECTORS), default=list(DEFAULT_DETECTORS), key="train.detectors",
                                format_func=lambda d: f"{d} — {HELP.get(d, '')}")
     contamination = st.slider("Expected share of outliers (sets the flag threshold)", 0.01, 0.25,
                               float(ws.settings.contamination), 0.01, key="train.contamination")
     n_labels = len(cached.labels())
-    use_labels = st.checkbox(f"Learn from the {n_labels} stored labels", value=n_labels > 0, disabled=n_labels == 0,
-                             key="train.use_labels")
+    use_labels = st.checkbox(f"Learn from the {n_labels} stored labels", value=DEFAULT_USE_LABELS and n_labels > 0,
+                             disabled=n_labels == 0, key="train.use_labels")
 
-    titles = st.checkbox("Embed review titles with the text", value=True, key="train.titles",
+    titles = st.checkbox("Embed review titles with the text", value=DEFAULT_TITLES, key="train.titles",
                          help="Off: the model reads the review text alone. Choose that when your data comes "
                               "without titles. A batch without titles scored by a title + text model is scored by "
                               "the model's text-only twin instead, fitted on first use.")

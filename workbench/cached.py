@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core.defaults import CHALLENGER, CHAMPION
 from core.pipeline import Workspace
 from core.settings import get_settings
 
@@ -55,11 +56,11 @@ def versions() -> list[Any]:
 
 def champion() -> Any | None:
     """The `VersionInfo` holding the ``champion`` alias, or None when nothing is trained yet."""
-    return next((v for v in versions() if "champion" in v.aliases), None)
+    return next((v for v in versions() if CHAMPION in v.aliases), None)
 
 
 def challenger() -> Any | None:
-    return next((v for v in versions() if "challenger" in v.aliases), None)
+    return next((v for v in versions() if CHALLENGER in v.aliases), None)
 
 
 @st.cache_data(ttl=20, show_spinner=False)

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import ApiKeyDep, BatcherDep, ServedDep, WorkspaceDep
 from api.schemas import ErrorOut, HealthOut, ModelOut, ReadyOut
+from core.defaults import CHAMPION
 from core.pipeline import STATE_KEY
 
 router = APIRouter(tags=["health"])
@@ -44,7 +45,7 @@ async def model(served: ServedDep, batcher: BatcherDep) -> ModelOut:
     loaded = served.get()
     meta = loaded.bundle.meta
     return ModelOut(
-        name=loaded.ref.name, version=loaded.ref.version, alias="champion", aliases=list(loaded.version.aliases),
+        name=loaded.ref.name, version=loaded.ref.version, alias=CHAMPION, aliases=list(loaded.version.aliases),
         trained_at=meta.get("trained_at"), registered_at=loaded.version.created, run_id=loaded.version.run_id,
         detectors=list(meta.get("detectors", [])), signals=list(meta.get("signals", [])),
         embedding_model=meta.get("embedding_model"), embedding_backend=batcher.embedder_factory().backend,
