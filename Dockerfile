@@ -7,6 +7,7 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY core core
 COPY api api
+COPY cli cli
 COPY workbench workbench
 COPY pages pages
 COPY dags dags

@@ -15,10 +15,11 @@ setup: $(BIN)/workbench
 run: setup  ## the main job on the embedded defaults: demo data loaded, model trained, workbench started
 	$(BIN)/workbench demo
 
-test: setup  ## the whole test suite, real model and real servers included
+test: lint  ## lint and type check, then the whole test suite, real model and real servers included
 	bash scripts/system-deps.sh
 	bash scripts/airflow-venv.sh
 	$(BIN)/pytest
 
-lint: setup
-	$(BIN)/ruff check core api workbench pages tests bench
+lint: setup  ## ruff on every Python folder, mypy on the library and the API (configured in pyproject.toml)
+	$(BIN)/ruff check core api cli workbench pages dags tests bench
+	$(BIN)/mypy

@@ -1,4 +1,4 @@
-"""`workbench api`: run the API with uvicorn (the lead wires `serve` into core.cli)."""
+"""`workbench api`: run the API with uvicorn (the `workbench api` command calls `serve`)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -591,7 +591,7 @@ def _quote_wrapped(rows: list[list[str]]) -> bool:
 
 
 def _parse_delimited(
-    text: str, name: str, delimiter: str, quoting: int, offset: int
+    text: str, name: str, delimiter: str, quoting: Literal[0, 1, 2, 3], offset: int
 ) -> tuple[list[str], list[list[str]], list[int], list[QuarantinedRow]]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     try:

@@ -172,7 +172,7 @@ def label_metrics(version: str, settings: Settings | None = None) -> dict[str, f
     if labelled.empty:
         return {}
     bundle, _ = ws.registry().load(str(version))
-    scores = bundle.score(labelled, ws.embedder()).frame  # type: ignore[attr-defined]
+    scores = bundle.score(labelled, ws.embedder()).frame
     column = "unsupervised_score" if "unsupervised_score" in scores.columns else "score"
     by_id = dict(zip(scores["review_id"].astype(str), scores[column], strict=True))
     ids = [i for i in labels.index.astype(str) if i in by_id]
@@ -214,7 +214,7 @@ def shift_against_champion(
         return {"skipped": "no earlier champion: this batch trained the first model"}
     ws = _workspace(settings)
     bundle, _ = ws.registry().load(str(champion))
-    report = ws.compare(reference=bundle.reference, current=ws.batches.frame(batch),  # type: ignore[attr-defined]
+    report = ws.compare(reference=bundle.reference, current=ws.batches.frame(batch),
                         alpha=alpha, n_permutations=int(n_permutations))
     base = f"{REPORTS}{batch}/shift"
     ws.storage.put_bytes(f"{base}.json", report_to_json(report).encode())

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from pydantic import BaseModel
@@ -31,6 +32,9 @@ from core.load import LoadResult, load_path
 from core.schema import ValidationReport
 from core.settings import Settings, get_settings
 from core.storage import Storage, make_storage
+
+if TYPE_CHECKING:  # the bundle pulls in torch and the detectors: imported when a model is first needed
+    from core.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +294,7 @@ class Workspace:
         frame = source if isinstance(source, pd.DataFrame) else self.resolve_frame(source)
         return self.score_with(bundle, version.version, frame, project=project, progress=progress), version
 
-    def score_with(self, bundle, version: str, frame: pd.DataFrame, project: bool = False,
+    def score_with(self, bundle: ModelBundle, version: str, frame: pd.DataFrame, project: bool = False,
                    progress: Callable[[str, float], None] | None = None):  # -> BundleScores
         """`bundle.score`, or its text-only twin's when the batch has no titles and the model embeds them.
 
@@ -347,7 +351,8 @@ class Workspace:
         )
         if not record_state:  # e.g. API calls: they must not overwrite the analyst's "last shift"
             return report
-        names = names or tuple(x if isinstance(x, str) else "frame" for x in (reference, current))
+        names = names or (reference if isinstance(reference, str) else "frame",
+                          current if isinstance(current, str) else "frame")
         self.update_state(last_shift={
             "reference": names[0], "current": names[1], "drift": bool(report.drift),
             "p_value": float(report.p_value), "created": report.created.isoformat(),
@@ -356,7 +361,7 @@ class Workspace:
 
 
 _MODELS: dict[tuple[str, str, str], object] = {}
-_TWINS: dict[tuple[str, str, object], object] = {}  # one text-only twin in memory per process
+_TWINS: dict[tuple[str, str, object], ModelBundle] = {}  # one text-only twin in memory per process
 _TWIN_LOCK = threading.Lock()  # the workbench and the API score from several threads
 
 

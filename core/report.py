@@ -17,6 +17,7 @@ import html
 import json
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from pathlib import Path
@@ -132,7 +133,7 @@ def _layout(fig: Any, title: str, height: int = 300) -> Any:
     return fig
 
 
-def _distribution_figures(report: ShiftReport) -> list[dict[str, str]]:
+def _distribution_figures(report: ShiftReport) -> list[dict[str, Any]]:
     import plotly.graph_objects as go
 
     by_feature: dict[str, list[Any]] = {}
@@ -244,7 +245,7 @@ def write_report(report: ShiftReport, path: str | Path) -> Path:
     """Write the report in the format its suffix names: ``.html``, ``.json`` or ``.csv`` (per-review scores)."""
     path = Path(path)
     suffix = path.suffix.lower()
-    writers = {".html": report_to_html, ".htm": report_to_html, ".json": report_to_json, ".csv": report_to_csv}
+    writers: dict[str, Callable[[ShiftReport], str]] = {".html": report_to_html, ".htm": report_to_html, ".json": report_to_json, ".csv": report_to_csv}
     if suffix not in writers:
         raise ParameterError(f"report file must end in .html, .json or .csv, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -990,6 +990,6 @@ def make_signal(name: str, **params: object) -> Signal:
     if name not in registry:
         raise ParameterError(f"unknown signal {name!r}; expected one of {', '.join(SIGNALS)}")
     try:
-        return registry[name](**params)  # type: ignore[arg-type]
+        return registry[name](**params)
     except TypeError as err:
         raise ParameterError(f"bad parameters for signal {name!r}: {err}") from None

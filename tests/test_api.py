@@ -115,7 +115,7 @@ def _server_env(home: Path, **extra: str) -> dict[str, str]:
     return {**env, "WORKBENCH_HOME": str(home), **extra}
 
 
-@pytest.mark.parametrize("entry", [["-m", "core", "api"], ["-m", "api.cli"]], ids=["workbench api", "api.cli"])
+@pytest.mark.parametrize("entry", [["-m", "cli", "api"], ["-m", "api.cli"]], ids=["workbench api", "api.cli"])
 def test_api_refuses_to_listen_anonymously_on_every_interface(entry, tmp_path):
     result = subprocess.run([sys.executable, *entry, "--host", "0.0.0.0", "--port", str(free_port())],
                             env=_server_env(tmp_path / "home", WORKBENCH_API_KEYS="[]"), cwd=tmp_path,
@@ -131,7 +131,7 @@ def test_real_server_with_a_key_listens_everywhere_and_never_logs_the_key(tmp_pa
     port = free_port()
     log = tmp_path / "server.log"
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "core", "api", "--host", "0.0.0.0", "--port", str(port)],
+        process = subprocess.Popen([sys.executable, "-m", "cli", "api", "--host", "0.0.0.0", "--port", str(port)],
                                    env=_server_env(tmp_path / "home", WORKBENCH_API_KEYS=json.dumps([KEY])),
                                    cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
         try:

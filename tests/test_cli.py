@@ -18,14 +18,14 @@ def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "WORKBENCH_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(
-        [sys.executable, "-m", "core", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
     )
 
 
 def test_every_subcommand_has_help(tmp_path: Path) -> None:
     from typer.main import get_command
 
-    from core.cli import app
+    from cli.main import app
 
     group = get_command(app)
     names = list(group.commands)  # type: ignore[attr-defined]

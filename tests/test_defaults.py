@@ -86,7 +86,7 @@ def trainings(home: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any
 def _train_with_cli() -> None:
     from typer.testing import CliRunner
 
-    from core.cli import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, ["train", "--reference", "reference", "--json"])
     assert result.exit_code == 0, result.output

@@ -69,7 +69,7 @@ def test_writes_to_a_path_without_the_index(tmp_path: Path) -> None:
 def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "WORKBENCH_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env, cwd=REPO,
                           timeout=300)
 
 

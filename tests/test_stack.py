@@ -14,7 +14,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from core.stack import NativeStack
+from cli.stack import NativeStack
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def test_native_stack_trains_serves_and_stops(
 def test_run_stack_stops_everything_on_sigterm(tmp_path: Path) -> None:
     """`run_stack` (what `workbench stack` calls) in its own process: SIGTERM stops it and its children."""
     script = (
-        "import sys; from core.stack import NativeStack, run_stack; "
+        "import sys; from cli.stack import NativeStack, run_stack; "
         f"sys.exit(run_stack(NativeStack(home={str(tmp_path / 'home')!r}, s3_port=0, mlflow_port=0, api_port=0, "
         "ui_port=0, services=('s3', 'mlflow'), s3_server='moto', log=lambda m: print(m, flush=True))))"
     )

@@ -73,7 +73,7 @@ def test_promote_and_rollback(tmp_path: Path, trained_workspace: Workspace) -> N
 def test_models_list_json_contract(trained_workspace: Workspace) -> None:
     env = {**os.environ, "WORKBENCH_HOME": str(trained_workspace.settings.home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run([sys.executable, "-m", "core", "models", "list", "--json"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "cli", "models", "list", "--json"], capture_output=True,
                             text=True, env=env, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)

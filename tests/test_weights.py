@@ -233,7 +233,7 @@ def test_training_run_records_the_weights_digest_and_format_version(settings) ->
 def test_a_model_trained_with_other_weights_is_refused_by_workbench_score(settings, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from core.cli import app
+    from cli.main import app
     from core.pipeline import Workspace
 
     _register(settings, OTHER_DIGEST)

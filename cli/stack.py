@@ -250,11 +250,11 @@ class NativeStack:
         return self._service("mlflow", command, "/health", self.client_env())
 
     def _api(self) -> Service:
-        command = [sys.executable, "-m", "core", "api", "--host", self.host, "--port", str(self.ports["api"])]
+        command = [sys.executable, "-m", "cli", "api", "--host", self.host, "--port", str(self.ports["api"])]
         return self._service("api", command, "/health", self.client_env())
 
     def _ui(self) -> Service:
-        command = [sys.executable, "-m", "core", "ui", "--host", self.host, "--port", str(self.ports["ui"])]
+        command = [sys.executable, "-m", "cli", "ui", "--host", self.host, "--port", str(self.ports["ui"])]
         return self._service("ui", command, "/_stcore/health", self.client_env())
 
     # Lifecycle -------------------------------------------------------------------------------------------

@@ -1,3 +1,3 @@
-from core.cli import app
+from cli.main import app
 
 app(prog_name="workbench")

@@ -534,7 +534,7 @@ def stack(
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Skip the workbench.")] = False,
 ) -> None:
     """Start the full stack natively, without Docker: S3 server, MLflow server, API, workbench. Ctrl+C stops it."""
-    from core.stack import NativeStack, run_stack
+    from cli.stack import NativeStack, run_stack
 
     services = ("s3", "mlflow", "api") if no_ui else ("s3", "mlflow", "api", "ui")
     code = run_stack(NativeStack(host=host, s3_port=s3_port, mlflow_port=mlflow_port, api_port=api_port,
