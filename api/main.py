@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from threadpoolctl import threadpool_limits
 
-from api.routes import health, predict, shift
+from api.routes import health, monitor, predict, shift
 from api.serving import MicroBatcher, ServedModel
 from core.errors import (
     InputFileError,
@@ -29,8 +29,8 @@ from core.errors import (
     StorageError,
     WorkbenchError,
 )
+from core.io.schema import CANONICAL_COLUMNS, canonical_name
 from core.pipeline import Workspace
-from core.schema import CANONICAL_COLUMNS, canonical_name
 from core.settings import Settings, get_settings
 
 log = logging.getLogger("api")
@@ -95,6 +95,9 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         for e in exc.errors():
             field = _field(e.get("loc", ()))
             msg = f"{field}: {e.get('msg')}"
+            if e.get("type") == "json_invalid":  # loc is ("body", character offset): the field is the body itself
+                field = "body"
+                msg = f"body: invalid JSON at character {e['loc'][-1]}: {e.get('ctx', {}).get('error', e.get('msg'))}"
             if e.get("type") == "extra_forbidden":  # a file's column name sent as is, e.g. "stars" or "reviewText"
                 meant = canonical_name(str(e.get("loc", ("",))[-1]))
                 msg += (f"; this API takes the canonical field names: send it as '{meant}'" if meant else
@@ -175,5 +178,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(predict.router)
     app.include_router(shift.router)
+    app.include_router(monitor.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     return app

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 REVIEW_EXAMPLE: dict[str, Any] = {"text": "Sample review text", "rating": 5, "verified_purchase": True}
+# The loader keeps timestamps at nanosecond resolution, which spans 1677-09-21 to 2262-04-11 (a day inside here).
+EARLIEST = datetime(1677, 9, 22, tzinfo=UTC)
+LATEST = datetime(2262, 4, 10, tzinfo=UTC)
 
 
 def _valid_unicode(value: str | None, field: str) -> str | None:
@@ -25,7 +28,8 @@ class ReviewIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [REVIEW_EXAMPLE]})
 
-    text: str = Field(min_length=1, max_length=100_000, description="The review text.")
+    text: str = Field(min_length=1, max_length=100_000, description="The review text (not only whitespace).",
+                      json_schema_extra={"pattern": r"\S"})  # documented; `_not_blank` enforces it, naming the field
     rating: float | None = Field(None, ge=1, le=5, description="Star rating, 1-5.")
     title: str | None = Field(None, max_length=10_000, description="The review's own title.")
     helpful_vote: int | None = Field(None, ge=0, le=10**9)
@@ -41,6 +45,24 @@ class ReviewIn(BaseModel):
     @classmethod
     def _unicode(cls, value: str | None, info: Any) -> str | None:
         return _valid_unicode(value, info.field_name)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        # Refused here, so the 422 names the field; the loader would refuse it later as "empty text".
+        if not value.strip():
+            raise ValueError("text is only whitespace; a review needs some text")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        if value is not None:
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # naive = UTC, as the loader reads it
+            if not EARLIEST <= aware <= LATEST:
+                raise ValueError(f"timestamp must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}, "
+                                 f"got {value.isoformat()}")
+        return value
 
     def record(self) -> dict[str, Any]:
         """The review as a row for `core.load.load_frame` (absent fields left out so the loader adapts)."""
@@ -164,3 +186,43 @@ class ReadyOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: Any
+
+
+class MonitorKindOut(BaseModel):
+    flagged_share: float | None = Field(description="Share of the batch flagged with this kind leading the reasons.")
+    p_value: float | None = Field(description="P-value of this kind's excess over the reference (1 = not tested).")
+
+
+class MonitorBatchOut(BaseModel):
+    batch: str
+    start: datetime = Field(description="Earliest review date, else the ingest time.")
+    end: datetime
+    time_source: str = Field(description="reviews (the batch's review dates) or ingest")
+    rows: int
+    model_version: str
+    flagged_share: float | None
+    kinds: dict[str, MonitorKindOut]
+    shift_p_value: float | None
+    drift: bool | None
+    drifted_features: list[str]
+    grown_clusters: list[dict[str, Any]]
+
+
+class MonitorAlertOut(BaseModel):
+    batch: str
+    kind: str = Field(description="A kind of anomaly (novelty, rating_mismatch, ...) or shift.")
+    rule: str = Field(description="batch (Holm across kinds) or sequential (e-CUSUM across batches)")
+    model_version: str
+    p_value: float
+    level: float
+    statistic: float
+    created: datetime
+    delivered: bool
+    attempts: int
+    last_error: str | None
+
+
+class MonitorOut(BaseModel):
+    level: float = Field(description="False-alarm rate per batch the alert rules promise (WORKBENCH_ALERT_LEVEL).")
+    batches: list[MonitorBatchOut] = Field(description="In time order.")
+    alerts: list[MonitorAlertOut] = Field(description="Oldest first.")

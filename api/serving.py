@@ -140,7 +140,7 @@ def to_predictions(
 
 def canonical_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Request rows -> the canonical frame; a row that cannot be scored raises `InputFileError` (422)."""
-    from core.load import load_records
+    from core.io.load import load_records
 
     return load_records(records, name="request")
 
@@ -148,13 +148,13 @@ def canonical_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def score_jobs(loaded: Loaded, embedder: Any, jobs: list[list[dict[str, Any]]]) -> list[list[PredictionOut] | Exception]:
     """Score several requests in one `bundle.score` call: one embedding pass, one pass of every detector.
 
-    Each request is its own group (`core.signals.GROUP_COLUMN`): the duplicate signal never compares one
+    Each request is its own group (`core.detect.signals.GROUP_COLUMN`): the duplicate signal never compares one
     client's review with another's, and the ensemble uses every group, so a request's scores do not depend
     on which other requests happened to share its micro-batch. The requests are canonicalised together too
     (ids and duplicate flags per request); when that fails, one by one, so only the bad request fails.
     """
-    from core.load import load_records
-    from core.signals import GROUP_COLUMN
+    from core.detect.signals import GROUP_COLUMN
+    from core.io.load import load_records
 
     results: list[list[PredictionOut] | Exception | None] = [None] * len(jobs)
     try:

@@ -82,7 +82,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def in_process(ctx: dict[str, object], texts: list[str], repeats: int) -> dict[str, dict[str, float]]:
-    from core.load import load_records
+    from core.io.load import load_records
 
     bundle, embedder = ctx["bundle"], ctx["workspace"].fast_embedder()  # type: ignore[attr-defined]
 

@@ -35,10 +35,10 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.calibration import combine  # noqa: E402
-from core.load import load_path  # noqa: E402
-from core.model import OutlierModel  # noqa: E402
-from core.signals import normalise_text  # noqa: E402
+from core.detect.calibration import combine  # noqa: E402
+from core.detect.model import OutlierModel  # noqa: E402
+from core.detect.signals import normalise_text  # noqa: E402
+from core.io.load import load_path  # noqa: E402
 
 CATEGORY_FILES = {
     "fashion": "amazon2018_5core/AMAZON_FASHION_5.json.gz",
@@ -291,7 +291,7 @@ def timing(pools, fake, embedder, seed: int) -> dict[str, float]:
     n_fit = min(10_000, len(every) - 1000)
     fit_frame, score_frame = every.iloc[order[:n_fit]], every.iloc[order[n_fit : n_fit + 1000]]
     embedder.encode(
-        __import__("core.embed", fromlist=["embedding_text"]).embedding_text(every, ("title", "text"))
+        __import__("core.text.embed", fromlist=["embedding_text"]).embedding_text(every, ("title", "text"))
     )
     model = OutlierModel(random_state=seed)
     t0 = time.perf_counter()
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-timing", action="store_true", help="skip the fit-10k / score-1k timing")
     args = parser.parse_args(argv)
 
-    from core.embed import make_embedder
+    from core.text.embed import make_embedder
 
     embedder = make_embedder()
     started = time.perf_counter()

@@ -3,9 +3,9 @@
 Measured in one run, interleaved and repeated (best of ``--repeats``) because the cores are shared:
 
 * plain ``SentenceTransformer.encode`` (fp32, batch 32): the baseline;
-* the project's ``Embedder`` (torch backend) cold, with an empty cache, then cached (the same texts again);
+* the project's ``SentenceEmbedder`` (torch backend) cold, with an empty cache, then cached (the same texts again);
 * the ``onnx-int8`` backend cold, with its one-off export timed apart, and its cosine to the fp32 vectors;
-* ``core.load.load_path`` on a 100k-row CSV built from the shared reviews.
+* ``core.io.load.load_path`` on a 100k-row CSV built from the shared reviews.
 
 Run from the repository root::
 
@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from core.embed import Embedder, EmbeddingCache, embedding_text, resolve_model_path  # noqa: E402
-from core.load import load_path  # noqa: E402
+from core.io.load import load_path  # noqa: E402
+from core.text.embed import EmbeddingCache, SentenceEmbedder, embedding_text, resolve_model_path  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("WORKBENCH_TEST_DATA", REPO.parent / "shared" / "data"))
 EMBED_SOURCES = ("All_Beauty_5.json.gz", "Magazine_Subscriptions_5.json.gz")
@@ -191,10 +191,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp_name:
         tmp = Path(tmp_name)
-        torch_embedder = Embedder(backend="torch", batch_size=args.batch_size)
+        torch_embedder = SentenceEmbedder(backend="torch", batch_size=args.batch_size)
         load_torch = Timing("Embedder load (torch)", 1)
         timed(load_torch, torch_embedder._load)
-        int8_embedder = Embedder(backend="onnx-int8", batch_size=args.batch_size, onnx_dir=tmp / "onnx")
+        int8_embedder = SentenceEmbedder(backend="onnx-int8", batch_size=args.batch_size, onnx_dir=tmp / "onnx")
         load_int8 = Timing("Embedder load + export (onnx-int8)", 1)
         timed(load_int8, int8_embedder._load)
         export_s = float(getattr(int8_embedder._encoder, "export_seconds", float("nan")))
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         cos = np.sum(int8_vectors * reference, axis=1)
 
         # One review per call, as the API embeds a lone request: torch vs the same fp32 graph in onnxruntime.
-        onnx_embedder = Embedder(backend="onnx", batch_size=args.batch_size, onnx_dir=tmp / "onnx")
+        onnx_embedder = SentenceEmbedder(backend="onnx", batch_size=args.batch_size, onnx_dir=tmp / "onnx")
         onnx_embedder._load()
         single = {"torch": [], "onnx": []}
         singles = texts[: min(200, n)]

@@ -66,7 +66,7 @@ def main() -> None:
     import mlflow.pyfunc
     import pandas as pd
 
-    from core.load import load_frame
+    from core.io.load import load_frame
 
     ctx = prepare_home(home, 300, tuple(args.detectors.split(",")))
     ws, bundle = ctx["workspace"], ctx["bundle"]

@@ -31,9 +31,8 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.embed import embedding_text, make_embedder  # noqa: E402
 from core.features import tabular_inputs  # noqa: E402
-from core.load import load_path  # noqa: E402
+from core.io.load import load_path  # noqa: E402
 from core.report import report_to_html  # noqa: E402
 from core.shift import (  # noqa: E402
     DEFAULT_DRIVERS,
@@ -47,6 +46,7 @@ from core.shift import (  # noqa: E402
     novelty_test,
     predictability,
 )
+from core.text.embed import embedding_text, make_embedder  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = {

@@ -39,8 +39,8 @@ from sklearn.linear_model import LogisticRegression
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.shift import BASE, DATA, FILES, Pool, load_pool  # noqa: E402
-from core.embed import unit_rows  # noqa: E402
-from core.shift import ReviewShiftScorer, novelty_test  # noqa: E402
+from core.shift.novelty import ReviewShiftScorer, novelty_test  # noqa: E402
+from core.text.embed import unit_rows  # noqa: E402
 
 FEATURES = ("knn1", "knn5", "knn20", "centroid")
 

@@ -46,10 +46,10 @@ def main() -> None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         import pandas as pd
 
-        from core.embed import embedding_text
-        from core.load import load_path
-        from core.model import OutlierModel
+        from core.detect.model import OutlierModel
+        from core.io.load import load_path
         from core.pipeline import Workspace
+        from core.text.embed import embedding_text
 
         frames = [load_path(args.data / name).frame for name in FILES]
         reviews = pd.concat(frames, ignore_index=True).drop_duplicates("text").head(args.rows)

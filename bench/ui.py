@@ -36,7 +36,7 @@ TARGET_S = 5.0
 
 
 def build_batches(folder: Path, rows: int) -> tuple[Path, Path]:
-    from core.load import load_path
+    from core.io.load import load_path
 
     frames = [load_path(p).frame for p in sorted((DATA / "amazon2018_5core").glob("*_5.json.gz"))]
     frames += [load_path(p).frame for p in sorted((DATA / "amazon2023_subscription_videogames").glob("*.csv.gz"))]

@@ -30,7 +30,7 @@ from core.defaults import (
     parse_detectors,
 )
 from core.errors import WorkbenchError
-from core.schema import parse_mapping
+from core.io.schema import parse_mapping
 from core.spreadsheet import to_safe_csv
 
 app = typer.Typer(
@@ -60,6 +60,11 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             console.print("interrupted")
             raise typer.Exit(code=130) from None
+        except OSError as err:  # the local disk or a file named on the command line: still one line
+            where = f" writing {err.filename}" if err.filename else ""
+            console.print(f"[red]error:[/red] {escape((err.strerror or str(err)).lower() + where)}",
+                          highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -113,7 +118,7 @@ def ingest(
 
     Malformed rows are quarantined with their line and reason, never dropped; exact duplicates are flagged.
     """
-    from core.batches import batch_name_from
+    from core.io.batches import batch_name_from
     from core.pipeline import Workspace
 
     ws = Workspace.open()
@@ -209,8 +214,8 @@ def embed(
     """Embed a batch's reviews with the configured model (cached under WORKBENCH_HOME) and report speed."""
     import numpy as np
 
-    from core.embed import embedding_text
     from core.pipeline import Workspace
+    from core.text.embed import embedding_text
 
     ws = Workspace.open()
     frame = ws.resolve_frame(source)
@@ -282,7 +287,8 @@ def train(
     ws = Workspace.open()
     with progress_bar(not as_json) as update:
         outcome = ws.train(reference, detectors=parse_detectors(detectors), contamination=contamination,
-                           project=projection, use_labels=labels, progress=_stage_progress(update), titles=titles)
+                           project=projection, use_labels=labels, progress=_stage_progress(update), titles=titles,
+                           on_wait=lambda message: console.print(message, highlight=False, soft_wrap=True))
     rec = outcome.record
     summary = {"run_id": rec.run_id, "version": rec.version, "aliases": rec.aliases, "model_uri": rec.model_uri,
                "tracking_uri": rec.tracking_uri, "reference": reference, "n_reference": outcome.bundle.meta["n_reference"],
@@ -320,7 +326,8 @@ def score(
         for line in resolved.load_lines():
             out.print(line, highlight=False, markup=False)
     with progress_bar(not as_json) as update:
-        scores, version = ws.score(resolved.frame, alias=model, progress=_stage_progress(update))
+        scores, version = ws.score(resolved.frame, alias=model, progress=_stage_progress(update),
+                                   batch=source if resolved.report is None else None)  # stored: recorded
     table = scores.frame
     if "source_line" in resolved.frame and len(resolved.frame) == len(table):
         # the line of the file each review came from: a join key back to the input when ids were generated
@@ -340,7 +347,7 @@ def score(
     out.print(f"{summary['rows']} reviews scored with version {version.version}; {summary['flagged']} flagged; "
               f"written to {out_path}", highlight=False)
     if any(p < 1.0 for p in evidence.values()):  # a batch large enough for the excess tests
-        from core.explain import GROUP_LABELS
+        from core.detect.explain import GROUP_LABELS
 
         ranked = sorted(evidence.items(), key=lambda kv: kv[1])
         out.print("excess over the reference per kind of anomaly (p-value; small = more of this kind than the "
@@ -349,6 +356,10 @@ def score(
     if scores.missing:
         out.print(f"not in this batch (signals that need them were left out): {', '.join(scores.missing)}",
                   highlight=False)
+    if resolved.report is None:  # a stored batch: recorded in the run history, where alerts may have fired
+        for alert in _alerts_on(ws, source):
+            out.print(f"ALERT on {source}: {alert.kind} ({alert.rule} rule, p {alert.p_value:.2g} <= "
+                      f"{alert.level:.2g}); see `workbench monitor`", highlight=False, markup=False)
     if scores.text_only_twin:
         out.print(f"this batch has no titles and version {version.version} embeds title + text: scored with its "
                   "text-only twin (the same detectors refitted on the same reference, kept under WORKBENCH_HOME/"
@@ -403,6 +414,46 @@ def shift(
                   highlight=False)
     if "title" not in report.embedded_fields:
         out.print("titles left out of the embeddings: only one batch has them", highlight=False)
+
+
+def _alerts_on(ws: Any, batch: str) -> list[Any]:
+    try:
+        return [a for a in ws.monitor().alerts() if a.batch == batch]
+    except WorkbenchError as err:  # the scores are written; the history is reported, not fatal
+        console.print(f"run history unavailable: {escape(str(err))}", highlight=False)
+        return []
+
+
+@app.command()
+@handle_errors
+def monitor(
+    deliver: Annotated[bool, typer.Option(
+        "--deliver", help="First send alerts not delivered yet to WORKBENCH_ALERT_WEBHOOK_URL.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Run history of stored batches in time order (scores and shift checks) and the alerts raised on them."""
+    from core.pipeline import Workspace
+
+    history = Workspace.open().monitor_history(deliver=deliver)
+    if as_json:
+        _print_json(history.as_json())
+        return
+    table = Table("batch", "from", "to", "rows", "model", "flagged", "smallest excess p", "shift p", "drift")
+    for b in history.batches:
+        tested = {k: v["p_value"] for k, v in b.kinds.items() if v.get("p_value") is not None}
+        lowest = min(tested.items(), key=lambda kv: kv[1]) if tested else None
+        table.add_row(escape(b.batch), f"{b.start:%Y-%m-%d}", f"{b.end:%Y-%m-%d}", str(b.rows), b.model_version or "-",
+                      "-" if b.flagged_share is None else f"{b.flagged_share:.1%}",
+                      f"{lowest[0]} {lowest[1]:.2g}" if lowest else "-",
+                      "-" if b.shift_p_value is None else f"{b.shift_p_value:.2g}",
+                      "-" if b.drift is None else ("yes" if b.drift else "no"))
+    out.print(table)
+    out.print(f"{len(history.batches)} batches; {len(history.alerts)} alerts at a false-alarm level of "
+              f"{history.level:g} per batch", highlight=False)
+    for a in history.alerts:
+        sent = "delivered" if a.delivered else (f"not delivered ({a.last_error})" if a.attempts else "not sent")
+        out.print(f"ALERT {a.batch}: {a.kind} ({a.rule} rule, p {a.p_value:.2g} <= {a.level:.2g}); {sent}",
+                  highlight=False, markup=False)
 
 
 models_app = typer.Typer(help="Registered model versions: list, promote, roll back.", no_args_is_help=True)
@@ -496,6 +547,32 @@ def label_export(
     else:
         kinds = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("outlier", "normal"))
         out.print(f"{len(frame)} labels ({kinds}) written to {path}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def doctor(
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Remove orphan objects, and the manifest and leftovers of every broken batch.")] = False,
+    min_age: Annotated[float | None, typer.Option(
+        help="Seconds an unreferenced object must have existed to count as an orphan (default 600); younger ones "
+             "may belong to an upload under way and are left alone.", show_default=False)] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the store: batches whose manifest points at missing objects, objects no manifest points at.
+
+    Exits 1 when something is broken or orphaned and --repair was not given.
+    """
+    from core.pipeline import Workspace
+
+    report = Workspace.open().check_store(repair=repair, min_age=min_age)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        for line in report.lines():
+            out.print(line, highlight=False, markup=False)
+    if not report.consistent:
+        raise typer.Exit(code=1)
 
 
 @app.command()

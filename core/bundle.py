@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,14 +18,16 @@ import numpy as np
 import pandas as pd
 
 from core.defaults import DEFAULT_CONTAMINATION, DEFAULT_DETECTORS, DEFAULT_EMBED_FIELDS, DEFAULT_PROJECT
-from core.embed import title_share
+from core.detect.model import OutlierModel
+from core.detect.results import ScoreResult
 from core.errors import ModelUnavailableError
-from core.model import OutlierModel, ScoreResult
+from core.io.schema import CANONICAL_COLUMNS
+from core.legacy_paths import load_joblib
+from core.progress import ProgressCallback
 from core.projection import Projection
-from core.schema import CANONICAL_COLUMNS
-from core.shift import ReviewShiftScorer
+from core.shift.novelty import ReviewShiftScorer
+from core.text.embed import title_share
 
-ProgressCallback = Callable[[str, float], None]
 BUNDLE_FORMAT = 1
 #: What a bundle's meta records, logged with every MLflow run: "<BUNDLE_FORMAT>.<revision>". The revision goes
 #: up when meta gains fields that older bundles lack and loaders must treat as unknown; 1.1 added
@@ -135,7 +136,7 @@ class ModelBundle:
     def check_weights(self, installed: str | None, what: str = "this model") -> None:
         """Refuse (`WeightsError`, one line) to score with embedding weights other than the ones this model was
         trained with; a bundle saved before digests were recorded is let through with one warning."""
-        from core.weights import check_recorded_digest
+        from core.text.weights import check_recorded_digest
 
         check_recorded_digest(self.meta.get("embedding_digest"), installed, what)
 
@@ -209,8 +210,6 @@ class ModelBundle:
 
     @classmethod
     def load(cls, folder: str | Path) -> ModelBundle:
-        import joblib
-
         folder = Path(folder)
         meta_path = folder / "bundle.json"
         if not meta_path.is_file():
@@ -218,7 +217,7 @@ class ModelBundle:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format") != BUNDLE_FORMAT:
             raise ModelUnavailableError(f"{folder} holds bundle format {meta.get('format')!r}, expected {BUNDLE_FORMAT}")
-        extras = joblib.load(folder / "extras.joblib")
+        extras = load_joblib(folder / "extras.joblib")
         return cls(
             outlier=OutlierModel.load(folder / "outlier"),
             shift_scorer=extras["shift_scorer"],

@@ -15,7 +15,7 @@ from typing import Any
 
 #: Detectors a training fits when none are named. All five are fitted, calibrated and shown in the reasons;
 #: the headline's novelty group listens only to kNN, LOF and Mahalanobis
-#: (`core.model.OutlierModel.novelty_detectors`), because Isolation Forest and the autoencoder measured weaker
+#: (`core.detect.model.OutlierModel.novelty_detectors`), because Isolation Forest and the autoencoder measured weaker
 #: on sentence embeddings. bench/detect.py fits this same set.
 DEFAULT_DETECTORS: tuple[str, ...] = ("knn", "lof", "mahalanobis", "iforest", "autoencoder")
 #: Expected share of outliers; sets the flag threshold (``Settings.contamination``).

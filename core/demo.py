@@ -113,7 +113,7 @@ def load_demo(
     workspace: Workspace | None = None,
 ) -> DemoSummary:
     """Ingest the demo batches, mark reference and current, and embed them so later steps are fast."""
-    from core.embed import embedding_text
+    from core.text.embed import embedding_text
 
     ws = workspace or Workspace.open()
     try:

@@ -6,7 +6,6 @@ lacks (imputed, and reported) and categories it has never seen (encoded as all-z
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,66 +16,13 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from core.embed import Embedder, ProgressCallback, embedding_text, has_title, title_share
 from core.errors import NotFittedError
+from core.progress import CountProgress
+from core.text.descriptors import DESCRIPTORS, text_descriptors
+from core.text.embed import Embedder, embedding_text, has_title, title_share
 
-#: Descriptors of the text alone, used as features, as shift features and by the text-quality signal.
-DESCRIPTORS: tuple[str, ...] = (
-    "n_chars",
-    "n_words",
-    "share_non_letters",
-    "share_upper",
-    "max_char_run",
-    "type_token_ratio",
-    "mean_word_length",
-    "n_exclamations",
-)
 NUMERIC_INPUTS: tuple[str, ...] = ("rating", "log_helpful_vote")
 CATEGORICAL_INPUTS: tuple[str, ...] = ("verified_purchase", "category")
-
-_RUN = re.compile(r"(.)\1{2,}", re.DOTALL)
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
-_SPACE = re.compile(r"\s")
-_UPPER = re.compile(r"[A-Z]")
-
-
-def _describe(text: str) -> tuple[float, ...]:
-    n_chars = len(text)
-    letters = len(_LETTER.findall(text))
-    non_space = n_chars - len(_SPACE.findall(text))
-    upper = len(_UPPER.findall(text))
-    words = _WORD.findall(text.lower())
-    n_words = len(words)
-    run = max((len(m.group(0)) for m in _RUN.finditer(text)), default=1)
-    return (
-        float(n_chars),
-        float(n_words),
-        1.0 - letters / non_space if non_space > 0 else 1.0,
-        upper / letters if letters > 0 else 0.0,
-        float(run),
-        len(set(words)) / n_words if n_words else 0.0,
-        sum(map(len, words)) / n_words if n_words else 0.0,
-        float(text.count("!")),
-    )
-
-
-def word_count(text: str) -> int:
-    """The ``n_words`` descriptor of one text."""
-    return len(_WORD.findall(text.lower()))
-
-
-def text_descriptors(texts: pd.Series) -> pd.DataFrame:
-    """Per-text descriptors: length, words, share of non-letters and capitals, longest repeated run, ...
-
-    Plain Python per text: as fast as pandas string methods on big batches and ~10x faster on one review.
-    """
-    values = ["" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v) for v in texts]
-    rows = [_describe(t) for t in values]
-    array = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(DESCRIPTORS))
-    return pd.DataFrame(array, columns=list(DESCRIPTORS), index=texts.index)
 
 
 def tabular_inputs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -173,7 +119,7 @@ class FeaturePipeline:
         ]
 
     def transform(
-        self, frame: pd.DataFrame, embedder: Embedder, progress: ProgressCallback | None = None
+        self, frame: pd.DataFrame, embedder: Embedder, progress: CountProgress | None = None
     ) -> FeatureSet:
         """Features of `frame`; embeddings come from `embedder` (and its cache)."""
         self._check_fitted()

@@ -2,7 +2,7 @@
 
 ``most unusual first`` follows the model's headline score and finds outliers fastest; ``random sample`` is a
 fixed pseudo-random order (a hash of the review id), which measures the model without bias and is what lets a
-label-aware model take over from the ensemble on retraining (`core.labels.LabelAwareScorer`).
+label-aware model take over from the ensemble on retraining (`core.detect.supervised.LabelAwareScorer`).
 """
 
 from __future__ import annotations

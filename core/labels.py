@@ -1,4 +1,4 @@
-"""Analysts' labels: a durable SQL store, metrics of scores against labels, and the label-aware scorer.
+"""Analysts' labels: a durable SQL store, reading and writing label files, and labels as model targets.
 
 The store is plain SQLAlchemy (SQLite file under ``WORKBENCH_HOME`` by default, any URL such as Postgres
 in the full stack). Labels are append-only: relabelling a review adds a row, and `LabelStore.latest`
@@ -11,24 +11,19 @@ import csv
 import importlib.util
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import StandardScaler
 from sqlalchemy import DateTime, Integer, String, Text, create_engine, select
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from core.errors import InputFileError, NotFittedError, ParameterError, StorageError
-from core.load import sniff_delimiter
+from core.errors import InputFileError, ParameterError, StorageError
+from core.io.readers import sniff_delimiter
 from core.spreadsheet import restore_cell
 
 LABELS: tuple[str, ...] = ("outlier", "normal")
@@ -273,7 +268,7 @@ def _none_if_missing(value: Any) -> str | None:
     return str(value)
 
 
-# -- metrics -----------------------------------------------------------------------------------------
+# -- labels as targets -------------------------------------------------------------------------------
 def as_binary(labels: pd.Series) -> np.ndarray:
     """``outlier`` -> 1, ``normal`` -> 0 (also accepts booleans and 0/1)."""
 
@@ -295,148 +290,3 @@ def random_order(review_ids: pd.Series) -> np.ndarray:
     """A random but fixed rank per review id (a hash), so the sample stays the same across reruns and
     labelling the next review never reshuffles the rest."""
     return pd.util.hash_pandas_object(review_ids.astype(str), index=False).to_numpy()
-
-
-def precision_at_k(scores: np.ndarray, y: np.ndarray, k: int) -> float:
-    """Share of true outliers among the `k` highest scores."""
-    k = max(1, min(int(k), len(scores)))
-    top = np.argsort(-np.asarray(scores), kind="stable")[:k]
-    return float(np.asarray(y)[top].mean())
-
-
-@dataclass(frozen=True)
-class ScoreMetrics:
-    """How well one score ranks the labelled reviews."""
-
-    auroc: float | None
-    average_precision: float | None
-    precision_at_k: float | None
-    k: int
-
-
-def score_metrics(scores: np.ndarray, y: np.ndarray, k: int | None = None) -> ScoreMetrics:
-    """AUROC, average precision and precision@k (k = number of labelled outliers by default)."""
-    y = np.asarray(y)
-    k = int(k or max(int(y.sum()), 1))
-    if y.size == 0 or y.min() == y.max():
-        return ScoreMetrics(None, None, None if y.size == 0 else precision_at_k(scores, y, k), k)
-    return ScoreMetrics(
-        auroc=float(roc_auc_score(y, scores)),
-        average_precision=float(average_precision_score(y, scores)),
-        precision_at_k=precision_at_k(scores, y, k),
-        k=k,
-    )
-
-
-@dataclass(frozen=True)
-class LabelMetrics:
-    """The unsupervised ensemble and the label-aware scorer measured on labelled reviews.
-
-    ``label_aware`` holds held-out (cross-validated) metrics; the scorer becomes the headline score only
-    when ``uses_label_scorer`` is True, i.e. it beat the ensemble there.
-    """
-
-    n_labelled: int
-    n_outlier: int
-    n_normal: int
-    unsupervised: ScoreMetrics
-    label_aware: ScoreMetrics | None
-    uses_label_scorer: bool
-    note: str
-
-
-# -- label-aware scorer ------------------------------------------------------------------------------
-class LabelAwareScorer:
-    """A regularised logistic regression over detector/signal surprises, descriptors and reduced embeddings.
-
-    In the spirit of XGBOD: the unsupervised scores are features, so a handful of labels is enough to learn
-    *which* of them matters for this kind of anomaly. With very few labels a boosted-tree model overfits,
-    hence the linear model. Reference reviews can join as presumed-normal rows (the reference is what the
-    analyst called normal), weighted so that they count as much as the labelled rows together.
-
-    The unsupervised ensemble statistic (column `prior_column`) is scaled up by `prior_weight` after
-    standardisation, which lowers its effective penalty: with few labels the model stays close to the
-    unsupervised ranking and only learns corrections the labels support.
-
-    Parameters
-    ----------
-    C
-        Inverse regularisation strength.
-    reference_share
-        Total weight of presumed-normal reference rows relative to the labelled rows (0 = not used).
-    prior_column
-        Index of the unsupervised ensemble statistic among the features, or None.
-    prior_weight
-        Factor applied to that column after standardisation.
-    """
-
-    def __init__(
-        self,
-        C: float = 0.1,
-        reference_share: float = 1.0,
-        prior_column: int | None = None,
-        prior_weight: float = 5.0,
-        random_state: int = 0,
-    ) -> None:
-        self.C = C
-        self.reference_share = reference_share
-        self.prior_column = prior_column
-        self.prior_weight = prior_weight
-        self.random_state = random_state
-
-    def _design(self, X: np.ndarray) -> np.ndarray:
-        Z = self.scaler_.transform(X)
-        if self.prior_column is not None:
-            Z[:, self.prior_column] *= self.prior_weight
-        return Z
-
-    def fit(self, X: np.ndarray, y: np.ndarray, X_reference: np.ndarray | None = None) -> LabelAwareScorer:
-        y = np.asarray(y, dtype=np.int64)
-        if not self.C > 0:
-            raise ParameterError(f"C must be > 0, got {self.C!r}")
-        if y.sum() < 1 or (y == 0).sum() + (0 if X_reference is None else len(X_reference)) < 1:
-            raise ParameterError(
-                f"the label-aware scorer needs at least one outlier and one normal label, got "
-                f"{int(y.sum())} outlier and {int((y == 0).sum())} normal"
-            )
-        X_all, y_all, w = X, y, np.ones(len(y))
-        if X_reference is not None and len(X_reference) and self.reference_share > 0:
-            ref_w = self.reference_share * len(y) / len(X_reference)
-            X_all = np.vstack([X, X_reference])
-            y_all = np.concatenate([y, np.zeros(len(X_reference), dtype=np.int64)])
-            w = np.concatenate([w, np.full(len(X_reference), ref_w)])
-        # Balance the classes by weight: outliers are rare, and precision at the top is what matters.
-        pos = y_all == 1
-        w = w.copy()
-        w[pos] *= w[~pos].sum() / max(w[pos].sum(), 1e-12)
-        self.scaler_ = StandardScaler().fit(X_all)
-        self.model_ = LogisticRegression(C=self.C, max_iter=2000, random_state=self.random_state)
-        self.model_.fit(self._design(X_all), y_all, sample_weight=w)
-        return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Probability of ``outlier`` per row."""
-        if not hasattr(self, "model_"):
-            raise NotFittedError("this LabelAwareScorer is not fitted yet; call fit first")
-        return self.model_.predict_proba(self._design(X))[:, 1]
-
-    def cross_validated(
-        self, X: np.ndarray, y: np.ndarray, X_reference: np.ndarray | None = None, n_splits: int = 5
-    ) -> np.ndarray | None:
-        """Out-of-fold probabilities of the labelled rows; None when there are too few of a class."""
-        y = np.asarray(y, dtype=np.int64)
-        folds = min(n_splits, int(y.sum()), int((y == 0).sum()))
-        if folds < 2:
-            return None
-        out = np.empty(len(y))
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
-        for train, test in splitter.split(X, y):
-            clone = LabelAwareScorer(
-                C=self.C,
-                reference_share=self.reference_share,
-                prior_column=self.prior_column,
-                prior_weight=self.prior_weight,
-                random_state=self.random_state,
-            )
-            out[test] = clone.fit(X[train], y[train], X_reference).predict_proba(X[test])
-        return out

@@ -76,7 +76,7 @@ def pick_new_batch(prefix: str = INCOMING, settings: Settings | None = None) -> 
 # -- 2. validate + store ---------------------------------------------------------------------------------
 def batch_name_for(key: str) -> str:
     """The batch name a waiting file is stored under: ``incoming/week-48.csv.gz`` -> ``week-48``."""
-    from core.batches import batch_name_from
+    from core.io.batches import batch_name_from
 
     return batch_name_from(PurePosixPath(key).name)
 
@@ -125,7 +125,7 @@ def embed_batch(batch: str, settings: Settings | None = None) -> int:
 
     Training and the shift report read the same cache, so the model runs over each review once.
     """
-    from core.embed import embedding_text
+    from core.text.embed import embedding_text
 
     ws = _workspace(settings)
     frame = ws.batches.frame(batch)
@@ -165,7 +165,8 @@ def label_metrics(version: str, settings: Settings | None = None) -> dict[str, f
     today's labels (the label-aware scorer's held-out metrics are in each training run). Empty when fewer
     than one outlier and one normal review are labelled.
     """
-    from core.labels import as_binary, score_metrics
+    from core.detect.supervised import score_metrics
+    from core.labels import as_binary
 
     ws = _workspace(settings)
     labelled, labels = ws.labelled_reviews()
@@ -205,7 +206,9 @@ def shift_against_champion(
     """Compare the batch with the champion's reference; store the report as HTML and JSON.
 
     The reports go to ``reports/<batch>/shift.html`` and ``.json`` in the workspace storage (the bucket in
-    the full stack). Returns ``{"drift", "p_value", "report"}``, or ``{"skipped": reason}`` when there is no
+    the full stack). The batch is also scored with the champion; both land in the run history
+    (`core.monitor`), and alerts not delivered yet go to the webhook. Returns ``{"drift", "p_value", "report",
+    "alerts"}`` (alerts: how many the history holds on this batch), or ``{"skipped": reason}`` when there is no
     earlier champion to compare with.
     """
     from core.report import report_to_html, report_to_json
@@ -214,13 +217,17 @@ def shift_against_champion(
         return {"skipped": "no earlier champion: this batch trained the first model"}
     ws = _workspace(settings)
     bundle, _ = ws.registry().load(str(champion))
-    report = ws.compare(reference=bundle.reference, current=ws.batches.frame(batch),
-                        alpha=alpha, n_permutations=int(n_permutations))
+    frame = ws.batches.frame(batch)
+    ws.score_with(bundle, str(champion), frame, batch=batch)  # recorded: flagged shares, excess p-values
+    report = ws.compare(reference=bundle.reference, current=frame, alpha=alpha, n_permutations=int(n_permutations),
+                        batch=batch, model_version=str(champion))
+    ws.deliver_alerts()  # also those an earlier try could not deliver
     base = f"{REPORTS}{batch}/shift"
     ws.storage.put_bytes(f"{base}.json", report_to_json(report).encode())
     ws.storage.put_bytes(f"{base}.html", report_to_html(
         report, title=f"Shift of {batch} against champion v{champion}'s reference").encode())
-    return {"drift": bool(report.drift), "p_value": float(report.p_value), "report": f"{base}.html"}
+    alerts = sum(a.batch == batch for a in ws.monitor().alerts())
+    return {"drift": bool(report.drift), "p_value": float(report.p_value), "report": f"{base}.html", "alerts": alerts}
 
 
 # -- 7. promote ---------------------------------------------------------------------------------------------

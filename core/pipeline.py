@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from pydantic import BaseModel
 
-from core.batches import BatchInfo, BatchStore
 from core.defaults import (
     CHAMPION,
     DEFAULT_DETECTORS,
@@ -26,12 +25,13 @@ from core.defaults import (
     DEFAULT_USE_LABELS,
     embed_fields_for,
 )
-from core.embed import FASTEST_EQUIVALENT, Embedder, make_embedder
 from core.errors import ModelUnavailableError, NotFoundError, WorkbenchError
-from core.load import LoadResult, load_path
-from core.schema import ValidationReport
+from core.io.batches import BatchInfo, BatchStore
+from core.io.load import LoadResult, load_path
+from core.io.schema import ValidationReport
 from core.settings import Settings, get_settings
 from core.storage import Storage, make_storage
+from core.text.embed import FASTEST_EQUIVALENT, Embedder, make_embedder
 
 if TYPE_CHECKING:  # the bundle pulls in torch and the detectors: imported when a model is first needed
     from core.bundle import ModelBundle
@@ -79,6 +79,7 @@ class Workspace:
         self.settings = settings
         self.storage = storage
         self.batches = BatchStore(storage)
+        self._monitor = None  # core.monitor.MonitorStore, opened on first use (`monitor`)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Workspace:
@@ -88,6 +89,14 @@ class Workspace:
 
     def describe_storage(self) -> str:
         return self.storage.describe()
+
+    def check_store(self, repair: bool = False, min_age: float | None = None):  # -> core.consistency.StoreReport
+        """Batches whose manifest points at missing objects, and objects no manifest points at
+        (`core.consistency.check_store`); `repair` removes both."""
+        from core.consistency import DEFAULT_MIN_AGE_SECONDS, check_store
+
+        return check_store(self.storage, repair=repair,
+                           min_age=DEFAULT_MIN_AGE_SECONDS if min_age is None else min_age)
 
     # State ---------------------------------------------------------------------------------
     def state(self) -> WorkspaceState:
@@ -221,12 +230,32 @@ class Workspace:
         use_labels: bool = DEFAULT_USE_LABELS,
         progress: Callable[[str, float], None] | None = None,
         titles: bool = DEFAULT_TITLES,
+        on_wait: Callable[[str], None] | None = None,
     ) -> TrainOutcome:
         """Fit a bundle on a reference (batch name or file), track the run, register it as challenger.
 
         `titles`: embed review titles with the text (the default); off for a model that scores batches
         exported without titles, which a title + text model reads as more novel than they are.
+        `on_wait`: told "waiting for another training (pid N) to finish" when one holds this workspace's
+        training lock (`core.locks`): trainings of one workspace run one after the other, so the registry's
+        aliases always name the version that was registered last.
         """
+        from core.locks import TRAINING_LOCK, exclusive
+
+        with exclusive(self.settings.home / TRAINING_LOCK, "training", on_wait=on_wait):
+            return self._train(reference, detectors=detectors, contamination=contamination, project=project,
+                               use_labels=use_labels, progress=progress, titles=titles)
+
+    def _train(
+        self,
+        reference: str | Path,
+        detectors: tuple[str, ...],
+        contamination: float | None,
+        project: bool,
+        use_labels: bool,
+        progress: Callable[[str, float], None] | None,
+        titles: bool,
+    ) -> TrainOutcome:
         from core.bundle import ModelBundle
 
         start = time.perf_counter()
@@ -289,21 +318,32 @@ class Workspace:
         return _MODELS[key]
 
     def score(self, source: str | Path | pd.DataFrame, alias: str = CHAMPION, project: bool = False,
-              progress: Callable[[str, float], None] | None = None):  # -> (BundleScores, VersionInfo)
+              progress: Callable[[str, float], None] | None = None,
+              batch: str | None = None):  # -> (BundleScores, VersionInfo)
+        """Score a batch name, file or frame with the model behind `alias`.
+
+        `batch` names the stored batch a frame holds (inferred when `source` is a batch name); the score of
+        a stored batch is recorded in the run history (`record_run`).
+        """
         bundle, version = self.model(alias)
         frame = source if isinstance(source, pd.DataFrame) else self.resolve_frame(source)
-        return self.score_with(bundle, version.version, frame, project=project, progress=progress), version
+        batch = batch or self._stored_batch(source)
+        return self.score_with(bundle, version.version, frame, project=project, progress=progress,
+                               batch=batch), version
 
     def score_with(self, bundle: ModelBundle, version: str, frame: pd.DataFrame, project: bool = False,
-                   progress: Callable[[str, float], None] | None = None):  # -> BundleScores
+                   progress: Callable[[str, float], None] | None = None,
+                   batch: str | None = None):  # -> BundleScores
         """`bundle.score`, or its text-only twin's when the batch has no titles and the model embeds them.
 
         The twin is fitted once per model version on the model's own reference and kept under
         ``WORKBENCH_HOME/text-twins`` (`core.bundle.ModelBundle.text_twin`), so later batches and restarts
-        reuse it.
+        reuse it. With `batch` (the stored batch `frame` holds) the score is recorded in the run history.
         """
         if not bundle.lacks_titles(frame):
-            return bundle.score(frame, self.embedder(), progress=progress, project=project)
+            scores = bundle.score(frame, self.embedder(), progress=progress, project=project)
+            self._record_score(batch, scores, version)
+            return scores
         with _TWIN_LOCK:
             key = (self.settings.home.as_posix(), version, bundle.meta.get("trained_at"))
             if key not in _TWINS:
@@ -312,8 +352,73 @@ class Workspace:
                 _TWINS.clear()
                 _TWINS[key] = bundle.text_twin(self.embedder(), folder=self.twin_folder(version), progress=progress)
             twin = _TWINS[key]
-        scores = twin.score(frame, self.embedder(), progress=progress, project=project)
-        return replace(scores, text_only_twin=True)
+        scores = replace(twin.score(frame, self.embedder(), progress=progress, project=project), text_only_twin=True)
+        self._record_score(batch, scores, version)
+        return scores
+
+    # Run history ----------------------------------------------------------------------------
+    def monitor(self):  # -> core.monitor.MonitorStore
+        """The run history and alerts, in the label store's database."""
+        from core.monitor import MonitorStore
+
+        url = self.settings.resolved_labels_url
+        if self._monitor is None or self._monitor.url != url:
+            self._monitor = MonitorStore(url)
+        return self._monitor
+
+    def _stored_batch(self, source: object) -> str | None:
+        text = str(source) if isinstance(source, str | Path) else None
+        if text is None or Path(text).exists() or not self.batches.exists(text):
+            return None
+        return text
+
+    def _batch_time(self, batch: str):  # -> (start, end, source) of core.monitor.time_range
+        from core.monitor import time_range
+
+        info = self.batches.info(batch)
+        return time_range(info.date_min, info.date_max, info.created)
+
+    def _record_score(self, batch: str | None, scores: object, version: str) -> None:
+        if batch:
+            from core.monitor import score_record
+
+            self.record_run(lambda: score_record(batch, scores, version, self._batch_time(batch)))
+
+    def monitor_history(self, deliver: bool = False):  # -> core.monitor.History
+        """The timeline of stored batches and their alerts (`core.monitor.History`); with `deliver`, alerts not
+        delivered yet are sent to ``alert_webhook_url`` first."""
+        if deliver:
+            self.deliver_alerts()
+        return self.monitor().history(self.settings.alert_level)
+
+    def deliver_alerts(self) -> list:  # -> list[core.alerts.Delivery]
+        """Send every alert not delivered yet to ``alert_webhook_url`` (none without one); outcomes recorded."""
+        from core.monitor import deliver
+
+        s = self.settings
+        return deliver(self.monitor(), s.alert_webhook_url, retries=s.alert_webhook_retries,
+                       backoff=s.alert_webhook_backoff)
+
+    def record_run(self, build: Callable[[], object]) -> list:  # -> list[core.monitor.Alert]
+        """Store the run record `build()` makes, run the alert rules over the history and send the new
+        alerts to ``alert_webhook_url``; returns the new alerts.
+
+        A failure is logged, not raised: the score or shift check the caller asked for stands without it.
+        """
+        from core.monitor import deliver
+
+        s = self.settings
+        try:
+            store = self.monitor()
+            run = build()
+            store.record(run)
+            fresh = store.evaluate(s.alert_level, sequential=s.alert_sequential)
+            deliver(store, s.alert_webhook_url, fresh, retries=s.alert_webhook_retries,
+                    backoff=s.alert_webhook_backoff)
+            return fresh
+        except (WorkbenchError, OSError, ValueError, KeyError) as err:
+            log.warning("the run history was not updated: %s", err)
+            return []
 
     def twin_folder(self, version: str) -> Path:
         """Where the text-only twin of a registered model version is kept (see `score_with`)."""
@@ -329,14 +434,18 @@ class Workspace:
         progress: Callable[[int, int], None] | None = None,
         record_state: bool = True,
         names: tuple[str, str] | None = None,
+        batch: str | None = None,
+        model_version: str | None = None,
     ):  # -> core.shift.ShiftReport
         """Shift report of `current` against `reference` (batch names, files or frames).
 
         The verdict is remembered as the workspace's last shift unless `record_state` is False; `names` says
-        what frames given directly are called there.
+        what frames given directly are called there. When `current` is a stored batch (`batch`, or inferred
+        from `current` or `names`), the check is recorded in the run history, under `model_version` when the
+        reference is a model's.
         """
-        from core.embed import embedding_text, shared_embed_fields
-        from core.shift import compare
+        from core.shift.compare import compare
+        from core.text.embed import embedding_text, shared_embed_fields
 
         ref = reference if isinstance(reference, pd.DataFrame) else self.resolve_frame(reference)
         cur = current if isinstance(current, pd.DataFrame) else self.resolve_frame(current)
@@ -349,6 +458,13 @@ class Workspace:
             alpha=alpha, n_permutations=n_permutations, random_state=self.settings.random_state, progress=progress,
             embedded_fields=fields,
         )
+        batch = batch or self._stored_batch(current) or (self._stored_batch(names[1]) if names else None)
+        if batch:
+            from core.monitor import shift_record
+
+            label = names[0] if names else (reference if isinstance(reference, str) else "")
+            self.record_run(lambda: shift_record(batch, report, self._batch_time(batch),
+                                                 model_version=model_version or "", reference=str(label)))
         if not record_state:  # e.g. API calls: they must not overwrite the analyst's "last shift"
             return report
         names = names or (reference if isinstance(reference, str) else "frame",

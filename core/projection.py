@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.embed import unit_rows
 from core.errors import NotFittedError, ParameterError
 from core.settings import user_cache_dir
+from core.text.embed import unit_rows
 
 
 def _numba_cache() -> None:

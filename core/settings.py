@@ -64,6 +64,18 @@ class Settings(BaseSettings):
     # Labels
     labels_url: str | None = Field(None, description="SQLAlchemy URL of the label store; default SQLite in home.")
 
+    # Monitoring (run history and alerts live in the label store's database; docs/monitoring.md)
+    alert_level: float = Field(
+        0.01, gt=0, lt=1,
+        description="False-alarm rate per batch the alert rules promise under no change (both rules together).",
+    )
+    alert_sequential: bool = Field(
+        True, description="Also run the sequential rule across batches (slow drift); it takes half the level."
+    )
+    alert_webhook_url: str | None = Field(None, description="Alerts are POSTed here as JSON; unset = stored only.")
+    alert_webhook_retries: int = Field(3, ge=0, le=10, description="Retries after a failed delivery.")
+    alert_webhook_backoff: float = Field(0.5, ge=0, description="Seconds before the first retry; doubles each time.")
+
     # Serving
     api_host: str = "127.0.0.1"
     api_port: int = 3000

@@ -65,7 +65,8 @@ class LocalStorage:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as err:
-            raise StorageError(f"cannot write {path}: {err.strerror or err}") from err
+            # "no space left on device writing .../reviews.parquet": the temporary file is gone, the key unchanged
+            raise StorageError(f"{(err.strerror or str(err)).lower()} writing {path}") from err
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -91,7 +92,11 @@ class LocalStorage:
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            raise StorageError(f"{(err.strerror or str(err)).lower()} deleting {path}") from err
 
     def describe(self) -> str:
         return f"local folder {self.root}"

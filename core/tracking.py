@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import warnings
@@ -42,13 +43,52 @@ warnings.filterwarnings("ignore", module="mlflow")
 for _logger in ("mlflow.store.db.utils", "mlflow.pyfunc", "alembic.runtime.migration"):
     logging.getLogger(_logger).setLevel(logging.ERROR)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow's client retries a failed request 7 times with doubling back-off and waits up to 120 s for each answer:
+# a dead tracking server would hang `train` and the API's start for minutes. Two quick retries report a dead
+# server within seconds and a hung one within ~90 s; the environment still wins (docs/deploy.md).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def _unreachable(err: BaseException) -> BaseException | None:
+    """The connection failure behind an MLflow error (refused, reset, timed out), or None for other errors."""
+    import requests
+    import urllib3.exceptions
+
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, requests.exceptions.RetryError):
+            return None  # the server answered, with errors (5xx) every time: reachable
+        if isinstance(current, urllib3.exceptions.MaxRetryError) and isinstance(
+                current.reason, urllib3.exceptions.ResponseError):
+            return None
+        if isinstance(current, requests.exceptions.ConnectionError | requests.exceptions.Timeout
+                      | urllib3.exceptions.HTTPError | ConnectionError | TimeoutError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _connection_reason(cause: BaseException) -> str:
+    """'connection refused' from urllib3's long 'Max retries exceeded ... [Errno 111] Connection refused'."""
+    text = " ".join(str(cause).split())
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if found:
+        return found.group(1).strip().lower()
+    for phrase in ("Connection aborted", "Connection reset", "Remote end closed connection", "timed out"):
+        if phrase.lower() in text.lower():
+            return phrase.lower()
+    return type(cause).__name__
 
 
 class BundlePyfunc:
     """The MLflow ``PythonModel``: loads the bundle and the embedder once, scores DataFrames."""
 
     def load_context(self, context: Any) -> None:
-        from core.embed import make_embedder
+        from core.text.embed import make_embedder
 
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
         self.embedder = make_embedder()
@@ -58,7 +98,7 @@ class BundlePyfunc:
             self.bundle.check_weights(self.embedder.weights_digest, "this model")
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from core.load import load_frame
+        from core.io.load import load_frame
 
         frame = load_frame(pd.DataFrame(model_input), name="model input", strict=True).frame
         return self.bundle.score(frame, self.embedder).frame
@@ -135,17 +175,47 @@ class Registry:
                 os.environ[key] = value
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
+    def _failure(self, action: str, err: Exception) -> WorkbenchError:
+        """One line for the person at the terminal: what failed, at which endpoint, and why."""
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(err, WorkbenchError):
+            return err
+        cause = _unreachable(err)
+        if cause is not None:
+            return StorageError(f"{action} failed: MLflow at {self.uri} is unreachable ({_connection_reason(cause)})")
+        if isinstance(err, MlflowException):
+            if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code):
+                return NotFoundError(f"{action}: {' '.join(err.message.split())}")
+            return WorkbenchError(f"{action} failed at {self.uri}: {' '.join(err.message.split())}")
+        if isinstance(err, OSError):
+            reason = (err.strerror or str(err)).lower()
+            return StorageError(f"{action} failed: {reason}" + (f" ({err.filename})" if err.filename else ""))
+        raise err
+
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            raise self._failure(action, err) from err
+
+    @contextlib.contextmanager
+    def _guard(self, action: str):
+        try:
+            yield
+        except Exception as err:
+            raise self._failure(action, err) from err
+
+    def _lookup(self, action: str, fn: Any, *args: Any) -> Any:
+        """A read that may find nothing: None when the store says so, `StorageError` when it cannot be asked."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return fn(*args, **kwargs)
+            return fn(*args)
         except MlflowException as err:
-            if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code):
-                raise NotFoundError(f"{action}: {err.message}") from err
-            raise WorkbenchError(f"{action} failed at {self.uri}: {err.message}") from err
-        except (ConnectionError, OSError) as err:
-            raise StorageError(f"{action} failed: MLflow at {self.uri} is unreachable ({err})") from err
+            if _unreachable(err) is not None:
+                raise self._failure(action, err) from err
+            return None
 
     def experiment_id(self) -> str:
         experiment = self._call("finding the experiment", self.client.get_experiment_by_name, EXPERIMENT)
@@ -198,7 +268,10 @@ class Registry:
         all_metrics.update(metrics or {})
         with tempfile.TemporaryDirectory() as tmp:
             folder = bundle.save(Path(tmp) / "bundle")
-            with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            # Registration comes only after the run, every artifact and the model are logged and the run is closed:
+            # a server lost on the way leaves a failed run, never a registered version without its files.
+            with self._guard("logging the training run"), \
+                    mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
                 mlflow.log_params({k: str(v)[:500] for k, v in all_params.items()})
                 mlflow.log_metrics(all_metrics)
                 run_tags = {"workbench.kind": "training", "workbench.reference_batch": str(meta.get("reference_batch")),
@@ -237,60 +310,43 @@ class Registry:
 
     # Registry -----------------------------------------------------------------------------------
     def versions(self) -> list[VersionInfo]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = self.client.search_model_versions(f"name='{self.name}'")
-        except MlflowException:
+        found = self._lookup("listing model versions", self.client.search_model_versions, f"name='{self.name}'")
+        if found is None:
             return []
         alias_map = self._alias_map()
         return [self._info(v, alias_map) for v in sorted(found, key=lambda v: int(v.version), reverse=True)]
 
     def version(self, ref: str) -> VersionInfo | None:
         """One version by alias (``champion``) or number, in two or three store calls; None when absent."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            if str(ref).isdigit():
-                found = self.client.get_model_version(self.name, str(ref))
-            else:
-                found = self.client.get_model_version_by_alias(self.name, str(ref))
-        except MlflowException:
+        if str(ref).isdigit():
+            found = self._lookup(f"finding version {ref}", self.client.get_model_version, self.name, str(ref))
+        else:
+            found = self._lookup(f"finding the {ref} alias", self.client.get_model_version_by_alias, self.name, str(ref))
+        if found is None:
             return None
         return self._info(found, self._alias_map())
 
     def _alias_map(self) -> dict[str, list[str]]:
         # Version searches leave aliases out; the registered model has the alias -> version map.
-        from mlflow.exceptions import MlflowException
-
         alias_map: dict[str, list[str]] = {}
-        try:
-            for alias, version in (self.client.get_registered_model(self.name).aliases or {}).items():
-                alias_map.setdefault(str(version), []).append(alias)
-        except MlflowException:
-            pass
+        model = self._lookup("reading the model's aliases", self.client.get_registered_model, self.name)
+        for alias, version in ((model.aliases or {}) if model is not None else {}).items():
+            alias_map.setdefault(str(version), []).append(alias)
         return alias_map
 
     def _info(self, found: Any, alias_map: dict[str, list[str]]) -> VersionInfo:
-        from mlflow.exceptions import MlflowException
-
         metrics: dict[str, float] = {}
         if found.run_id:
-            try:
-                metrics = dict(self.client.get_run(found.run_id).data.metrics)
-            except MlflowException:
-                metrics = {}
+            run = self._lookup("reading the version's run", self.client.get_run, found.run_id)
+            metrics = dict(run.data.metrics) if run is not None else {}
         created = datetime.fromtimestamp(found.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")
         return VersionInfo(str(found.version), sorted(alias_map.get(str(found.version), [])), found.run_id,
                            created, metrics, dict(found.tags or {}))
 
     def champion_version(self) -> str | None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return str(self.client.get_model_version_by_alias(self.name, CHAMPION).version)
-        except MlflowException:
-            return None
+        """The champion's version number; None when there is none, `StorageError` when MLflow cannot be asked."""
+        found = self._lookup("finding the champion", self.client.get_model_version_by_alias, self.name, CHAMPION)
+        return str(found.version) if found is not None else None
 
     def _history(self) -> list[str]:
         model = self.client.get_registered_model(self.name)
@@ -305,10 +361,10 @@ class Registry:
     def promote(self, version: str | None = None) -> str:
         """Make `version` (default: the challenger) the champion."""
         if version is None:
-            try:
-                version = str(self.client.get_model_version_by_alias(self.name, CHALLENGER).version)
-            except Exception as err:
-                raise NotFoundError(f"model {self.name!r} has no challenger; train one with `workbench train`") from err
+            found = self._lookup("finding the challenger", self.client.get_model_version_by_alias, self.name, CHALLENGER)
+            if found is None:
+                raise NotFoundError(f"model {self.name!r} has no challenger; train one with `workbench train`")
+            version = str(found.version)
         if self.version(str(version)) is None:
             known = {v.version for v in self.versions()}
             raise NotFoundError(f"model {self.name!r} has no version {version} (versions: {', '.join(sorted(known)) or 'none'})")
@@ -335,16 +391,20 @@ class Registry:
         try:
             model = mlflow.pyfunc.load_model(ref)
         except MlflowException as err:
+            if _unreachable(err) is not None:  # not "no model": the one served so far stays served
+                raise self._failure(f"loading {ref}", err) from err
             raise ModelUnavailableError(
                 f"no model at {ref} in {self.uri}; train one with `workbench train --reference BATCH`"
             ) from err
+        except OSError as err:  # the artifact download cut short
+            raise self._failure(f"loading {ref}", err) from err
         finally:
             _WEIGHTS_CHECKED_BY_CALLER.reset(token)
         wrapper = model.unwrap_python_model()
         version = self.version(str(alias))
         if version is None:
             raise ModelUnavailableError(f"{ref} disappeared while loading")
-        from core.embed import weights_digest
+        from core.text.embed import weights_digest
 
         # The weights this workspace embeds with, which may be other than the process default `load_context` saw.
         wrapper.bundle.check_weights(weights_digest(self.settings.embedding_model),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.batches import batch_name_from
-from core.schema import CANONICAL_COLUMNS
+from core.io.batches import batch_name_from
+from core.io.schema import CANONICAL_COLUMNS
 from core.spreadsheet import to_safe_csv
 from workbench import cached, state
 from workbench.ui import errors_shown, ingest_upload, plain

@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from core.defaults import TrainParameters
+from core.detect.supervised import score_metrics
 from core.label_queue import build_label_queue
-from core.labels import QUEUE_ORDERS, as_binary, as_export, score_metrics
+from core.labels import QUEUE_ORDERS, as_binary, as_export
 from core.spreadsheet import to_safe_csv
 from workbench import cached, state
 from workbench.ui import errors_shown, flash, plain, stage_progress

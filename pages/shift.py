@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.report import report_to_csv, report_to_html, report_to_json, scores_frame
-from core.shift import STATISTICS
+from core.shift.registry import STATISTICS
 from workbench import cached
 from workbench.ui import chart_text, count_progress, errors_shown, fmt_p, plain
 

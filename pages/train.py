@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.defaults import DEFAULT_DETECTORS, DEFAULT_TITLES, DEFAULT_USE_LABELS
-from core.detectors import DETECTORS
+from core.detect.detectors import DETECTORS
 from workbench import cached, state
 from workbench.state import TrainSummary
 from workbench.ui import errors_shown, flash, stage_progress

@@ -53,9 +53,9 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def embedder(session_home: Path):
     """The real all-MiniLM-L6-v2, loaded once, with a cache shared by the whole session."""
-    from core.embed import Embedder, EmbeddingCache
+    from core.text.embed import EmbeddingCache, SentenceEmbedder
 
-    model = Embedder(cache=EmbeddingCache(session_home / "cache" / "embeddings.sqlite"))
+    model = SentenceEmbedder(cache=EmbeddingCache(session_home / "cache" / "embeddings.sqlite"))
     model._load()
     return model
 

@@ -16,8 +16,8 @@ def seed_pipeline(
     The batch (`games_rows` games reviews and 6 box reviews from row `planted_from` of the box file) lands as
     ``incoming/<incoming_name>``; its first 10 games reviews are labelled normal, the 6 planted ones outlier.
     """
+    from core.io.load import load_path
     from core.labels import LabelStore
-    from core.load import load_path
 
     subscription = pd.read_csv(subscription_path)
     subscription.head(reference_rows).to_csv(tmp_path / "reference.csv", index=False)

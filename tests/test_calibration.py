@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.calibration import (
+from core.detect.calibration import (
     Exceedances,
     LengthConditioner,
     ScoreCalibrator,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.clusters import class_tfidf_terms, cluster_shift, default_n_clusters
 from core.errors import ParameterError
+from core.shift.clusters import class_tfidf_terms, cluster_shift, default_n_clusters
 
 
 def _blob(rng: np.random.Generator, n: int, axis: int, dim: int = 24) -> np.ndarray:

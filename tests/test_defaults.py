@@ -189,7 +189,7 @@ def test_a_champion_that_records_no_parameters_is_retrained_with_the_defaults(
 
 def test_the_defaults_are_the_ones_every_layer_declares() -> None:
     from core.bundle import ModelBundle
-    from core.detectors import DETECTORS
+    from core.detect.detectors import DETECTORS
     from core.settings import Settings
 
     assert set(DEFAULT_DETECTORS) <= set(DETECTORS)
@@ -208,7 +208,7 @@ def test_the_defaults_are_the_ones_every_layer_declares() -> None:
 def test_parameters_read_back_from_a_fitted_bundle(hashing_embedder) -> None:
     """`TrainParameters.of_model` reads the keys `ModelBundle.fit` really writes."""
     from core.bundle import ModelBundle
-    from core.load import load_records
+    from core.io.load import load_records
 
     words = ["card", "gift", "great", "easy", "fast", "love", "perfect", "nice", "birthday", "present"]
     reference = load_records([{"review_id": f"r{i}", "text": " ".join(words[(i + j) % 10] for j in range(6)),
@@ -248,11 +248,12 @@ def test_alias_names_are_spelled_only_in_core_defaults() -> None:
 
 def test_no_face_spells_its_own_detector_set() -> None:
     """A set of two or more detector names (a tuple/list literal or ``"knn,lof"``) is written only in
-    `core.defaults` (the default), `core.detectors` (the registry) and `core.model` (the headline's novelty
-    members). Benchmark scripts under bench/ choose the configuration they measure and are not checked."""
-    from core.detectors import DETECTORS
+    `core.defaults` (the default), `core.detect.detectors` (the registry) and `core.detect.model` (the
+    headline's novelty members). Benchmark scripts under bench/ choose the configuration they measure and are
+    not checked."""
+    from core.detect.detectors import DETECTORS
 
-    allowed = {Path("core/defaults.py"), Path("core/detectors.py"), Path("core/model.py")}
+    allowed = {Path("core/defaults.py"), Path("core/detect/detectors.py"), Path("core/detect/model.py")}
 
     def names_a_set(node: ast.AST) -> bool:
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):

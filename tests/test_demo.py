@@ -11,7 +11,7 @@ import pytest
 
 from core.demo import DEMO_FILES, download_demo, find_demo_data
 from core.errors import WorkbenchError
-from core.load import load_path
+from core.io.load import load_path
 from tests.servers import free_port
 
 

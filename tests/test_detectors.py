@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.detectors import DETECTORS, KNNDetector, make_detector
+from core.detect.detectors import DETECTORS, KNNDetector, make_detector
 from core.errors import NotFittedError, ParameterError
 
 
@@ -91,7 +91,7 @@ def test_use_before_fit_and_wrong_width() -> None:
 
 
 def test_isolation_forest_fast_path_matches_sklearn() -> None:
-    from core.detectors import make_detector
+    from core.detect.detectors import make_detector
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 48)).astype(np.float32)
@@ -103,7 +103,7 @@ def test_isolation_forest_fast_path_matches_sklearn() -> None:
 
 
 def test_mahalanobis_held_out_scores_are_exact_leave_one_out() -> None:
-    from core.detectors import MahalanobisDetector
+    from core.detect.detectors import MahalanobisDetector
 
     X, _ = _clustered(80, dim=12, seed=3)
     detector = MahalanobisDetector().fit(X)

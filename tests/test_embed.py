@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.embed import Embedder, EmbeddingCache, embedding_text
 from core.errors import ParameterError
-from core.load import load_path
+from core.io.load import load_path
+from core.text.embed import EmbeddingCache, SentenceEmbedder, embedding_text
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def sample_texts(vgames_path: Path) -> list[str]:
     return embedding_text(load_path(vgames_path).frame.head(40))
 
 
-def test_real_model_gives_unit_vectors_with_meaning(embedder: Embedder) -> None:
+def test_real_model_gives_unit_vectors_with_meaning(embedder: SentenceEmbedder) -> None:
     vectors = embedder.encode(["The battery died after two days.", "Battery life is terrible, it died quickly.",
                                "Lovely scarf, soft wool, great colour."])
     assert vectors.shape == (3, 384)
@@ -35,9 +35,9 @@ def test_real_model_gives_unit_vectors_with_meaning(embedder: Embedder) -> None:
 
 
 def test_embedding_is_deterministic_and_cache_returns_same_vectors(
-    embedder: Embedder, sample_texts: list[str], tmp_path: Path
+    embedder: SentenceEmbedder, sample_texts: list[str], tmp_path: Path
 ) -> None:
-    uncached = Embedder(cache=None)
+    uncached = SentenceEmbedder(cache=None)
     uncached._encoder, uncached._dim = embedder._encoder, embedder._dim  # same loaded model, no cache
     direct = uncached.encode(sample_texts)
     first = embedder.encode(sample_texts)
@@ -46,7 +46,7 @@ def test_embedding_is_deterministic_and_cache_returns_same_vectors(
     assert np.array_equal(first, second)
 
 
-def test_progress_is_reported(embedder: Embedder) -> None:
+def test_progress_is_reported(embedder: SentenceEmbedder) -> None:
     calls: list[tuple[int, int]] = []
     embedder.encode([f"progress check review number {i}" for i in range(5)], progress=lambda d, t: calls.append((d, t)))
     assert calls[0] == (0, 5) and calls[-1] == (5, 5)
@@ -58,16 +58,16 @@ def test_cache_is_shared_between_processes(tmp_path: Path, sample_texts: list[st
     texts_file.write_text("\n".join(t.replace("\n", " ") for t in sample_texts[:10]))
     script = textwrap.dedent(
         f"""
-        from core.embed import Embedder, EmbeddingCache
+        from core.text.embed import SentenceEmbedder, EmbeddingCache
         texts = open({str(texts_file)!r}).read().split("\\n")
-        Embedder(cache=EmbeddingCache({str(cache_path)!r})).encode(texts)
+        SentenceEmbedder(cache=EmbeddingCache({str(cache_path)!r})).encode(texts)
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[1])
     cache = EmbeddingCache(cache_path)
     assert cache.count("sentence-transformers/all-MiniLM-L6-v2|torch") == 10
 
-    class NoModel(Embedder):
+    class NoModel(SentenceEmbedder):
         def _load(self) -> None:  # a cache hit must not need the model beyond its dimension
             self._dim = 384
             self._encoder = lambda texts: (_ for _ in ()).throw(AssertionError("recomputed a cached text"))
@@ -83,7 +83,7 @@ def test_cache_stays_intact_while_processes_write_and_read_it_at_once(tmp_path: 
     script = textwrap.dedent(
         f"""
         import sys, numpy as np
-        from core.embed import EmbeddingCache
+        from core.text.embed import EmbeddingCache
         me = int(sys.argv[1]); cache = EmbeddingCache({str(cache_path)!r}); rng = np.random.default_rng(me)
         for round in range(40):
             keys = [f"{{me}}-{{round}}-{{i}}".encode() for i in range(50)]
@@ -110,4 +110,4 @@ def test_embedding_text_joins_title_and_text() -> None:
 
 def test_bad_backend_is_rejected() -> None:
     with pytest.raises(ParameterError, match="backend must be one of"):
-        Embedder(backend="gpu")
+        SentenceEmbedder(backend="gpu")

@@ -17,7 +17,7 @@ from core.errors import WorkbenchError
 def st_model():
     from sentence_transformers import SentenceTransformer
 
-    from core.embed import resolve_model_path
+    from core.text.embed import resolve_model_path
 
     return SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu")
 
@@ -30,7 +30,7 @@ def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def encoder(st_model, onnx_dir: Path):
     pytest.importorskip("onnxruntime")
-    from core.onnx_backend import OnnxEncoder
+    from core.text.onnx_backend import OnnxEncoder
 
     return OnnxEncoder(st_model, onnx_dir, batch_size=16)
 
@@ -38,8 +38,8 @@ def encoder(st_model, onnx_dir: Path):
 @pytest.fixture(scope="module")
 def reviews(giftcards_path: Path, vgames_path: Path) -> list[str]:
     """50 real reviews of mixed length, so batches carry padding."""
-    from core.embed import embedding_text
-    from core.load import load_path
+    from core.io.load import load_path
+    from core.text.embed import embedding_text
 
     texts = (
         embedding_text(load_path(giftcards_path).frame)[:25]
@@ -65,7 +65,7 @@ def test_int8_vectors_match_fp32_on_real_reviews(encoder, st_model, reviews: lis
 def test_exported_model_is_reused_on_second_load(
     encoder, st_model, onnx_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import core.onnx_backend as backend
+    import core.text.onnx_backend as backend
 
     assert encoder.model_path.is_file() and encoder.model_path.parent == onnx_dir
     mtime = encoder.model_path.stat().st_mtime_ns
@@ -86,7 +86,7 @@ def test_exported_model_is_reused_on_second_load(
 def test_changed_weights_change_the_fingerprint(st_model) -> None:
     import torch
 
-    from core.onnx_backend import model_fingerprint
+    from core.text.onnx_backend import model_fingerprint
 
     edited = copy.deepcopy(st_model)
     with torch.no_grad():
@@ -98,7 +98,7 @@ def test_changed_weights_change_the_fingerprint(st_model) -> None:
 @pytest.mark.slow
 def test_racing_loads_export_once(st_model, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from core.onnx_backend import OnnxEncoder
+    from core.text.onnx_backend import OnnxEncoder
 
     results: list[OnnxEncoder] = []
     errors: list[BaseException] = []
@@ -124,11 +124,11 @@ def test_racing_loads_export_once(st_model, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_int8_embedder_has_its_own_cache_key(onnx_dir: Path, encoder, tmp_path: Path) -> None:
-    from core.embed import Embedder, EmbeddingCache
+    from core.text.embed import EmbeddingCache, SentenceEmbedder
 
     cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
-    torch_embedder = Embedder(backend="torch", cache=cache)
-    int8_embedder = Embedder(backend="onnx-int8", cache=cache, onnx_dir=onnx_dir)
+    torch_embedder = SentenceEmbedder(backend="torch", cache=cache)
+    int8_embedder = SentenceEmbedder(backend="onnx-int8", cache=cache, onnx_dir=onnx_dir)
     assert int8_embedder.model_key != torch_embedder.model_key
 
     texts = ["Works as described.", "The box was crushed and the card was missing."]
@@ -142,7 +142,7 @@ def test_int8_embedder_has_its_own_cache_key(onnx_dir: Path, encoder, tmp_path: 
 
 
 def test_missing_onnxruntime_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from core.onnx_backend import OnnxEncoder
+    from core.text.onnx_backend import OnnxEncoder
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
     with pytest.raises(WorkbenchError, match="install.*onnxruntime"):

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from core.errors import NotFittedError
-from core.features import DESCRIPTORS, FeaturePipeline, text_descriptors
-from core.load import load_path
+from core.features import FeaturePipeline
+from core.io.load import load_path
+from core.text.descriptors import DESCRIPTORS, text_descriptors
 
 
 def test_descriptors_see_garbage_and_shouting() -> None:

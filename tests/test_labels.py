@@ -9,15 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from core.detect.supervised import LabelAwareScorer, precision_at_k, score_metrics
 from core.errors import InputFileError, ParameterError
-from core.labels import (
-    QUEUE_ORDERS,
-    LabelAwareScorer,
-    LabelStore,
-    precision_at_k,
-    random_order,
-    score_metrics,
-)
+from core.labels import QUEUE_ORDERS, LabelStore, random_order
 
 
 def test_labels_survive_a_new_store_on_the_same_file(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from core.errors import NotFittedError, ParameterError
-from core.language_model import BigramLanguageModel, tokenize
+from core.text.language_model import BigramLanguageModel, tokenize
 
 TEXTS = [
     "Great product, works as described.",

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from core.errors import InputFileError
-from core.load import load_bytes, load_path, load_records
+from core.io.load import load_bytes, load_path, load_records
 from core.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_a_gzip_bomb_is_refused_at_the_limit_with_memory_bounded(tmp_path: Path)
     script = (
         "import json, sys, time\n"
         "from core.errors import InputFileError\n"
-        "from core.load import load_path\n"
+        "from core.io.load import load_path\n"
         "def status(key):\n"
         "    line = next(l for l in open('/proc/self/status') if l.startswith(key + ':'))\n"
         "    return int(line.split()[1]) * 1024\n"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from core.errors import InputFileError
-from core.load import load_bytes, load_path
+from core.io.load import load_bytes, load_path
 
 
 def test_amazon_2018_names_are_recognised(giftcards_path: Path) -> None:

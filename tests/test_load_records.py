@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import InputFileError
-from core.load import load_frame, load_records
+from core.io.load import load_frame, load_records
 
 _text = st.text(st.characters(exclude_categories=("Cs",)), min_size=0, max_size=30)
 _optional_text = st.none() | _text

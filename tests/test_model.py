@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from core.detect.model import OutlierModel
+from core.detect.signals import normalise_text
+from core.detect.supervised import picked_from_top
 from core.errors import ModelUnavailableError, NotFittedError, ParameterError, SchemaError
-from core.load import load_path
-from core.model import OutlierModel, picked_from_top
-from core.signals import normalise_text
+from core.io.load import load_path
 
 
 def _unique(frame: pd.DataFrame) -> pd.DataFrame:

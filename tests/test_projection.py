@@ -8,10 +8,10 @@ import joblib
 import numpy as np
 import pytest
 
-from core.embed import embedding_text
 from core.errors import NotFittedError, ParameterError
-from core.load import load_path
+from core.io.load import load_path
 from core.projection import Projection
+from core.text.embed import embedding_text
 
 
 @pytest.fixture(scope="module")

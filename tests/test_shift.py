@@ -224,8 +224,8 @@ def test_compare_rejects_misaligned_or_mismatched_inputs() -> None:
 
 @pytest.mark.slow
 def test_real_reviews_of_another_category_are_flagged(embedder, data_dir) -> None:  # noqa: ANN001
-    from core.embed import embedding_text, shared_embed_fields
-    from core.load import load_path
+    from core.io.load import load_path
+    from core.text.embed import embedding_text, shared_embed_fields
 
     magazines = load_path(data_dir / "amazon2018_5core" / "Magazine_Subscriptions_5.json.gz").frame
     gift_cards = load_path(data_dir / "amazon2018_5core" / "Gift_Cards_5.json.gz").frame
@@ -256,7 +256,7 @@ def test_real_reviews_of_another_category_are_flagged(embedder, data_dir) -> Non
 def test_a_batch_of_machine_generated_reviews_shifts_word_predictability(fake_reviews_path) -> None:  # noqa: ANN001
     # GPT-2 reviews read more predictably than genuine ones under a word model of the reference: the
     # per-feature test sees the batch even where the embedding tests do not (bench/shift.py, scenario (v)).
-    from core.load import load_path
+    from core.io.load import load_path
 
     frame = load_path(fake_reviews_path).frame
     genuine = frame[frame["label"] == "original"].sample(500, random_state=1).reset_index(drop=True)

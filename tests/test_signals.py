@@ -6,9 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.errors import ParameterError
-from core.load import load_path
-from core.signals import (
+from core.detect.signals import (
     DuplicateSignal,
     RatingMismatchSignal,
     SignalInputs,
@@ -16,6 +14,8 @@ from core.signals import (
     make_signal,
     normalise_text,
 )
+from core.errors import ParameterError
+from core.io.load import load_path
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def beauty(data_dir) -> pd.DataFrame:
 
 
 def _inputs(frame: pd.DataFrame, embedder) -> SignalInputs:
-    from core.embed import embedding_text
+    from core.text.embed import embedding_text
 
     return SignalInputs(frame=frame.reset_index(drop=True), embeddings=embedder.encode(embedding_text(frame)))
 
@@ -156,7 +156,7 @@ def test_duplicate_signal_fires_at_the_nominal_rate_on_a_large_ordinary_batch() 
     # Many short generic reviews are near copies of each other by chance, and a batch review is compared with
     # more reviews (reference + batch) than a reference review was (reference only). Calibrating against
     # reference reviews pooled with the batch keeps the firing rate at its nominal level.
-    from core.calibration import ScoreCalibrator
+    from core.detect.calibration import ScoreCalibrator
 
     rng = np.random.default_rng(4)
     centres = rng.normal(size=(30, 64))

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.batches import BatchStore
 from core.errors import InputFileError, NotFoundError, ParameterError, StorageError
-from core.load import load_bytes
+from core.io.batches import BatchStore
+from core.io.load import load_bytes
 from core.storage import LocalStorage
 
 

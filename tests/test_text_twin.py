@@ -13,7 +13,7 @@ from core.bundle import ModelBundle
 @pytest.fixture(scope="module")
 def untitled(subscription_path: Path) -> pd.DataFrame:
     """In-category reviews the champion has not seen (its reference is the file's first 300), titles dropped."""
-    from core.load import load_path
+    from core.io.load import load_path
 
     frame = load_path(subscription_path).frame.iloc[300:450].reset_index(drop=True)
     return frame.assign(title=None)

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import weights
 from core.errors import WeightsError
-from core.weights import EXPECTED_SHA256, KNOWN_DIGEST, verify_model_files
+from core.text import weights
+from core.text.weights import EXPECTED_SHA256, KNOWN_DIGEST, verify_model_files
 from tests.conftest import HashingEmbedder
 
 OTHER_DIGEST = "0" * 64
@@ -61,7 +61,7 @@ def _one_line(err: BaseException) -> str:
 
 
 def test_the_installed_model_and_an_untouched_copy_verify(model_copy: Path, monkeypatch) -> None:
-    from core.embed import Embedder
+    from core.text.embed import SentenceEmbedder
 
     assert verify_model_files(_installed()) == KNOWN_DIGEST
     assert verify_model_files(model_copy) == KNOWN_DIGEST
@@ -69,13 +69,13 @@ def test_the_installed_model_and_an_untouched_copy_verify(model_copy: Path, monk
         EXPECTED_SHA256
     )
     _as_packaged(monkeypatch, model_copy)
-    assert Embedder().weights_digest == KNOWN_DIGEST
+    assert SentenceEmbedder().weights_digest == KNOWN_DIGEST
 
 
 def test_one_changed_byte_of_the_weights_is_refused_before_the_model_is_loaded(
     model_copy: Path, monkeypatch
 ) -> None:
-    from core.embed import Embedder
+    from core.text.embed import SentenceEmbedder
 
     _flip_one_byte(model_copy / "model.safetensors")
     _as_packaged(monkeypatch, model_copy)
@@ -86,7 +86,7 @@ def test_one_changed_byte_of_the_weights_is_refused_before_the_model_is_loaded(
     monkeypatch.setitem(
         sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=must_not_load)
     )
-    embedder = Embedder()
+    embedder = SentenceEmbedder()
     with pytest.raises(WeightsError) as err:
         embedder.encode(["a review"])
     line = _one_line(err.value)
@@ -133,19 +133,19 @@ def test_sums_are_cached_until_a_file_changes(model_copy: Path, monkeypatch) -> 
 
 
 def test_a_folder_of_the_users_choice_is_recorded_not_verified(model_copy: Path, caplog) -> None:
-    from core.embed import Embedder
+    from core.text.embed import SentenceEmbedder
 
     _flip_one_byte(model_copy / "model.safetensors")
-    with caplog.at_level(logging.WARNING, logger="core.weights"):
-        digest = Embedder(model=str(model_copy)).weights_digest
-        Embedder(model=str(model_copy)).weights_digest  # noqa: B018 - warned once, not per embedder
+    with caplog.at_level(logging.WARNING, logger="core.text.weights"):
+        digest = SentenceEmbedder(model=str(model_copy)).weights_digest
+        SentenceEmbedder(model=str(model_copy)).weights_digest  # noqa: B018 - warned once, not per embedder
     assert digest is not None and len(digest) == 64 and digest != KNOWN_DIGEST
     warned = [r.getMessage() for r in caplog.records if "no known SHA-256 sums" in r.getMessage()]
     assert len(warned) == 1 and digest[:12] in warned[0]
 
 
 def test_an_onnx_export_is_used_only_for_the_file_and_weights_it_records(tmp_path: Path) -> None:
-    from core.onnx_backend import OnnxEncoder
+    from core.text.onnx_backend import OnnxEncoder
 
     encoder = object.__new__(
         OnnxEncoder
@@ -175,7 +175,7 @@ class RecordedWeights(HashingEmbedder):
 
 
 def _reference() -> pd.DataFrame:
-    from core.load import load_records
+    from core.io.load import load_records
 
     rng = np.random.default_rng(0)
     words = ["card", "gift", "great", "easy", "fast", "love", "perfect", "nice", "birthday", "present"]
@@ -294,7 +294,7 @@ def test_a_model_saved_before_digests_were_recorded_is_served_with_a_warning(set
     from core.pipeline import Workspace
 
     _, record = _register(settings, None)
-    with caplog.at_level(logging.WARNING, logger="core.weights"):
+    with caplog.at_level(logging.WARNING, logger="core.text.weights"):
         loaded = ServedModel(Workspace.open(settings)).refresh()
     assert loaded is not None and loaded.version.version == record.version
     assert "embedding_digest" not in loaded.bundle.meta or loaded.bundle.meta["embedding_digest"] is None

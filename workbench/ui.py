@@ -104,7 +104,7 @@ def ingest_upload(ws: Any, data: bytes, filename: str, name: str, mapping: str =
 
     `mapping`: ``FIELD=COLUMN`` pairs separated by commas, for columns the loader does not recognise.
     """
-    from core.schema import parse_mapping
+    from core.io.schema import parse_mapping
     from workbench.state import IngestOutcome
 
     try:

@@ -12,9 +12,9 @@ score is therefore mapped, against scores of reference reviews that were *not* u
   conformal p-value) and continues beyond the maximum with an exponential whose scale is the mean excess
   over the upper ``tail_share`` quantile (peaks over threshold).
 
-An earlier version laid the exponential over the whole upper ``tail_share`` and took the minimum with the
-conformal p-value. For signals that are 0 for most reviews (duplicates, text quality) the tail then began
-at 0 and every non-zero score got p of about 0.04: 11.7 % of an ordinary batch fired at p <= 0.05.
+The exponential starts past the maximum, not over the whole upper ``tail_share``: for signals that are 0
+for most reviews (duplicates, text quality) that tail would begin at 0 and give every non-zero score p of
+about 0.04 (11.7 % of an ordinary batch at p <= 0.05).
 """
 
 from __future__ import annotations

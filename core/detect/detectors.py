@@ -3,7 +3,7 @@
 Every detector is fitted on reference features and scores any batch; a higher score means more abnormal.
 Besides PyOD's ``decision_scores_`` (scores of the training rows) each detector gives *held-out* scores
 of its training rows (`held_out_scores`): leave-one-out for the neighbourhood methods (exact and cheap),
-K-fold cross-fitting for the others. Those are what `core.calibration` calibrates against, so a reference
+K-fold cross-fitting for the others. Those are what `core.detect.calibration` calibrates against, so a reference
 review scored by a model that saw it does not make every new review look unusual.
 
 Defaults follow what was measured on sentence embeddings (all-MiniLM-L6-v2, unit vectors):
@@ -34,8 +34,8 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.model_selection import KFold
 
-from core.embed import unit_rows
 from core.errors import NotFittedError, ParameterError
+from core.text.embed import unit_rows
 
 DETECTORS: tuple[str, ...] = ("knn", "lof", "mahalanobis", "iforest", "autoencoder")
 

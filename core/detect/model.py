@@ -3,8 +3,9 @@
 `OutlierModel.fit` embeds a reference batch, fits every detector and signal, and calibrates each against
 held-out reference scores. `OutlierModel.score` turns any batch (only ``text`` is required) into a
 `ScoreResult`: one calibrated 0-1 column per detector and signal, the headline ``score`` with its conformal
-``p_value``, ``is_outlier`` and a short ``reason``. `OutlierModel.fit_labels` measures the model on analysts'
-labels and fits the label-aware scorer. Why the ensemble is built this way: ``docs/model.md``.
+``p_value``, ``is_outlier`` and a short ``reason``. The groups and the headline: `core.detect.ensemble`;
+`OutlierModel.fit_labels` and the label-aware scorer: `core.detect.supervised`. Why the ensemble is built
+this way: ``docs/model.md``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import functools
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,38 +22,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.calibration import COMBINATIONS, LengthConditioner, ScoreCalibrator, combine, validate_share
-from core.detectors import DETECTORS, make_detector
-from core.embed import embedding_text, unit_rows
+from core.detect.calibration import COMBINATIONS, LengthConditioner, ScoreCalibrator, validate_share
+from core.detect.detectors import DETECTORS, make_detector
+from core.detect.ensemble import NOVELTY
+from core.detect.explain import GROUP_LABELS, contributions, nearest_reviews, summary_line
+from core.detect.results import ScoreResult
+from core.detect.signals import SIGNALS, SignalInputs, independent_requests, make_signal
+from core.detect.supervised import LabelAwareMixin, LabelAwareScorer, LabelMetrics
 from core.errors import ModelUnavailableError, NotFittedError, ParameterError, SchemaError
-from core.explain import GROUP_LABELS, Reasons, contributions, nearest_reviews, neighbours_of, summary_line
-from core.features import FeaturePipeline, word_count
-from core.labels import LabelAwareScorer, LabelMetrics, as_binary, score_metrics
-from core.signals import SIGNALS, SignalInputs, all_descriptors, independent_requests, make_signal
+from core.features import FeaturePipeline
+from core.legacy_paths import load_joblib
+from core.text.descriptors import word_count
+from core.text.embed import embedding_text, unit_rows
 
 ProgressCallback = Callable[[str, float], None]
-NOVELTY = "novelty"
-#: Signals that share a group of the ensemble (averaged in surprise units, like the novelty detectors): text
-#: quality and predictable wording both describe how a review is written, not what it says. One group fewer
-#: adds fewer false alarms to the maximum, and generated reviews trip both signals, so their mean clears the
-#: group test more often (measured in docs/model.md).
-TEXT_FORM = "text_form"
-#: Unusual wording and the batch contrast join the novelty detectors: they see off-topic reviews too, through
-#: the words and through the batch, where the detectors see the embedding of one review at a time.
-SIGNAL_GROUPS: dict[str, str] = {
-    "text_quality": TEXT_FORM,
-    "predictable_text": TEXT_FORM,
-    "unusual_wording": NOVELTY,
-    "batch_contrast": NOVELTY,
-}
 _SEEDED_SIGNALS = ("rating_mismatch", "batch_contrast")
 FORMAT_VERSION = 4  # raised whenever a saved model's layout changes; `load` refuses every other version
 _REFERENCE_COLUMNS = ("review_id", "text", "title", "rating")
-_LABEL_REFERENCE_ROWS = 2000
-_LABEL_PCA = 16
-#: Labelled normals whose headline p-values are this unlikely under "a random sample of the batch" (Fisher)
-#: were picked from the top of the ranking (the label queue): see `OutlierModel.fit_labels`.
-_QUEUE_EVIDENCE = 0.01
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,101 +48,13 @@ def _controller() -> Any:
     return ThreadpoolController()
 
 
-@dataclass(frozen=True)
-class ScoreResult:
-    """Scores of one batch.
-
-    Attributes
-    ----------
-    scores
-        One row per input review, in input order: ``review_id``, one calibrated 0-1 column per detector and
-        signal (NaN where a signal does not apply), ``score`` (headline, 0-1), ``p_value`` (conformal, of
-        the unsupervised ensemble), ``is_outlier``, ``reason``; ``unsupervised_score`` too when the
-        label-aware scorer is the headline.
-    missing
-        Columns the reference had and this batch lacks; the signals that need them were left out.
-    threshold
-        Headline score from which a review is flagged.
-    active_groups
-        The ensemble groups in excess in this batch, which lead the headline (all groups when none is; see
-        adaptive groups in docs/model.md).
-    group_evidence
-        Per group, the p-value of its excess in this batch (1.0 where not tested: small batches, requests).
-    group_scores, surprises
-        Calibrated 0-1 score per ensemble group, and ``-log p`` per detector and signal (0 = not applicable).
-    embeddings
-        The batch's text embeddings, so callers (the per-review shift score, the 2-D map) need not embed again.
-    """
-
-    scores: pd.DataFrame
-    missing: list[str]
-    threshold: float
-    active_groups: tuple[str, ...]
-    detector_names: tuple[str, ...]
-    signal_names: tuple[str, ...]
-    group_scores: pd.DataFrame = field(repr=False)
-    surprises: pd.DataFrame = field(repr=False)
-    details: dict[str, list[str]] = field(repr=False)
-    neighbour_index: np.ndarray = field(repr=False)
-    neighbour_similarity: np.ndarray = field(repr=False)
-    reference_frame: pd.DataFrame = field(repr=False)
-    embeddings: np.ndarray = field(repr=False)
-    group_evidence: dict[str, float] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def reasons(self, i: int) -> Reasons:
-        """Structured reasons of the review at position `i`: contributions, 3 nearest reference reviews,
-        every detector's and signal's calibrated score."""
-        if not -len(self.scores) <= i < len(self.scores):
-            raise ParameterError(f"row {i} is out of range: the result has {len(self.scores)} rows")
-        row = self.scores.iloc[i]
-        groups = self.group_scores.iloc[i].to_dict()
-        items = contributions(groups, {g: d[i] for g, d in self.details.items()})
-        return Reasons(
-            review_id=str(row["review_id"]),
-            score=float(row["score"]),
-            p_value=float(row["p_value"]),
-            is_outlier=bool(row["is_outlier"]),
-            summary=str(row["reason"]),
-            contributions=items,
-            neighbours=neighbours_of(
-                self.reference_frame, self.neighbour_index[i], self.neighbour_similarity[i]
-            ),
-            detector_scores={d: float(row[d]) for d in self.detector_names},
-            signal_scores={s: float(row[s]) for s in self.signal_names},
-        )
-
-    def flagged(self) -> pd.DataFrame:
-        """The flagged reviews, most unusual first."""
-        return self.scores[self.scores["is_outlier"]].sort_values("score", ascending=False)
-
-
-def picked_from_top(normal_p_values: np.ndarray, level: float = _QUEUE_EVIDENCE) -> bool:
-    """Were these labelled normals picked from the top of the ranking rather than sampled from the batch?
-
-    Normal reviews of a batch are exchangeable with the reference, so their headline p-values are uniform
-    when the labelled ones are a random sample; reviews picked from the top have small ones. Fisher's
-    ``-2 sum log p ~ chi2(2k)`` tests for that; True when its p-value is below `level`. A batch that drifted
-    from the reference also makes its normals look novel and counts as picked: both mean the labelled
-    reviews say little about how a scorer ranks the rest.
-    """
-    from scipy import stats
-
-    p = np.clip(np.asarray(normal_p_values, dtype=np.float64), 1e-300, 1.0)
-    if not p.size:
-        return False
-    return bool(stats.chi2.sf(-2.0 * np.log(p).sum(), 2 * p.size) < level)
-
-
-class OutlierModel:
+class OutlierModel(LabelAwareMixin):
     """Detectors and signals fitted on a reference batch, calibrated, combined and explained.
 
     Parameters
     ----------
     detectors
-        Names from `core.detectors.DETECTORS`.
+        Names from `core.detect.detectors.DETECTORS`.
     contamination
         Expected share of outliers in a batch; the threshold flags about this share of reference-like reviews.
     embed_fields
@@ -165,7 +62,7 @@ class OutlierModel:
     random_state
         Seed of every random step.
     signals
-        Names from `core.signals.SIGNALS`; each is used only when the reference has its inputs.
+        Names from `core.detect.signals.SIGNALS`; each is used only when the reference has its inputs.
     combination
         How groups are combined into the headline score: ``max`` (default), ``mean`` or ``fisher``.
     false_alarm_rate
@@ -186,7 +83,7 @@ class OutlierModel:
         reported as in excess (`ScoreResult.active_groups`), the smallest batch tested.
     length_bins
         Detector scores are compared with reference reviews of similar length, in this many quantile bins of
-        the reference's word counts (`core.calibration.LengthConditioner`; at least 100 reference reviews per
+        the reference's word counts (`core.detect.calibration.LengthConditioner`; at least 100 reference reviews per
         bin); 1 = no conditioning.
     novelty_detectors
         The fitted detectors whose mean surprise forms the headline's novelty group; the others are still
@@ -320,9 +217,9 @@ class OutlierModel:
         Parameters
         ----------
         reference
-            Canonical review frame (``core.load``); only ``text`` is required.
+            Canonical review frame (``core.io.load``); only ``text`` is required.
         embedder
-            A `core.embed.Embedder` (or anything with ``encode(texts, progress)``).
+            A `core.text.embed.Embedder` (or anything with ``encode(texts, progress)``).
         progress
             Called as ``progress(stage, fraction_done)``.
 
@@ -421,142 +318,6 @@ class OutlierModel:
         self.timings_ = {k: round(v, 3) for k, v in timings.items()}
         self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
         return self
-
-    @staticmethod
-    def _group_statistic(surprise: dict[str, np.ndarray], members: Sequence[str]) -> np.ndarray:
-        return np.mean(np.vstack([np.asarray(surprise[m], dtype=np.float64) for m in members]), axis=0)
-
-    def present_groups(self, calibrated: dict[str, np.ndarray]) -> dict[str, tuple[str, ...]]:
-        """The groups with the members this batch has scores for (no ratings: no rating group; a single
-        request: no batch contrast). A member with no score at all would only pull its group's mean down."""
-        present: dict[str, tuple[str, ...]] = {}
-        for g, members in self.groups_.items():
-            kept = tuple(m for m in members if m not in calibrated or np.isfinite(calibrated[m]).any())
-            if kept:
-                present[g] = kept
-        return present or dict(self.groups_)
-
-    def _group_calibrator(self, group: str, members: tuple[str, ...]) -> ScoreCalibrator:
-        if members == self.groups_.get(group):
-            return self.group_calibrators_[group]
-        # A group short of a member (no ratings in this batch, ...) is recalibrated once per member set.
-        cache = self.__dict__.setdefault("_group_calibration_cache", {})
-        if members not in cache:
-            reference = {m: self.reference_surprises_[m].to_numpy() for m in members}
-            cache[members] = ScoreCalibrator().fit(self._group_statistic(reference, members))
-        return cache[members]
-
-    def group_evidence(
-        self,
-        surprise: dict[str, np.ndarray],
-        groups: dict[str, tuple[str, ...]] | None = None,
-        independent: bool = False,
-    ) -> dict[str, float]:
-        """Per group, the p-value of its excess in this batch: the smallest exceedance p-value over
-        `adaptive_levels`, times their number (Bonferroni), at most 1.
-
-        1.0 for every group when the batch is smaller than `adaptive_min_batch`, when `adaptive` is off, and
-        with `independent` (rows from separate requests scored together): one request's score never depends
-        on what another request contained. `groups` defaults to every fitted group (see `present_groups`).
-        """
-        groups = dict(self.groups_) if groups is None else groups
-        n = len(next(iter(surprise.values()))) if surprise else 0
-        if not self.adaptive or independent or n < self.adaptive_min_batch:
-            return {g: 1.0 for g in groups}
-        evidence = {}
-        for g, members in groups.items():
-            calibrator, statistic = self._group_calibrator(g, members), self._group_statistic(surprise, members)
-            p = min(calibrator.exceedances(statistic, level).p_value() for level in self.adaptive_levels)
-            evidence[g] = float(min(1.0, len(self.adaptive_levels) * p))
-        return evidence
-
-    def _in_excess(
-        self, groups: dict[str, tuple[str, ...]], evidence: dict[str, float]
-    ) -> dict[str, tuple[str, ...]]:
-        """The groups in excess in this batch (evidence below `adaptive_level`); all groups when none is."""
-        return {g: m for g, m in groups.items() if evidence.get(g, 1.0) < self.adaptive_level} or groups
-
-    def _ensemble(
-        self,
-        surprise: dict[str, np.ndarray],
-        groups: dict[str, tuple[str, ...]],
-        evidence: dict[str, float] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Headline score, conformal p-value and threshold over `groups`, calibrated on the reference.
-
-        Each group's mean surprise gets ``-log`` of its `evidence` added (a group in excess in this batch
-        leads the maximum); the reference's statistic, which calibrates the headline, gets the same offsets.
-        """
-        offsets = {g: -float(np.log(max(p, 1e-300))) for g, p in (evidence or {}).items() if g in groups and p < 1.0}
-        statistic = combine(surprise, groups, self.combination, offsets)
-        if offsets:
-            calibrator, threshold = self._calibrate_ensemble(groups, offsets)
-        else:
-            calibrator, threshold = self._ensemble_calibration(tuple(groups.items()))
-        return calibrator.transform(statistic), calibrator.p_value(statistic), threshold
-
-    def _calibrate_ensemble(
-        self,
-        groups: dict[str, tuple[str, ...]],
-        offsets: dict[str, float] | None = None,
-        reference: dict[str, np.ndarray] | None = None,
-    ) -> tuple[ScoreCalibrator, float]:
-        """Calibrator and threshold of the headline over `groups` from the reference's held-out surprises
-        (`reference`: fit passes its float64 ones; later calls use the float32 copy kept on the model)."""
-        if reference is None:
-            reference = {c: self.reference_surprises_[c].to_numpy() for c in self.reference_surprises_}
-        ref_stat = combine(reference, groups, self.combination, offsets)
-        calibrator = ScoreCalibrator().fit(ref_stat)
-        if self.false_alarm_rate is not None:
-            return calibrator, 1.0 - float(self.false_alarm_rate)
-        raw = float(np.quantile(ref_stat, 1.0 - self.contamination))
-        return calibrator, float(calibrator.transform(np.array([raw]))[0])
-
-    def _ensemble_calibration(self, groups: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[ScoreCalibrator, float]:
-        if dict(groups) == self.groups_:
-            return self.ensemble_calibrator_, self.threshold_
-        # Recalibrating costs a sort of the reference per call; the API asks for the same few sets every request.
-        cache = self.__dict__.setdefault("_calibration_cache", {})
-        if groups not in cache:
-            cache[groups] = self._calibrate_ensemble(dict(groups))
-        return cache[groups]
-
-    @staticmethod
-    def _groups(detectors: Sequence[str], signals: Sequence[str]) -> dict[str, tuple[str, ...]]:
-        groups: dict[str, tuple[str, ...]] = {}
-        if detectors:
-            groups[NOVELTY] = tuple(detectors)
-        for name in signals:
-            group = SIGNAL_GROUPS.get(name, name)
-            groups[group] = (*groups.get(group, ()), name)
-        return groups
-
-    # -- label-aware feature space -----------------------------------------------------------------
-    def _fit_label_space(
-        self, ref: pd.DataFrame, embeddings: np.ndarray, surprise: dict[str, np.ndarray]
-    ) -> None:
-        from sklearn.decomposition import PCA
-
-        n_comp = min(_LABEL_PCA, embeddings.shape[1], len(ref) - 1)
-        self.label_pca_ = PCA(
-            n_components=n_comp, svd_solver="covariance_eigh", random_state=self.random_state
-        )
-        self.label_pca_.fit(embeddings)
-        rng = np.random.default_rng(self.random_state)
-        take = np.sort(rng.choice(len(ref), size=min(len(ref), _LABEL_REFERENCE_ROWS), replace=False))
-        members = {k: v[take] for k, v in surprise.items()}
-        self.label_reference_features_ = self._label_features(ref.iloc[take], embeddings[take], members)
-
-    def _label_features(
-        self, frame: pd.DataFrame, embeddings: np.ndarray, surprise: dict[str, np.ndarray]
-    ) -> np.ndarray:
-        members = [np.nan_to_num(surprise[m], nan=0.0) for m in (*self.detector_names_, *self.signal_names_)]
-        group_stat = combine(surprise, self.groups_, self.combination)
-        descriptors = np.log1p(
-            np.clip(all_descriptors(frame["text"].reset_index(drop=True)).to_numpy(), 0, None)
-        )
-        parts = [np.column_stack([*members, group_stat]), descriptors, self.label_pca_.transform(embeddings)]
-        return np.hstack(parts).astype(np.float64)
 
     # -- score -------------------------------------------------------------------------------------
     def _lengths(self, frame: pd.DataFrame) -> np.ndarray:
@@ -688,128 +449,13 @@ class OutlierModel:
             embeddings=embeddings,
         )
 
-    @staticmethod
-    def _group_score(
-        surprise: dict[str, np.ndarray], members: Sequence[str], calibrated: dict[str, np.ndarray]
-    ) -> np.ndarray:
-        if len(members) == 1:
-            return calibrated[members[0]]
-        # Mean surprise of the members back on the 0-1 scale: 1 - geometric mean of their p-values.
-        return 1.0 - np.exp(-np.mean(np.vstack([surprise[m] for m in members]), axis=0))
-
-    # -- labels ------------------------------------------------------------------------------------
-    def fit_labels(
-        self,
-        frame: pd.DataFrame,
-        labels: pd.Series,
-        embedder: Any,
-        force: bool = False,
-        min_outliers: int = 5,
-    ) -> LabelMetrics:
-        """Measure the ensemble on analysts' labels and fit the label-aware scorer.
-
-        The scorer is cross-validated on the labelled reviews and becomes the headline score of later
-        `score` calls only when it beats the unsupervised ensemble there (higher average precision, AUROC
-        not lower by more than 0.01), and only when the labelled reviews look like a sample of the batch
-        rather than its top (`picked_from_top` on the labelled normals). Reviews labelled from the label
-        queue are the ensemble's highest-ranked: within them the scorer learns to tell true outliers from the
-        ensemble's false alarms, wins there, and then ranks the rest of the batch worse (see docs/model.md).
-
-        Parameters
-        ----------
-        frame
-            The reviews that were labelled (others are ignored), canonical frame with ``review_id``.
-        labels
-            ``review_id -> "outlier" | "normal"`` (a Series indexed by review id, e.g. `LabelStore.as_series`).
-        embedder
-            The embedder the model was fitted with.
-        force
-            Make the label-aware scorer the headline even when it did not win (for experiments; the
-            returned metrics still say whether it won).
-        min_outliers
-            Fewest labelled outliers before the scorer may become the headline. With 2-4 outliers the
-            held-out comparison is noise, and a scorer that wins it can rank the batch worse.
-        """
-        self._check_fitted()
-        batch = self._canonical(frame, "the labelled frame")
-        if not isinstance(labels, pd.Series):
-            raise ParameterError(
-                f"labels must be a pandas Series indexed by review_id, got {type(labels).__name__}"
-            )
-        labels = labels[~labels.index.duplicated(keep="last")]
-        ids = batch["review_id"].astype(str)
-        lookup = pd.Series(labels.to_numpy(), index=labels.index.astype(str))
-        keep = ids.isin(lookup.index).to_numpy()
-        if not keep.any():
-            raise ParameterError(
-                f"none of the {len(labels)} labels matches a review_id of the {len(batch)} reviews given"
-            )
-        batch = batch[keep].drop_duplicates("review_id").reset_index(drop=True)
-        y = as_binary(lookup.loc[batch["review_id"].astype(str)])
-        embeddings = self._embed(batch, embedder, None)
-        with self._threads():
-            calibrated, surprise, _ = self._raw_scores(batch, embeddings)
-            present = self.present_groups(calibrated)
-            statistic, p_value, _ = self._ensemble(surprise, present, self.group_evidence(surprise, present))
-            unsupervised = score_metrics(statistic, y)
-            X = self._label_features(batch, embeddings, surprise)
-            # The ensemble statistic is the column right after the members (see _label_features).
-            prior = len(self.detector_names_) + len(self.signal_names_)
-            scorer = LabelAwareScorer(prior_column=prior, random_state=self.random_state)
-            oof = scorer.cross_validated(X, y, self.label_reference_features_)
-        n_out, n_norm = int(y.sum()), int((y == 0).sum())
-        if oof is None:
-            metrics = LabelMetrics(
-                n_labelled=len(y),
-                n_outlier=n_out,
-                n_normal=n_norm,
-                unsupervised=unsupervised,
-                label_aware=None,
-                uses_label_scorer=False,
-                note=f"the label-aware scorer needs at least 2 outlier and 2 normal labels; got {n_out} and {n_norm}",
-            )
-            self.label_scorer_ = None
-        else:
-            supervised = score_metrics(oof, y)
-            from_queue = picked_from_top(p_value[y == 0])
-            better = (
-                n_out >= min_outliers
-                and not from_queue
-                and (supervised.average_precision or 0) > (unsupervised.average_precision or 0)
-                and (supervised.auroc or 0) >= (unsupervised.auroc or 0) - 0.01
-            )
-            if better:
-                note = "the label-aware scorer beat the unsupervised ensemble on held-out labels and is now the headline"
-            elif n_out < min_outliers:
-                note = (f"the unsupervised ensemble stays the headline: {n_out} outlier labels, at least "
-                        f"{min_outliers} are needed before the label-aware scorer can take over")
-            elif from_queue:
-                note = ("the unsupervised ensemble stays the headline: the labelled reviews come from the top of its "
-                        "ranking (the label queue), so how the label-aware scorer ranks them says little about the "
-                        "rest of the batch; label a random sample too (Label page, order 'random sample') to compare")
-            else:
-                note = ("the unsupervised ensemble stays the headline: the label-aware scorer did not beat it on "
-                        "held-out labels")
-            metrics = LabelMetrics(
-                n_labelled=len(y),
-                n_outlier=n_out,
-                n_normal=n_norm,
-                unsupervised=unsupervised,
-                label_aware=supervised,
-                uses_label_scorer=bool(better),
-                note=note,
-            )
-            self.label_scorer_ = scorer.fit(X, y, self.label_reference_features_) if better or force else None
-        self.label_metrics_ = metrics
-        return metrics
-
     # -- persistence -------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description of the fitted model."""
         self._check_fitted()
         return {
             "format_version": FORMAT_VERSION,
-            "class": "core.model.OutlierModel",
+            "class": "core.detect.model.OutlierModel",
             "params": {
                 "detectors": list(self.detectors),
                 "signals": list(self.signals),
@@ -857,9 +503,7 @@ class OutlierModel:
 
     @classmethod
     def load(cls, folder: str | Path) -> OutlierModel:
-        """Read a model written by `save`."""
-        import joblib
-
+        """Read a model written by `save` (also one saved when its classes had other module paths)."""
         folder = Path(folder)
         meta_path, blob = folder / "model.json", folder / "model.joblib"
         if not meta_path.is_file() or not blob.is_file():
@@ -872,7 +516,7 @@ class OutlierModel:
                 f"{folder} holds model format {meta.get('format_version')!r}; this version reads {FORMAT_VERSION}: "
                 "retrain with `workbench train --reference BATCH`"
             )
-        model = joblib.load(blob)
+        model = load_joblib(blob)
         if not isinstance(model, cls):
             raise ModelUnavailableError(f"{blob} holds a {type(model).__name__}, expected {cls.__name__}")
         return model

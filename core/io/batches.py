@@ -6,6 +6,7 @@ leaves no batch that reads as valid, and an earlier batch of the same name stays
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 from datetime import UTC, datetime
@@ -15,11 +16,13 @@ import pandas as pd
 from pydantic import BaseModel
 
 from core.errors import NotFoundError, ParameterError
-from core.load import LoadResult, load_bytes
-from core.schema import ValidationReport
+from core.io.load import LoadResult, load_bytes
+from core.io.schema import ValidationReport
 from core.storage import Storage
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+#: The objects of one stored version of a batch, under ``batches/NAME/VERSION/``; the manifest names the version.
+BATCH_OBJECTS = ("reviews.parquet", "quarantine.parquet", "report.json")
 
 
 class BatchInfo(BaseModel):
@@ -84,14 +87,37 @@ class BatchStore:
             categories={str(k): int(v) for k, v in categories.items()},
             version=version,
         )
-        prefix = f"batches/{name}/{version}"
-        self.storage.put_bytes(f"{prefix}/reviews.parquet", _to_parquet(frame))
-        self.storage.put_bytes(f"{prefix}/quarantine.parquet", _to_parquet(result.quarantined))
         report = result.report.model_copy(update={"batch": name})
-        self.storage.put_bytes(f"{prefix}/report.json", report.model_dump_json(indent=2).encode())
-        # The manifest commits the batch: readers only ever follow it.
+        objects = {"reviews.parquet": _to_parquet(frame), "quarantine.parquet": _to_parquet(result.quarantined),
+                   "report.json": report.model_dump_json(indent=2).encode()}
+        previous = self._committed_version(name)
+        written: list[str] = []
+        try:
+            for filename, data in objects.items():
+                self.storage.put_bytes(f"batches/{name}/{version}/{filename}", data)
+                written.append(f"batches/{name}/{version}/{filename}")
+        except BaseException:
+            # Best effort: when the server is gone these stay behind, unreferenced; `workbench doctor` removes them.
+            for key in written:
+                with contextlib.suppress(Exception):
+                    self.storage.delete(key)
+            raise
+        # The manifest commits the batch: readers only ever follow it, and one put replaces it whole. Nothing is
+        # cleaned up when this put fails: the server may have stored it before the answer was lost.
         self.storage.put_bytes(f"batches/{name}/manifest.json", info.model_dump_json(indent=2).encode())
+        if previous is not None and previous != version:
+            for filename in BATCH_OBJECTS:  # no manifest points at the replaced version any more
+                with contextlib.suppress(Exception):
+                    self.storage.delete(f"batches/{name}/{previous}/{filename}")
         return info
+
+    def _committed_version(self, name: str) -> str | None:
+        try:
+            return BatchInfo.model_validate_json(self.storage.get_bytes(f"batches/{name}/manifest.json")).version
+        except NotFoundError:
+            return None
+        except ValueError:  # an unreadable manifest: `workbench doctor` reports it
+            return None
 
     def ingest_bytes(self, name: str, data: bytes, filename: str, **load_kwargs: object) -> tuple[BatchInfo, LoadResult]:
         """Load an upload and store it; nothing is stored when loading fails."""

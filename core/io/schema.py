@@ -36,7 +36,7 @@ DERIVED_COLUMNS: tuple[str, ...] = ("is_duplicate", "source_line")
 #: score, thumbsUpCount, at, userName), Datafiniti (reviews.text, reviews.rating, ...) and common exports
 #: (Review, Rate, Review Text, Positive Feedback Count). Exports from shops in German, French, Spanish, Italian
 #: and Dutch get the names that mean one field only there ("Sterne", "Titre", "Reseña", "Datum"); a name that
-#: can mean the review or its rating ("Bewertung", "note") is decided by its values in `core.load`.
+#: can mean the review or its rating ("Bewertung", "note") is decided by its values in `core.io.load`.
 ALIASES: dict[str, tuple[str, ...]] = {
     "review_id": ("review_id", "reviewid", "reviews.id", "id"),
     "text": ("text", "reviewtext", "review_text", "review_body", "review", "reviews.text", "review_content",

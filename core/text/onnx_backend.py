@@ -6,7 +6,7 @@ with the legacy TorchScript exporter. ``onnx`` runs that fp32 graph as it is: th
 quantises the weights per channel with onnxruntime's dynamic quantisation (per-tensor int8 lost too much:
 cosine ~0.92 to fp32, see ``ENVIRONMENT.md``): faster again, but different vectors. The exported file is cached
 in a folder under a fingerprint of the weights, the verified digest of the model files they were read from
-(`core.weights`) and the library versions, so a changed model or an upgraded exporter gets a fresh export and an
+(`core.text.weights`) and the library versions, so a changed model or an upgraded exporter gets a fresh export and an
 unchanged one is reused by every process. A sidecar JSON records the export's own SHA-256: an exported file that
 no longer matches it (edited, truncated, replaced) is exported again rather than used.
 """
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import WorkbenchError
-from core.weights import file_sha256
+from core.text.weights import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _check_pipeline(st_model: Any) -> None:
 
 def model_fingerprint(st_model: Any, source_digest: str | None = None) -> str:
     """A short hash that changes whenever the exported file would: weights, architecture, library versions,
-    and the digest of the verified model files the weights were loaded from (`core.weights`), when given.
+    and the digest of the verified model files the weights were loaded from (`core.text.weights`), when given.
 
     Hashing the weights rather than trusting the folder name means an edited or replaced model in the same
     place is re-exported; hashing ~90 MB takes about 0.1 s, small next to loading the model.
@@ -199,7 +199,7 @@ class OnnxEncoder:
     quantize
         int8 weights (faster, cosine ~0.99 to fp32) instead of the fp32 graph (the same vectors as torch).
     source_digest
-        Digest of the model files `st_model` was loaded from, verified by `core.weights`: part of the export's
+        Digest of the model files `st_model` was loaded from, verified by `core.text.weights`: part of the export's
         file name and recorded in its sidecar, so an export is only reused for the same verified weights.
 
     Calling the encoder with a list of texts returns an ``(n, dim)`` float32 array of unit vectors.

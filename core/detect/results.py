@@ -1,0 +1,82 @@
+"""What scoring a batch returns: `ScoreResult`, the per-review scores with what explains them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from core.detect.explain import Reasons, contributions, neighbours_of
+from core.errors import ParameterError
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Scores of one batch.
+
+    Attributes
+    ----------
+    scores
+        One row per input review, in input order: ``review_id``, one calibrated 0-1 column per detector and
+        signal (NaN where a signal does not apply), ``score`` (headline, 0-1), ``p_value`` (conformal, of
+        the unsupervised ensemble), ``is_outlier``, ``reason``; ``unsupervised_score`` too when the
+        label-aware scorer is the headline.
+    missing
+        Columns the reference had and this batch lacks; the signals that need them were left out.
+    threshold
+        Headline score from which a review is flagged.
+    active_groups
+        The ensemble groups in excess in this batch, which lead the headline (all groups when none is; see
+        adaptive groups in docs/model.md).
+    group_evidence
+        Per group, the p-value of its excess in this batch (1.0 where not tested: small batches, requests).
+    group_scores, surprises
+        Calibrated 0-1 score per ensemble group, and ``-log p`` per detector and signal (0 = not applicable).
+    embeddings
+        The batch's text embeddings, so callers (the per-review shift score, the 2-D map) need not embed again.
+    """
+
+    scores: pd.DataFrame
+    missing: list[str]
+    threshold: float
+    active_groups: tuple[str, ...]
+    detector_names: tuple[str, ...]
+    signal_names: tuple[str, ...]
+    group_scores: pd.DataFrame = field(repr=False)
+    surprises: pd.DataFrame = field(repr=False)
+    details: dict[str, list[str]] = field(repr=False)
+    neighbour_index: np.ndarray = field(repr=False)
+    neighbour_similarity: np.ndarray = field(repr=False)
+    reference_frame: pd.DataFrame = field(repr=False)
+    embeddings: np.ndarray = field(repr=False)
+    group_evidence: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def reasons(self, i: int) -> Reasons:
+        """Structured reasons of the review at position `i`: contributions, 3 nearest reference reviews,
+        every detector's and signal's calibrated score."""
+        if not -len(self.scores) <= i < len(self.scores):
+            raise ParameterError(f"row {i} is out of range: the result has {len(self.scores)} rows")
+        row = self.scores.iloc[i]
+        groups = self.group_scores.iloc[i].to_dict()
+        items = contributions(groups, {g: d[i] for g, d in self.details.items()})
+        return Reasons(
+            review_id=str(row["review_id"]),
+            score=float(row["score"]),
+            p_value=float(row["p_value"]),
+            is_outlier=bool(row["is_outlier"]),
+            summary=str(row["reason"]),
+            contributions=items,
+            neighbours=neighbours_of(
+                self.reference_frame, self.neighbour_index[i], self.neighbour_similarity[i]
+            ),
+            detector_scores={d: float(row[d]) for d in self.detector_names},
+            signal_scores={s: float(row[s]) for s in self.signal_names},
+        )
+
+    def flagged(self) -> pd.DataFrame:
+        """The flagged reviews, most unusual first."""
+        return self.scores[self.scores["is_outlier"]].sort_values("score", ascending=False)

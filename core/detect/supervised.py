@@ -1,0 +1,353 @@
+"""Learning from analysts' labels: ranking metrics, the label-aware scorer, and fitting it on the model's scores.
+
+The label-aware scorer takes the unsupervised surprises as features (with text descriptors and reduced
+embeddings), and becomes the headline only when it beats the unsupervised ensemble on held-out labels that
+look like a sample of the batch (`picked_from_top`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+
+from core.detect.calibration import combine
+from core.detect.ensemble import GroupEnsemble
+from core.detect.signals import all_descriptors
+from core.errors import NotFittedError, ParameterError
+from core.labels import as_binary
+
+_LABEL_REFERENCE_ROWS = 2000
+_LABEL_PCA = 16
+#: Labelled normals whose headline p-values are this unlikely under "a random sample of the batch" (Fisher)
+#: were picked from the top of the ranking (the label queue): see `OutlierModel.fit_labels`.
+_QUEUE_EVIDENCE = 0.01
+
+
+def precision_at_k(scores: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Share of true outliers among the `k` highest scores."""
+    k = max(1, min(int(k), len(scores)))
+    top = np.argsort(-np.asarray(scores), kind="stable")[:k]
+    return float(np.asarray(y)[top].mean())
+
+
+@dataclass(frozen=True)
+class ScoreMetrics:
+    """How well one score ranks the labelled reviews."""
+
+    auroc: float | None
+    average_precision: float | None
+    precision_at_k: float | None
+    k: int
+
+
+def score_metrics(scores: np.ndarray, y: np.ndarray, k: int | None = None) -> ScoreMetrics:
+    """AUROC, average precision and precision@k (k = number of labelled outliers by default)."""
+    y = np.asarray(y)
+    k = int(k or max(int(y.sum()), 1))
+    if y.size == 0 or y.min() == y.max():
+        return ScoreMetrics(None, None, None if y.size == 0 else precision_at_k(scores, y, k), k)
+    return ScoreMetrics(
+        auroc=float(roc_auc_score(y, scores)),
+        average_precision=float(average_precision_score(y, scores)),
+        precision_at_k=precision_at_k(scores, y, k),
+        k=k,
+    )
+
+
+@dataclass(frozen=True)
+class LabelMetrics:
+    """The unsupervised ensemble and the label-aware scorer measured on labelled reviews.
+
+    ``label_aware`` holds held-out (cross-validated) metrics; the scorer becomes the headline score only
+    when ``uses_label_scorer`` is True, i.e. it beat the ensemble there.
+    """
+
+    n_labelled: int
+    n_outlier: int
+    n_normal: int
+    unsupervised: ScoreMetrics
+    label_aware: ScoreMetrics | None
+    uses_label_scorer: bool
+    note: str
+
+
+# -- label-aware scorer ------------------------------------------------------------------------------
+class LabelAwareScorer:
+    """A regularised logistic regression over detector/signal surprises, descriptors and reduced embeddings.
+
+    In the spirit of XGBOD: the unsupervised scores are features, so a handful of labels is enough to learn
+    *which* of them matters for this kind of anomaly. With very few labels a boosted-tree model overfits,
+    hence the linear model. Reference reviews can join as presumed-normal rows (the reference is what the
+    analyst called normal), weighted so that they count as much as the labelled rows together.
+
+    The unsupervised ensemble statistic (column `prior_column`) is scaled up by `prior_weight` after
+    standardisation, which lowers its effective penalty: with few labels the model stays close to the
+    unsupervised ranking and only learns corrections the labels support.
+
+    Parameters
+    ----------
+    C
+        Inverse regularisation strength.
+    reference_share
+        Total weight of presumed-normal reference rows relative to the labelled rows (0 = not used).
+    prior_column
+        Index of the unsupervised ensemble statistic among the features, or None.
+    prior_weight
+        Factor applied to that column after standardisation.
+    """
+
+    def __init__(
+        self,
+        C: float = 0.1,
+        reference_share: float = 1.0,
+        prior_column: int | None = None,
+        prior_weight: float = 5.0,
+        random_state: int = 0,
+    ) -> None:
+        self.C = C
+        self.reference_share = reference_share
+        self.prior_column = prior_column
+        self.prior_weight = prior_weight
+        self.random_state = random_state
+
+    def _design(self, X: np.ndarray) -> np.ndarray:
+        Z = self.scaler_.transform(X)
+        if self.prior_column is not None:
+            Z[:, self.prior_column] *= self.prior_weight
+        return Z
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_reference: np.ndarray | None = None) -> LabelAwareScorer:
+        y = np.asarray(y, dtype=np.int64)
+        if not self.C > 0:
+            raise ParameterError(f"C must be > 0, got {self.C!r}")
+        if y.sum() < 1 or (y == 0).sum() + (0 if X_reference is None else len(X_reference)) < 1:
+            raise ParameterError(
+                f"the label-aware scorer needs at least one outlier and one normal label, got "
+                f"{int(y.sum())} outlier and {int((y == 0).sum())} normal"
+            )
+        X_all, y_all, w = X, y, np.ones(len(y))
+        if X_reference is not None and len(X_reference) and self.reference_share > 0:
+            ref_w = self.reference_share * len(y) / len(X_reference)
+            X_all = np.vstack([X, X_reference])
+            y_all = np.concatenate([y, np.zeros(len(X_reference), dtype=np.int64)])
+            w = np.concatenate([w, np.full(len(X_reference), ref_w)])
+        # Balance the classes by weight: outliers are rare, and precision at the top is what matters.
+        pos = y_all == 1
+        w = w.copy()
+        w[pos] *= w[~pos].sum() / max(w[pos].sum(), 1e-12)
+        self.scaler_ = StandardScaler().fit(X_all)
+        self.model_ = LogisticRegression(C=self.C, max_iter=2000, random_state=self.random_state)
+        self.model_.fit(self._design(X_all), y_all, sample_weight=w)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probability of ``outlier`` per row."""
+        if not hasattr(self, "model_"):
+            raise NotFittedError("this LabelAwareScorer is not fitted yet; call fit first")
+        return self.model_.predict_proba(self._design(X))[:, 1]
+
+    def cross_validated(
+        self, X: np.ndarray, y: np.ndarray, X_reference: np.ndarray | None = None, n_splits: int = 5
+    ) -> np.ndarray | None:
+        """Out-of-fold probabilities of the labelled rows; None when there are too few of a class."""
+        y = np.asarray(y, dtype=np.int64)
+        folds = min(n_splits, int(y.sum()), int((y == 0).sum()))
+        if folds < 2:
+            return None
+        out = np.empty(len(y))
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
+        for train, test in splitter.split(X, y):
+            clone = LabelAwareScorer(
+                C=self.C,
+                reference_share=self.reference_share,
+                prior_column=self.prior_column,
+                prior_weight=self.prior_weight,
+                random_state=self.random_state,
+            )
+            out[test] = clone.fit(X[train], y[train], X_reference).predict_proba(X[test])
+        return out
+
+
+def picked_from_top(normal_p_values: np.ndarray, level: float = _QUEUE_EVIDENCE) -> bool:
+    """Were these labelled normals picked from the top of the ranking rather than sampled from the batch?
+
+    Normal reviews of a batch are exchangeable with the reference, so their headline p-values are uniform
+    when the labelled ones are a random sample; reviews picked from the top have small ones. Fisher's
+    ``-2 sum log p ~ chi2(2k)`` tests for that; True when its p-value is below `level`. A batch that drifted
+    from the reference also makes its normals look novel and counts as picked: both mean the labelled
+    reviews say little about how a scorer ranks the rest.
+    """
+    from scipy import stats
+
+    p = np.clip(np.asarray(normal_p_values, dtype=np.float64), 1e-300, 1.0)
+    if not p.size:
+        return False
+    return bool(stats.chi2.sf(-2.0 * np.log(p).sum(), 2 * p.size) < level)
+
+
+class LabelAwareMixin(GroupEnsemble):
+    """The label-aware side of `core.detect.model.OutlierModel`: its label feature space and `fit_labels`."""
+
+    random_state: int
+    detector_names_: tuple[str, ...]
+    signal_names_: tuple[str, ...]
+    label_pca_: Any
+    label_reference_features_: np.ndarray
+    label_scorer_: LabelAwareScorer | None
+    label_metrics_: LabelMetrics | None
+
+    if TYPE_CHECKING:  # provided by OutlierModel
+
+        def _check_fitted(self) -> None: ...
+
+        @staticmethod
+        def _canonical(frame: pd.DataFrame, what: str) -> pd.DataFrame: ...
+
+        def _embed(
+            self, frame: pd.DataFrame, embedder: Any, progress: Callable[[str, float], None] | None
+        ) -> np.ndarray: ...
+
+        def _threads(self, n_rows: int | None = None) -> Any: ...
+
+        def _raw_scores(
+            self, frame: pd.DataFrame, embeddings: np.ndarray
+        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, list[str]]]: ...
+
+    def _fit_label_space(
+        self, ref: pd.DataFrame, embeddings: np.ndarray, surprise: dict[str, np.ndarray]
+    ) -> None:
+        from sklearn.decomposition import PCA
+
+        n_comp = min(_LABEL_PCA, embeddings.shape[1], len(ref) - 1)
+        self.label_pca_ = PCA(
+            n_components=n_comp, svd_solver="covariance_eigh", random_state=self.random_state
+        )
+        self.label_pca_.fit(embeddings)
+        rng = np.random.default_rng(self.random_state)
+        take = np.sort(rng.choice(len(ref), size=min(len(ref), _LABEL_REFERENCE_ROWS), replace=False))
+        members = {k: v[take] for k, v in surprise.items()}
+        self.label_reference_features_ = self._label_features(ref.iloc[take], embeddings[take], members)
+
+    def _label_features(
+        self, frame: pd.DataFrame, embeddings: np.ndarray, surprise: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        members = [np.nan_to_num(surprise[m], nan=0.0) for m in (*self.detector_names_, *self.signal_names_)]
+        group_stat = combine(surprise, self.groups_, self.combination)
+        descriptors = np.log1p(
+            np.clip(all_descriptors(frame["text"].reset_index(drop=True)).to_numpy(), 0, None)
+        )
+        parts = [np.column_stack([*members, group_stat]), descriptors, self.label_pca_.transform(embeddings)]
+        return np.hstack(parts).astype(np.float64)
+
+    def fit_labels(
+        self,
+        frame: pd.DataFrame,
+        labels: pd.Series,
+        embedder: Any,
+        force: bool = False,
+        min_outliers: int = 5,
+    ) -> LabelMetrics:
+        """Measure the ensemble on analysts' labels and fit the label-aware scorer.
+
+        The scorer is cross-validated on the labelled reviews and becomes the headline score of later
+        `score` calls only when it beats the unsupervised ensemble there (higher average precision, AUROC
+        not lower by more than 0.01), and only when the labelled reviews look like a sample of the batch
+        rather than its top (`picked_from_top` on the labelled normals). Reviews labelled from the label
+        queue are the ensemble's highest-ranked: within them the scorer learns to tell true outliers from the
+        ensemble's false alarms, wins there, and then ranks the rest of the batch worse (see docs/model.md).
+
+        Parameters
+        ----------
+        frame
+            The reviews that were labelled (others are ignored), canonical frame with ``review_id``.
+        labels
+            ``review_id -> "outlier" | "normal"`` (a Series indexed by review id, e.g. `LabelStore.as_series`).
+        embedder
+            The embedder the model was fitted with.
+        force
+            Make the label-aware scorer the headline even when it did not win (for experiments; the
+            returned metrics still say whether it won).
+        min_outliers
+            Fewest labelled outliers before the scorer may become the headline. With 2-4 outliers the
+            held-out comparison is noise, and a scorer that wins it can rank the batch worse.
+        """
+        self._check_fitted()
+        batch = self._canonical(frame, "the labelled frame")
+        if not isinstance(labels, pd.Series):
+            raise ParameterError(
+                f"labels must be a pandas Series indexed by review_id, got {type(labels).__name__}"
+            )
+        labels = labels[~labels.index.duplicated(keep="last")]
+        ids = batch["review_id"].astype(str)
+        lookup = pd.Series(labels.to_numpy(), index=labels.index.astype(str))
+        keep = ids.isin(lookup.index).to_numpy()
+        if not keep.any():
+            raise ParameterError(
+                f"none of the {len(labels)} labels matches a review_id of the {len(batch)} reviews given"
+            )
+        batch = batch[keep].drop_duplicates("review_id").reset_index(drop=True)
+        y = as_binary(lookup.loc[batch["review_id"].astype(str)])
+        embeddings = self._embed(batch, embedder, None)
+        with self._threads():
+            calibrated, surprise, _ = self._raw_scores(batch, embeddings)
+            present = self.present_groups(calibrated)
+            statistic, p_value, _ = self._ensemble(surprise, present, self.group_evidence(surprise, present))
+            unsupervised = score_metrics(statistic, y)
+            X = self._label_features(batch, embeddings, surprise)
+            # The ensemble statistic is the column right after the members (see _label_features).
+            prior = len(self.detector_names_) + len(self.signal_names_)
+            scorer = LabelAwareScorer(prior_column=prior, random_state=self.random_state)
+            oof = scorer.cross_validated(X, y, self.label_reference_features_)
+        n_out, n_norm = int(y.sum()), int((y == 0).sum())
+        if oof is None:
+            metrics = LabelMetrics(
+                n_labelled=len(y),
+                n_outlier=n_out,
+                n_normal=n_norm,
+                unsupervised=unsupervised,
+                label_aware=None,
+                uses_label_scorer=False,
+                note=f"the label-aware scorer needs at least 2 outlier and 2 normal labels; got {n_out} and {n_norm}",
+            )
+            self.label_scorer_ = None
+        else:
+            supervised = score_metrics(oof, y)
+            from_queue = picked_from_top(p_value[y == 0])
+            better = (
+                n_out >= min_outliers
+                and not from_queue
+                and (supervised.average_precision or 0) > (unsupervised.average_precision or 0)
+                and (supervised.auroc or 0) >= (unsupervised.auroc or 0) - 0.01
+            )
+            if better:
+                note = "the label-aware scorer beat the unsupervised ensemble on held-out labels and is now the headline"
+            elif n_out < min_outliers:
+                note = (f"the unsupervised ensemble stays the headline: {n_out} outlier labels, at least "
+                        f"{min_outliers} are needed before the label-aware scorer can take over")
+            elif from_queue:
+                note = ("the unsupervised ensemble stays the headline: the labelled reviews come from the top of its "
+                        "ranking (the label queue), so how the label-aware scorer ranks them says little about the "
+                        "rest of the batch; label a random sample too (Label page, order 'random sample') to compare")
+            else:
+                note = ("the unsupervised ensemble stays the headline: the label-aware scorer did not beat it on "
+                        "held-out labels")
+            metrics = LabelMetrics(
+                n_labelled=len(y),
+                n_outlier=n_out,
+                n_normal=n_norm,
+                unsupervised=unsupervised,
+                label_aware=supervised,
+                uses_label_scorer=bool(better),
+                note=note,
+            )
+            self.label_scorer_ = scorer.fit(X, y, self.label_reference_features_) if better or force else None
+        self.label_metrics_ = metrics
+        return metrics
