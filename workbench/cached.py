@@ -121,7 +121,7 @@ def quarantined(name: str) -> pd.DataFrame:
 # (most of the Explore page's time); pages treat them as read-only.
 @st.cache_resource(show_spinner="Scoring with the champion model…", max_entries=8)
 def _scores(home: str, tracking_uri: str, name: str, version: str, model_version: str) -> Any:
-    return workspace().score_with(model(model_version), model_version, frame(name), project=True)
+    return workspace().score_with(model(model_version), model_version, frame(name), project=True, batch=name)
 
 
 def scores(name: str, model_version: str) -> Any:

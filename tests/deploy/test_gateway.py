@@ -25,7 +25,7 @@ import yaml
 
 from tests.servers import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")  # sbin is not on every PATH
 USER, PASSWORD = "analyst", "correct horse battery staple"
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.servers import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEED = {"text": "Sample review text", "rating": 5, "verified_purchase": True}
 
 

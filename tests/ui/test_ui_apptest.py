@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.homes import copy_home
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAGES = REPO / "pages"
 ALL_PAGES = ("home", "data", "train", "explore", "label", "shift", "models")
 
@@ -278,7 +278,7 @@ def test_pages_show_hostile_reviews_as_text(trained_workspace, embedder, tmp_pat
     from core import pipeline
     from core.pipeline import Workspace
     from core.settings import Settings
-    from tests.test_report_security import HOSTILE
+    from tests.core.test_report_security import HOSTILE
     from workbench.state import IngestOutcome
     from workbench.ui import plain
 

@@ -34,7 +34,7 @@ from core.defaults import (
 )
 from core.pipeline import TrainOutcome, Workspace
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: What `workbench train --reference reference` trains, written out once more on purpose: the test must fail
 #: when a default changes without anyone meaning it.
@@ -69,7 +69,7 @@ def trainings(home: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any
     def train(self: Workspace, *args: Any, **kwargs: Any) -> TrainOutcome:
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
-        found = {k: v for k, v in bound.arguments.items() if k not in ("self", "progress")}
+        found = {k: v for k, v in bound.arguments.items() if k not in ("self", "progress", "on_wait")}  # callbacks, not parameters
         found["reference"] = str(found["reference"])
         found["detectors"] = tuple(found["detectors"])
         if found["contamination"] is None:  # what Workspace.train does with None

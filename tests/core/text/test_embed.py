@@ -63,7 +63,7 @@ def test_cache_is_shared_between_processes(tmp_path: Path, sample_texts: list[st
         SentenceEmbedder(cache=EmbeddingCache({str(cache_path)!r})).encode(texts)
         """
     )
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).resolve().parents[3])
     cache = EmbeddingCache(cache_path)
     assert cache.count("sentence-transformers/all-MiniLM-L6-v2|torch") == 10
 
@@ -92,7 +92,7 @@ def test_cache_stays_intact_while_processes_write_and_read_it_at_once(tmp_path: 
             cache.get_many("m", [f"{{1 - me}}-{{round}}-{{i}}".encode() for i in range(50)], 8)
         """
     )
-    workers = [subprocess.Popen([sys.executable, "-c", script, str(i)], cwd=Path(__file__).parents[1],
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(i)], cwd=Path(__file__).resolve().parents[3],
                                 stderr=subprocess.PIPE, text=True) for i in (0, 1)]
     for worker in workers:
         _, err = worker.communicate(timeout=240)

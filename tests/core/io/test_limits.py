@@ -18,7 +18,7 @@ from core.errors import InputFileError
 from core.io.load import load_bytes, load_path, load_records
 from core.settings import Settings, get_settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 MB = 2**20
 
 

@@ -20,7 +20,7 @@ from tests.homes import copy_home
 from tests.servers import free_port, mlflow_server, s3_server
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_training_is_a_tracked_run_and_a_registered_champion(trained_workspace: Workspace) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from core.spreadsheet import neutralise_cell, read_safe_csv, restore_cell, to_safe_csv
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FORMULAS = ['=HYPERLINK("http://127.0.0.1:9/x","click")', "+1+2", "-2+3", "@SUM(A1:A2)", "\tcmd", "\r=1"]
 TRICKY = [*FORMULAS, "'=already quoted", "''=twice", "'plain quote", "plain", "", "a=b", "1-2"]
 

@@ -1,0 +1,272 @@
+"""Run history: what a score or shift check of a stored batch records, replaced not duplicated, in time order;
+alerts stored once and delivered; the same history through the CLI, the API and the Monitor page."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.monitor import SCORE, SHIFT, MonitorStore, RunRecord, deliver, time_range
+from tests.core.test_alerts import Receiver
+
+WEEK = timedelta(days=7)
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+KINDS = ("duplicates", "novelty", "rating_mismatch", "text_form")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'labels.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def _score(batch: str, week: int, version: str = "1", flagged: float = 0.05,
+           p: dict[str, float] | None = None) -> RunRecord:
+    p = p or {}
+    kinds = {k: {"flagged_share": flagged / len(KINDS), "p_value": p.get(k, 0.5)} for k in KINDS}
+    return RunRecord(batch=batch, record=SCORE, start=T0 + week * WEEK, end=T0 + week * WEEK + timedelta(days=6),
+                     time_source="reviews", rows=200, model_version=version, flagged_share=flagged, kinds=kinds)
+
+
+def _shift(batch: str, week: int, p: float = 0.4, version: str = "1", reference: str = "") -> RunRecord:
+    return RunRecord(batch=batch, record=SHIFT, start=T0 + week * WEEK, end=T0 + week * WEEK + timedelta(days=6),
+                     time_source="reviews", rows=200, model_version=version, reference=reference, shift_p_value=p,
+                     drift=p < 0.05, drifted_features=("rating",) if p < 0.05 else (),
+                     grown_clusters=({"status": "new", "change": 0.1, "terms": ["<b>cable</b>", "hdmi"]},))
+
+
+def seed(url: str, weeks: int = 6) -> MonitorStore:
+    """A history of `weeks` batches, recorded out of time order, the last one far off the reference."""
+    store = MonitorStore(url)
+    for week in reversed(range(weeks)):
+        last = week == weeks - 1
+        store.record(_score(f"w{week:02d}", week, flagged=0.3 if last else 0.05,
+                            p={"novelty": 1e-6} if last else None))
+        store.record(_shift(f"w{week:02d}", week, p=0.001 if last else 0.4))
+    return store
+
+
+def test_same_batch_and_model_replaces_its_row(store_url: str) -> None:
+    store = MonitorStore(store_url)
+    store.record(_score("w01", 1, flagged=0.10))
+    store.record(_score("w01", 1, flagged=0.20))  # scored again with the same model: replaced
+    assert [(r.batch, r.flagged_share) for r in store.runs()] == [("w01", 0.20)]
+    store.record(_score("w01", 1, version="2", flagged=0.15))  # another model: another row
+    store.record(_shift("w01", 1, p=0.03, reference="w00"))
+    store.record(_shift("w01", 1, p=0.02, reference="w00"))
+    assert len(store.runs()) == 3
+    points = MonitorStore(store_url).timeline()  # a second process sees the same
+    assert [(p.model_version, p.flagged_share, p.shift_p_value) for p in points] == [("1", 0.20, 0.02),
+                                                                                     ("2", 0.15, 0.02)]
+    assert points[0].drifted_features == ("rating",) and points[0].grown_clusters[0]["terms"] == ["<b>cable</b>", "hdmi"]
+
+
+def test_history_json_is_in_time_order_with_the_promised_shape(store_url: str) -> None:
+    store = seed(store_url)
+    store.record(RunRecord(batch="undated", record=SCORE, rows=10, model_version="1", flagged_share=0.0, kinds={},
+                           **dict(zip(("start", "end", "time_source"),
+                                      time_range(None, None, "2027-01-01T00:00:00+00:00"), strict=True))))
+    store.evaluate(0.01)
+    body = json.loads(json.dumps(store.history(0.01).as_json()))
+    names = [b["batch"] for b in body["batches"]]
+    assert names == [f"w{w:02d}" for w in range(6)] + ["undated"]
+    first = body["batches"][0]
+    assert {"batch", "start", "end", "rows", "model_version", "flagged_share", "kinds", "shift_p_value",
+            "drift"} <= set(first)
+    assert set(first["kinds"]) == set(KINDS) and set(first["kinds"]["novelty"]) == {"flagged_share", "p_value"}
+    assert body["batches"][-1]["start"].startswith("2027-01-01") and body["batches"][-1]["time_source"] == "ingest"
+    alerts = body["alerts"]
+    assert {(a["batch"], a["kind"]) for a in alerts} == {("w05", "novelty"), ("w05", "shift")}
+    assert all({"batch", "kind", "p_value", "level", "created", "delivered"} <= set(a) for a in alerts)
+    assert all(a["p_value"] <= a["level"] and a["delivered"] is False for a in alerts)
+
+
+def test_alerts_are_stored_once_and_their_delivery_is_recorded(tmp_path: Path) -> None:
+    store = seed(f"sqlite:///{tmp_path / 'labels.db'}")
+    assert len(store.evaluate(0.01)) == 2
+    assert store.evaluate(0.01) == []  # the same evidence raises nothing new
+    with Receiver([500, 200, 200]) as receiver:  # fails once, then accepts
+        outcomes = deliver(store, receiver.url, retries=3, backoff=0.01)
+    assert [(o.delivered, o.attempts) for o in outcomes] == [(True, 2), (True, 1)]
+    body = receiver.bodies[-1]
+    assert body["source"] == "review-workbench" and body["alert"]["batch"] == "w05"
+    assert {"kind", "rule", "p_value", "level", "model_version", "created"} <= set(body["alert"])
+    stored = store.alerts()
+    assert all(a.delivered for a in stored) and sorted(a.attempts for a in stored) == [1, 2]
+    assert deliver(store, receiver.url) == []  # nothing pending
+
+
+def test_a_webhook_that_stays_down_leaves_the_alert_pending(tmp_path: Path) -> None:
+    store = seed(f"sqlite:///{tmp_path / 'labels.db'}")
+    store.evaluate(0.01)
+    with Receiver([503]) as receiver:
+        deliver(store, receiver.url, retries=1, backoff=0.0)
+    pending = store.alerts(undelivered=True)
+    assert len(pending) == 2 and all(a.attempts == 2 and a.last_error == "HTTP 503" for a in pending)
+
+
+# -- the Workspace hooks -------------------------------------------------------------------------------------
+@pytest.fixture()
+def workspace(tmp_path: Path, hashing_embedder, subscription_path: Path, vgames_path: Path):
+    from core import pipeline
+    from core.pipeline import Workspace
+    from core.settings import Settings
+
+    home = tmp_path / "home"
+    settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    undo = pipeline.share_embedder(settings, hashing_embedder)
+    ws = Workspace.open(settings)
+    for name, path, rows in (("reference", subscription_path, 250), ("current", vgames_path, 150)):
+        pd.read_csv(path).head(rows).to_csv(tmp_path / f"{name}.csv", index=False)
+        ws.ingest_path(tmp_path / f"{name}.csv", name=name)
+    yield ws
+    undo()
+
+
+def test_workspace_records_scores_and_shift_checks_of_stored_batches(workspace, hashing_embedder) -> None:
+    from core.bundle import ModelBundle
+
+    ws = workspace
+    bundle = ModelBundle.fit(ws.batches.frame("reference"), hashing_embedder, detectors=("knn",), project=False,
+                             reference_batch="reference")
+    current = ws.batches.frame("current")
+    with Receiver([200]) as receiver:
+        ws.settings = ws.settings.model_copy(update={"alert_webhook_url": receiver.url})
+        ws.score_with(bundle, "7", current)  # a frame that names no batch: not recorded
+        assert ws.monitor().runs() == []
+        scores = ws.score_with(bundle, "7", current, batch="current")
+        ws.score_with(bundle, "7", current, batch="current")  # again: replaced
+        ws.compare("reference", "current", n_permutations=100)  # batch names: recorded
+        ws.compare(ws.batches.frame("reference"), current, n_permutations=100, record_state=False)  # frames: not
+    runs = ws.monitor().runs()
+    assert [(r.batch, r.record, r.model_version, r.reference) for r in runs] == [
+        ("current", SCORE, "7", ""), ("current", SHIFT, "", "reference")]
+    score = runs[0]
+    info = ws.batches.info("current")
+    assert score.rows == 150 and score.time_source == "reviews"
+    assert score.start == datetime.fromisoformat(info.date_min).astimezone(UTC)
+    assert score.flagged_share == pytest.approx(float(scores.result.scores["is_outlier"].mean()))
+    assert sum(k["flagged_share"] for k in score.kinds.values()) == pytest.approx(score.flagged_share)
+    assert {k: v["p_value"] for k, v in score.kinds.items() if k in scores.result.group_evidence} == pytest.approx(
+        scores.result.group_evidence)
+    point = ws.monitor_history().batches[0]
+    assert point.shift_p_value is not None and point.drift is not None
+    # Video games against a subscription-box reference: alerts raised, each delivered once.
+    alerts = ws.monitor().alerts()
+    assert alerts and all(a.delivered and a.attempts == 1 for a in alerts)
+    assert len(receiver.bodies) == len(alerts)
+
+
+def test_a_broken_history_database_does_not_fail_the_score(workspace, hashing_embedder, caplog) -> None:
+    from core.bundle import ModelBundle
+
+    ws = workspace
+    bundle = ModelBundle.fit(ws.batches.frame("reference"), hashing_embedder, detectors=("knn",), project=False)
+    ws.settings = ws.settings.model_copy(update={"labels_url": "postgresql+psycopg://u:secret@127.0.0.1:1/none"})
+    ws._monitor = None
+    import core.monitor
+
+    core.monitor._CONNECT_RETRIES = (None,)  # fail at once (restored below)
+    try:
+        scores = ws.score_with(bundle, "1", ws.batches.frame("current"), batch="current")
+    finally:
+        core.monitor._CONNECT_RETRIES = (0.25, 0.75, 2.0, None)
+    assert len(scores.result.scores) == 150
+    assert "run history was not updated" in caplog.text and "secret" not in caplog.text
+
+
+# -- faces ---------------------------------------------------------------------------------------------------
+def test_cli_monitor_prints_the_history_and_alerts(home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from core.settings import get_settings
+
+    store = seed(get_settings().resolved_labels_url)
+    store.evaluate(get_settings().alert_level)
+    runner = CliRunner()
+    result = runner.invoke(app, ["monitor", "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert [b["batch"] for b in body["batches"]] == [f"w{w:02d}" for w in range(6)] and len(body["alerts"]) == 2
+    text = runner.invoke(app, ["monitor"])
+    assert text.exit_code == 0 and "ALERT w05: novelty" in text.stdout and "6 batches; 2 alerts" in text.stdout
+
+
+def test_api_monitor_needs_the_key_and_answers_the_history(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from core.settings import Settings
+
+    settings = Settings(home=tmp_path / "home", tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}",
+                        api_keys=["k-123"])
+    seed(settings.resolved_labels_url).evaluate(settings.alert_level)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/monitor").status_code == 401
+        response = client.get("/monitor", headers={"X-API-Key": "k-123"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [b["batch"] for b in body["batches"]] == [f"w{w:02d}" for w in range(6)]
+    assert body["batches"][-1]["kinds"]["novelty"]["p_value"] == pytest.approx(1e-6)
+    assert {a["kind"] for a in body["alerts"]} == {"novelty", "shift"} and body["level"] == 0.01
+
+
+def test_monitor_page_shows_the_timeline_table_and_downloads(home: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from core.settings import get_settings
+
+    seed(get_settings().resolved_labels_url).evaluate(0.01)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages" / "monitor.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = "\n".join(str(m.value) for m in at.markdown)
+    # through `plain`: Markdown punctuation escaped, so Streamlit shows exactly these characters
+    assert "w05\\: novelty \\(batch rule\\)" in shown and "w05\\: shift" in shown
+    assert len(at.get("download_button")) == 2
+    table = at.dataframe[0].value
+    assert list(table["batch"]) == [f"w{w:02d}" for w in range(6)]
+    assert "<b>cable</b>, hdmi" in set(table["grown_cluster_terms"])  # as text, in the table
+    assert "Alerts promise at most 0.01 false alarms per batch" in "\n".join(str(c.value) for c in at.caption)
+
+
+def test_cli_score_and_the_dag_task_record_the_batch_and_deliver_alerts(
+    home: Path, tmp_path: Path, hashing_embedder, subscription_path: Path, vgames_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from core import orchestration, pipeline
+    from core.pipeline import Workspace
+    from core.settings import get_settings
+
+    with Receiver([500, 200]) as receiver:  # the first delivery fails once, then the receiver accepts
+        monkeypatch.setenv("WORKBENCH_ALERT_WEBHOOK_URL", receiver.url)
+        monkeypatch.setenv("WORKBENCH_ALERT_WEBHOOK_BACKOFF", "0.01")
+        get_settings.cache_clear()
+        settings = get_settings()
+        undo = pipeline.share_embedder(settings, hashing_embedder)
+        try:
+            ws = Workspace.open(settings)
+            for name, path, rows in (("reference", subscription_path, 250), ("current", vgames_path, 150)):
+                pd.read_csv(path).head(rows).to_csv(tmp_path / f"{name}.csv", index=False)
+                ws.ingest_path(tmp_path / f"{name}.csv", name=name)
+            ws.train("reference", detectors=("knn",), project=False, use_labels=False)
+            result = CliRunner().invoke(app, ["score", "current", "--out", str(tmp_path / "scored.csv")])
+            assert result.exit_code == 0, result.output
+            assert "ALERT on current: novelty" in result.stdout
+            outcome = orchestration.shift_against_champion("current", "1", n_permutations=100, settings=settings)
+        finally:
+            undo()
+    runs = ws.monitor().runs()
+    assert {(r.record, r.model_version) for r in runs if r.batch == "current"} == {(SCORE, "1"), (SHIFT, "1")}
+    assert outcome["alerts"] == len(ws.monitor().alerts()) > 0
+    assert all(a.delivered for a in ws.monitor().alerts())
+    assert len(receiver.bodies) == len(ws.monitor().alerts()) + 1  # one retried
