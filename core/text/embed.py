@@ -9,6 +9,7 @@ float32.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -21,6 +22,8 @@ import pandas as pd
 
 from core.errors import ParameterError, WorkbenchError
 from core.progress import CountProgress
+
+log = logging.getLogger(__name__)
 
 # Must be set before transformers / sentence-transformers are imported anywhere in the process.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -257,6 +260,7 @@ class SentenceEmbedder:
         self._dim: int | None = None
         self._digest: str | None = None
         self._lock = threading.Lock()
+        self._cache_warned = False
 
     @property
     def model_key(self) -> str:
@@ -350,10 +354,20 @@ class SentenceEmbedder:
                 new = list(zip(keys, computed, strict=True))
                 vectors.update(new)
                 if self.cache is not None:
-                    self.cache.put_many(self.model_key, new)
+                    self._remember(new)
                 if progress:
                     progress(min(start + chunk, total), total)
         return np.stack([vectors[h] for h in hashes]).astype(np.float32, copy=False)
+
+    def _remember(self, new: list[tuple[bytes, np.ndarray]]) -> None:
+        # The cache only saves time: a full disk or a read-only cache must not lose vectors already computed.
+        assert self.cache is not None
+        try:
+            self.cache.put_many(self.model_key, new)
+        except (sqlite3.Error, OSError) as err:
+            if not self._cache_warned:
+                log.warning("embedding cache %s not written (%s); going on without caching", self.cache.path, err)
+                self._cache_warned = True
 
 
 def make_embedder(settings: object | None = None) -> Embedder:

@@ -111,3 +111,21 @@ def test_embedding_text_joins_title_and_text() -> None:
 def test_bad_backend_is_rejected() -> None:
     with pytest.raises(ParameterError, match="backend must be one of"):
         SentenceEmbedder(backend="gpu")
+
+
+def test_a_cache_that_cannot_be_written_costs_speed_not_vectors(
+    embedder: SentenceEmbedder, sample_texts: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
+
+    def disk_full(*_args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(cache, "put_many", disk_full)
+    full = SentenceEmbedder(cache=cache)
+    full._encoder, full._dim = embedder._encoder, embedder._dim  # the loaded model, a cache that cannot grow
+    vectors = full.encode(sample_texts)
+    assert np.allclose(vectors, embedder.encode(sample_texts), atol=1e-5)
+    warnings = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
+    assert len(warnings) == 1 and "disk is full" in warnings[0]
