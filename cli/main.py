@@ -357,9 +357,7 @@ def score(
         out.print(f"not in this batch (signals that need them were left out): {', '.join(scores.missing)}",
                   highlight=False)
     if resolved.report is None:  # a stored batch: recorded in the run history, where alerts may have fired
-        for alert in _alerts_on(ws, source):
-            out.print(f"ALERT on {source}: {alert.kind} ({alert.rule} rule, p {alert.p_value:.2g} <= "
-                      f"{alert.level:.2g}); see `workbench monitor`", highlight=False, markup=False)
+        _print_alerts(ws, source)
     if scores.text_only_twin:
         out.print(f"this batch has no titles and version {version.version} embeds title + text: scored with its "
                   "text-only twin (the same detectors refitted on the same reference, kept under WORKBENCH_HOME/"
@@ -414,14 +412,20 @@ def shift(
                   highlight=False)
     if "title" not in report.embedded_fields:
         out.print("titles left out of the embeddings: only one batch has them", highlight=False)
+    if sides["current"].report is None:  # a stored batch: recorded in the run history
+        _print_alerts(ws, current)
 
 
-def _alerts_on(ws: Any, batch: str) -> list[Any]:
+def _print_alerts(ws: Any, batch: str) -> None:
+    """The alerts the run history holds on a stored batch just scored or compared."""
     try:
-        return [a for a in ws.monitor().alerts() if a.batch == batch]
-    except WorkbenchError as err:  # the scores are written; the history is reported, not fatal
+        alerts = [a for a in ws.monitor().alerts() if a.batch == batch]
+    except WorkbenchError as err:  # the output is written; the history is reported, not fatal
         console.print(f"run history unavailable: {escape(str(err))}", highlight=False)
-        return []
+        return
+    for a in alerts:
+        out.print(f"ALERT on {batch}: {a.kind} ({a.rule} rule, p {a.p_value:.2g} <= {a.level:.2g}); "
+                  "see `workbench monitor`", highlight=False, markup=False)
 
 
 @app.command()
