@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 
 from api.schemas import ContributionOut, ModelRef, NeighbourOut, PredictionOut
+from core.bundle import ModelBundle
 from core.defaults import CHAMPION
 from core.errors import ModelUnavailableError, WeightsError, WorkbenchError
 from core.pipeline import Workspace
+from core.text.embed import Embedder
 
 log = logging.getLogger("api")
 
@@ -33,7 +35,7 @@ log = logging.getLogger("api")
 class Loaded:
     """One loaded model version."""
 
-    bundle: Any  # core.bundle.ModelBundle
+    bundle: ModelBundle
     version: Any  # core.tracking.VersionInfo
     ref: ModelRef
 
@@ -145,7 +147,7 @@ def canonical_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return load_records(records, name="request")
 
 
-def score_jobs(loaded: Loaded, embedder: Any, jobs: list[list[dict[str, Any]]]) -> list[list[PredictionOut] | Exception]:
+def score_jobs(loaded: Loaded, embedder: Embedder, jobs: list[list[dict[str, Any]]]) -> list[list[PredictionOut] | Exception]:
     """Score several requests in one `bundle.score` call: one embedding pass, one pass of every detector.
 
     Each request is its own group (`core.detect.signals.GROUP_COLUMN`): the duplicate signal never compares one

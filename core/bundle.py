@@ -26,7 +26,7 @@ from core.legacy_paths import load_joblib
 from core.progress import ProgressCallback
 from core.projection import Projection
 from core.shift.novelty import ReviewShiftScorer
-from core.text.embed import title_share
+from core.text.embed import Embedder, title_share
 
 BUNDLE_FORMAT = 1
 #: What a bundle's meta records, logged with every MLflow run: "<BUNDLE_FORMAT>.<revision>". The revision goes
@@ -85,7 +85,7 @@ class ModelBundle:
     def fit(
         cls,
         reference: pd.DataFrame,
-        embedder: Any,
+        embedder: Embedder,
         detectors: tuple[str, ...] = DEFAULT_DETECTORS,
         contamination: float = DEFAULT_CONTAMINATION,
         random_state: int = 0,
@@ -145,7 +145,7 @@ class ModelBundle:
         return self.outlier.reference_embeddings_
 
     def score(
-        self, frame: pd.DataFrame, embedder: Any, progress: ProgressCallback | None = None, project: bool = False
+        self, frame: pd.DataFrame, embedder: Embedder, progress: ProgressCallback | None = None, project: bool = False
     ) -> BundleScores:
         """Outlier scores, reasons and the per-review shift p-value of every row of `frame`."""
         result = self.outlier.score(frame, embedder, progress=progress)
@@ -162,7 +162,7 @@ class ModelBundle:
         return len(frame) > 0 and "title" in self.outlier.feature_pipeline_.missing_columns(frame)
 
     def text_twin(
-        self, embedder: Any, folder: str | Path | None = None, progress: ProgressCallback | None = None
+        self, embedder: Embedder, folder: str | Path | None = None, progress: ProgressCallback | None = None
     ) -> ModelBundle:
         """This model refitted on its own reference with the review text alone, for batches without titles.
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from core.errors import WorkbenchError
 from core.pipeline import Workspace
+from core.progress import StageCountProgress
 
 #: (batch name, path inside the data folder, role). Subscription boxes are the reference; video-game
 #: gift cards are a different product world, so the current batch shows a real shift.
@@ -102,13 +103,13 @@ class DemoSummary:
         return [f"demo data from {self.folder}: {rows}", f"{self.embedded} reviews embedded (cached)", *self.notes]
 
 
-def _stage_progress(progress: Callable[[str, float, float], None], stage: str, done: float, total: float) -> None:
+def _stage_progress(progress: StageCountProgress, stage: str, done: float, total: float) -> None:
     progress(stage, done, total)
 
 
 def load_demo(
     data: Path | None = None,
-    progress: Callable[[str, float, float], None] | None = None,
+    progress: StageCountProgress | None = None,
     log: Callable[[str], None] = lambda _msg: None,
     workspace: Workspace | None = None,
 ) -> DemoSummary:

@@ -154,7 +154,7 @@ def train_challenger(
     champion = ws.registry().champion_version()
     outcome = ws.train(batch, detectors=_detectors(detectors), project=bool(project), use_labels=bool(use_labels))
     record = outcome.record
-    return {"version": str(record.version), CHAMPION: champion, "run_id": record.run_id}  # type: ignore[attr-defined]
+    return {"version": str(record.version), CHAMPION: champion, "run_id": record.run_id}
 
 
 # -- 5. evaluate ---------------------------------------------------------------------------------------------

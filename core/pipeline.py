@@ -29,12 +29,21 @@ from core.errors import ModelUnavailableError, NotFoundError, WorkbenchError
 from core.io.batches import BatchInfo, BatchStore
 from core.io.load import LoadResult, load_path
 from core.io.schema import ValidationReport
+from core.progress import CountProgress, ProgressCallback
 from core.settings import Settings, get_settings
 from core.storage import Storage, make_storage
 from core.text.embed import FASTEST_EQUIVALENT, Embedder, make_embedder
 
-if TYPE_CHECKING:  # the bundle pulls in torch and the detectors: imported when a model is first needed
-    from core.bundle import ModelBundle
+if TYPE_CHECKING:  # these pull in torch, MLflow or SQLAlchemy: imported when first needed, not with the façade
+    from datetime import datetime
+
+    from core.alerts import Delivery
+    from core.bundle import BundleScores, ModelBundle
+    from core.consistency import StoreReport
+    from core.labels import LabelStore
+    from core.monitor import Alert, History, MonitorStore, RunRecord
+    from core.shift.results import ShiftReport
+    from core.tracking import Registry, TrainingRecord, VersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +88,7 @@ class Workspace:
         self.settings = settings
         self.storage = storage
         self.batches = BatchStore(storage)
-        self._monitor = None  # core.monitor.MonitorStore, opened on first use (`monitor`)
+        self._monitor: MonitorStore | None = None  # opened on first use (`monitor`)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Workspace:
@@ -90,7 +99,7 @@ class Workspace:
     def describe_storage(self) -> str:
         return self.storage.describe()
 
-    def check_store(self, repair: bool = False, min_age: float | None = None):  # -> core.consistency.StoreReport
+    def check_store(self, repair: bool = False, min_age: float | None = None) -> StoreReport:
         """Batches whose manifest points at missing objects, and objects no manifest points at
         (`core.consistency.check_store`); `repair` removes both."""
         from core.consistency import DEFAULT_MIN_AGE_SECONDS, check_store
@@ -177,12 +186,12 @@ class Workspace:
         return _EMBEDDERS[key]
 
     # Models ---------------------------------------------------------------------------------
-    def registry(self):  # -> core.tracking.Registry (imported lazily: MLflow is slow to import)
+    def registry(self) -> Registry:
         from core.tracking import Registry
 
         return Registry(self.settings)
 
-    def labels(self):  # -> core.labels.LabelStore
+    def labels(self) -> LabelStore:
         from core.labels import LabelStore
 
         return LabelStore(self.settings.resolved_labels_url)
@@ -228,7 +237,7 @@ class Workspace:
         contamination: float | None = None,
         project: bool = DEFAULT_PROJECT,
         use_labels: bool = DEFAULT_USE_LABELS,
-        progress: Callable[[str, float], None] | None = None,
+        progress: ProgressCallback | None = None,
         titles: bool = DEFAULT_TITLES,
         on_wait: Callable[[str], None] | None = None,
     ) -> TrainOutcome:
@@ -253,7 +262,7 @@ class Workspace:
         contamination: float | None,
         project: bool,
         use_labels: bool,
-        progress: Callable[[str, float], None] | None,
+        progress: ProgressCallback | None,
         titles: bool,
     ) -> TrainOutcome:
         from core.bundle import ModelBundle
@@ -302,7 +311,7 @@ class Workspace:
             progress("registering (MLflow)", 1.0)
         return TrainOutcome(record=record, bundle=bundle, seconds=time.perf_counter() - start, label_note=label_note)
 
-    def model(self, alias: str = CHAMPION):  # -> tuple[ModelBundle, VersionInfo]
+    def model(self, alias: str = CHAMPION) -> tuple[ModelBundle, VersionInfo]:
         """The bundle behind an alias, loaded once per process and reloaded when the alias moves."""
         registry = self.registry()
         wanted = registry.version(str(alias))
@@ -318,8 +327,8 @@ class Workspace:
         return _MODELS[key]
 
     def score(self, source: str | Path | pd.DataFrame, alias: str = CHAMPION, project: bool = False,
-              progress: Callable[[str, float], None] | None = None,
-              batch: str | None = None):  # -> (BundleScores, VersionInfo)
+              progress: ProgressCallback | None = None,
+              batch: str | None = None) -> tuple[BundleScores, VersionInfo]:
         """Score a batch name, file or frame with the model behind `alias`.
 
         `batch` names the stored batch a frame holds (inferred when `source` is a batch name); the score of
@@ -332,8 +341,8 @@ class Workspace:
                                batch=batch), version
 
     def score_with(self, bundle: ModelBundle, version: str, frame: pd.DataFrame, project: bool = False,
-                   progress: Callable[[str, float], None] | None = None,
-                   batch: str | None = None):  # -> BundleScores
+                   progress: ProgressCallback | None = None,
+                   batch: str | None = None) -> BundleScores:
         """`bundle.score`, or its text-only twin's when the batch has no titles and the model embeds them.
 
         The twin is fitted once per model version on the model's own reference and kept under
@@ -357,7 +366,7 @@ class Workspace:
         return scores
 
     # Run history ----------------------------------------------------------------------------
-    def monitor(self):  # -> core.monitor.MonitorStore
+    def monitor(self) -> MonitorStore:
         """The run history and alerts, in the label store's database."""
         from core.monitor import MonitorStore
 
@@ -372,26 +381,26 @@ class Workspace:
             return None
         return text
 
-    def _batch_time(self, batch: str):  # -> (start, end, source) of core.monitor.time_range
+    def _batch_time(self, batch: str) -> tuple[datetime, datetime, str]:
         from core.monitor import time_range
 
         info = self.batches.info(batch)
         return time_range(info.date_min, info.date_max, info.created)
 
-    def _record_score(self, batch: str | None, scores: object, version: str) -> None:
+    def _record_score(self, batch: str | None, scores: BundleScores, version: str) -> None:
         if batch:
             from core.monitor import score_record
 
             self.record_run(lambda: score_record(batch, scores, version, self._batch_time(batch)))
 
-    def monitor_history(self, deliver: bool = False):  # -> core.monitor.History
+    def monitor_history(self, deliver: bool = False) -> History:
         """The timeline of stored batches and their alerts (`core.monitor.History`); with `deliver`, alerts not
         delivered yet are sent to ``alert_webhook_url`` first."""
         if deliver:
             self.deliver_alerts()
         return self.monitor().history(self.settings.alert_level)
 
-    def deliver_alerts(self) -> list:  # -> list[core.alerts.Delivery]
+    def deliver_alerts(self) -> list[Delivery]:
         """Send every alert not delivered yet to ``alert_webhook_url`` (none without one); outcomes recorded."""
         from core.monitor import deliver
 
@@ -399,7 +408,7 @@ class Workspace:
         return deliver(self.monitor(), s.alert_webhook_url, retries=s.alert_webhook_retries,
                        backoff=s.alert_webhook_backoff)
 
-    def record_run(self, build: Callable[[], object]) -> list:  # -> list[core.monitor.Alert]
+    def record_run(self, build: Callable[[], RunRecord]) -> list[Alert]:
         """Store the run record `build()` makes, run the alert rules over the history and send the new
         alerts to ``alert_webhook_url``; returns the new alerts.
 
@@ -431,12 +440,12 @@ class Workspace:
         current: str | Path | pd.DataFrame,
         alpha: float = 0.05,
         n_permutations: int = 1000,
-        progress: Callable[[int, int], None] | None = None,
+        progress: CountProgress | None = None,
         record_state: bool = True,
         names: tuple[str, str] | None = None,
         batch: str | None = None,
         model_version: str | None = None,
-    ):  # -> core.shift.ShiftReport
+    ) -> ShiftReport:
         """Shift report of `current` against `reference` (batch names, files or frames).
 
         The verdict is remembered as the workspace's last shift unless `record_state` is False; `names` says
@@ -476,7 +485,7 @@ class Workspace:
         return report
 
 
-_MODELS: dict[tuple[str, str, str], object] = {}
+_MODELS: dict[tuple[str, str, str], tuple[ModelBundle, VersionInfo]] = {}
 _TWINS: dict[tuple[str, str, object], ModelBundle] = {}  # one text-only twin in memory per process
 _TWIN_LOCK = threading.Lock()  # the workbench and the API score from several threads
 
@@ -516,7 +525,7 @@ class LabelImport:
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    record: object  # core.tracking.TrainingRecord
-    bundle: object  # core.bundle.ModelBundle
+    record: TrainingRecord
+    bundle: ModelBundle
     seconds: float
     label_note: str | None = None

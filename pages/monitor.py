@@ -50,9 +50,11 @@ with errors_shown():
     fig.add_trace(go.Scatter(
         x=x, y=[p.shift_p_value for p in points], mode="lines+markers", name="shift p-value", yaxis="y2",
         line={"dash": "dot", "color": "#F58518"}, text=labels, hovertemplate="%{text}<br>p = %{y:.2g}<extra></extra>"))
-    for threshold, name in ((batch_level / family, "first Holm step"), (batch_level, "per-batch level")):
+    # The two levels sit close on a log axis: their labels go to opposite ends so they do not overlap.
+    for threshold, name, where in ((batch_level / family, "first Holm step", "bottom left"),
+                                   (batch_level, "per-batch level", "top right")):
         fig.add_hline(y=threshold, yref="y2", line_dash="dash", line_color="#E45756",
-                      annotation_text=f"{name} {threshold:.2g}", annotation_position="bottom right")
+                      annotation_text=f"{name} {threshold:.2g}", annotation_position=where)
     when = {p.batch: p.start for p in points}
     shown = [a for a in history.alerts if a.batch in when]
     if shown:
@@ -70,7 +72,8 @@ with errors_shown():
     fig.update_layout(
         height=460, margin={"t": 30, "b": 10}, hovermode="closest", legend={"orientation": "h", "y": -0.15},
         yaxis={"title": "flagged share", "tickformat": ".0%", "rangemode": "tozero"},
-        yaxis2={"title": "p-value (log)", "type": "log", "overlaying": "y", "side": "right", "showgrid": False},
+        yaxis2={"title": "p-value (log)", "type": "log", "overlaying": "y", "side": "right", "showgrid": False,
+                "exponentformat": "power", "showexponent": "all", "dtick": 2},
         xaxis={"title": "batch time (review dates, else ingest time)"},
     )
     st.plotly_chart(fig, key="monitor.timeline")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import streamlit as st
 
 from core.errors import WorkbenchError
+from core.progress import CountProgress, ProgressCallback
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 # Every ASCII punctuation character may be backslash-escaped in CommonMark; these start inline Markdown
@@ -64,7 +65,7 @@ def show_error(err: BaseException) -> None:
     st.error(plain(err), icon="⚠️")
 
 
-def stage_progress(bar: Any) -> Callable[[str, float], None]:
+def stage_progress(bar: Any) -> ProgressCallback:
     """A ``progress(stage, fraction)`` callback (the shape `Workspace.train` / `score` call) drawing into `bar`."""
 
     def update(stage: str, fraction: float) -> None:
@@ -74,7 +75,7 @@ def stage_progress(bar: Any) -> Callable[[str, float], None]:
     return update
 
 
-def count_progress(bar: Any, what: str) -> Callable[[int, int], None]:
+def count_progress(bar: Any, what: str) -> CountProgress:
     """A ``progress(done, total)`` callback (the shape `Workspace.compare` calls)."""
 
     def update(done: int, total: int) -> None:

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,10 @@ from core.detect.supervised import LabelAwareMixin, LabelAwareScorer, LabelMetri
 from core.errors import ModelUnavailableError, NotFittedError, ParameterError, SchemaError
 from core.features import FeaturePipeline
 from core.legacy_paths import load_joblib
+from core.progress import ProgressCallback
 from core.text.descriptors import word_count
-from core.text.embed import embedding_text, unit_rows
+from core.text.embed import Embedder, embedding_text, unit_rows
 
-ProgressCallback = Callable[[str, float], None]
 _SEEDED_SIGNALS = ("rating_mismatch", "batch_contrast")
 FORMAT_VERSION = 4  # raised whenever a saved model's layout changes; `load` refuses every other version
 _REFERENCE_COLUMNS = ("review_id", "text", "title", "rating")
@@ -178,7 +178,7 @@ class OutlierModel(LabelAwareMixin):
             raise NotFittedError("this OutlierModel is not fitted yet; call fit(reference, embedder) first")
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _embed(self, frame: pd.DataFrame, embedder: Any, progress: ProgressCallback | None) -> np.ndarray:
+    def _embed(self, frame: pd.DataFrame, embedder: Embedder, progress: ProgressCallback | None) -> np.ndarray:
         def report(done: int, total: int) -> None:
             if progress:
                 progress("embedding", 1.0 if total == 0 else done / total)
@@ -210,7 +210,7 @@ class OutlierModel(LabelAwareMixin):
 
     # -- fit ---------------------------------------------------------------------------------------
     def fit(
-        self, reference: pd.DataFrame, embedder: Any, progress: ProgressCallback | None = None
+        self, reference: pd.DataFrame, embedder: Embedder, progress: ProgressCallback | None = None
     ) -> OutlierModel:
         """Fit every detector and signal on `reference` and calibrate them against held-out reference scores.
 
@@ -351,7 +351,7 @@ class OutlierModel(LabelAwareMixin):
         return calibrated, surprise, details
 
     def score(
-        self, frame: pd.DataFrame, embedder: Any, progress: ProgressCallback | None = None
+        self, frame: pd.DataFrame, embedder: Embedder, progress: ProgressCallback | None = None
     ) -> ScoreResult:
         """Score a batch: calibrated detector and signal columns, headline score, p-value, flag, reason.
 

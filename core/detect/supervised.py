@@ -7,7 +7,6 @@ look like a sample of the batch (`picked_from_top`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,8 @@ from core.detect.ensemble import GroupEnsemble
 from core.detect.signals import all_descriptors
 from core.errors import NotFittedError, ParameterError
 from core.labels import as_binary
+from core.progress import ProgressCallback
+from core.text.embed import Embedder
 
 _LABEL_REFERENCE_ROWS = 2000
 _LABEL_PCA = 16
@@ -212,7 +213,7 @@ class LabelAwareMixin(GroupEnsemble):
         def _canonical(frame: pd.DataFrame, what: str) -> pd.DataFrame: ...
 
         def _embed(
-            self, frame: pd.DataFrame, embedder: Any, progress: Callable[[str, float], None] | None
+            self, frame: pd.DataFrame, embedder: Embedder, progress: ProgressCallback | None
         ) -> np.ndarray: ...
 
         def _threads(self, n_rows: int | None = None) -> Any: ...
@@ -251,7 +252,7 @@ class LabelAwareMixin(GroupEnsemble):
         self,
         frame: pd.DataFrame,
         labels: pd.Series,
-        embedder: Any,
+        embedder: Embedder,
         force: bool = False,
         min_outliers: int = 5,
     ) -> LabelMetrics:
