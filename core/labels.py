@@ -8,8 +8,6 @@ gives each review's most recent label, so nothing an analyst did is lost.
 from __future__ import annotations
 
 import csv
-import importlib.util
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import DateTime, Integer, String, Text, create_engine, select
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy import DateTime, Integer, String, Text, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from core.database import Database, one_line
 from core.errors import InputFileError, ParameterError, StorageError
 from core.io.readers import sniff_delimiter
 from core.spreadsheet import restore_cell
@@ -80,47 +79,13 @@ class LabelStore:
 
             url = get_settings().resolved_labels_url
         self.url = url
-        parsed = _installed_driver(make_url(url))
+        self.db = Database(url, _Base.metadata, "the label store")
+        self.engine = self.db.engine
         #: The URL as messages show it: never the password.
-        self.where = parsed.render_as_string(hide_password=True)
-        options: dict[str, Any] = {}
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database not in (None, "", ":memory:"):
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        else:
-            # A database server restarts under long-lived processes (API, workbench): test each pooled
-            # connection before use instead of failing the next write on a dead one.
-            options["pool_pre_ping"] = True
-        try:
-            self.engine = create_engine(parsed, **options)
-        except (SQLAlchemyError, ImportError) as err:
-            raise StorageError(f"cannot open the label store at {self.where}: {_one_line(err)}") from err
-        try:
-            with self._connect("opening the label store") as conn:
-                _Base.metadata.create_all(conn)
-                conn.commit()
-        except (IntegrityError, ProgrammingError):
-            # Another process created the table between our check and our CREATE: it is there now.
-            try:
-                with self._connect("opening the label store") as conn:
-                    _Base.metadata.create_all(conn)
-                    conn.commit()
-            except SQLAlchemyError as err:
-                raise StorageError(f"cannot open the label store at {self.where}: {_one_line(err)}") from err
-        except SQLAlchemyError as err:
-            raise StorageError(f"cannot open the label store at {self.where}: {_one_line(err)}") from err
+        self.where = self.db.where
 
     def _connect(self, action: str) -> Connection:
-        """A connection, retried briefly while the server refuses them (a restart); nothing is sent before."""
-        for delay in _CONNECT_RETRIES:
-            try:
-                return self.engine.connect()
-            except OperationalError as err:
-                if delay is None:
-                    raise StorageError(f"{action} failed: the label store at {self.where} is unreachable "
-                                       f"({_one_line(err)})") from err
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        return self.db.connect(action)
 
     def add(
         self,
@@ -161,7 +126,7 @@ class LabelStore:
             with self._connect("storing labels") as conn, Session(bind=conn) as session, session.begin():
                 session.add_all(rows)
         except SQLAlchemyError as err:
-            raise StorageError(f"could not store labels in {self.where}: {_one_line(err)}; none stored") from err
+            raise StorageError(f"could not store labels in {self.where}: {one_line(err)}; none stored") from err
         return len(rows)
 
     def all(self) -> pd.DataFrame:
@@ -171,7 +136,7 @@ class LabelStore:
                 rows = session.execute(select(LabelRow).order_by(LabelRow.id)).scalars().all()
                 data = [{c: getattr(r, c) for c in COLUMNS} for r in rows]
         except SQLAlchemyError as err:
-            raise StorageError(f"could not read labels from {self.where}: {_one_line(err)}") from err
+            raise StorageError(f"could not read labels from {self.where}: {one_line(err)}") from err
         return pd.DataFrame(data, columns=list(COLUMNS))
 
     def latest(self) -> pd.DataFrame:
@@ -232,27 +197,6 @@ class LabelStore:
         except UnicodeDecodeError as err:
             raise InputFileError(str(path), f"not UTF-8 text ({err})") from err
         return self.add_many(records)
-
-
-#: Seconds to wait before each new connection attempt; None: give up. About 3 s in all.
-_CONNECT_RETRIES: tuple[float | None, ...] = (0.25, 0.75, 2.0, None)
-
-
-def _installed_driver(url: URL) -> URL:
-    """`url` with a PostgreSQL driver that is installed: ``postgresql://`` and ``postgresql+psycopg2://``
-    (SQLAlchemy's default driver, spelled so in many deployments) use psycopg 3 when psycopg2 is absent."""
-    if url.get_backend_name() != "postgresql" or url.get_driver_name() not in ("psycopg2", ""):
-        return url
-    if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
-        return url.set(drivername="postgresql+psycopg")
-    return url
-
-
-def _one_line(err: BaseException) -> str:
-    """The driver's own first line of an error, without SQLAlchemy's statement dump and help links."""
-    cause = getattr(err, "orig", None) or err
-    lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(cause).__name__
 
 
 def as_export(labels: pd.DataFrame) -> pd.DataFrame:

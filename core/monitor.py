@@ -11,14 +11,11 @@ See docs/monitoring.md.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,15 +27,15 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    create_engine,
     delete,
     select,
 )
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from core import alerts as rules
+from core.database import Database, one_line
 from core.errors import StorageError
 
 SCORE = "score"
@@ -46,28 +43,6 @@ SHIFT = "shift"
 GROWN = ("new", "grown")  # cluster statuses whose terms the history keeps
 _TERMS = 5  # terms kept per grown cluster
 _CLUSTERS = 5  # grown clusters kept per record
-
-
-_CONNECT_RETRIES: tuple[float | None, ...] = (0.25, 0.75, 2.0, None)  # seconds; a server restart passes
-
-
-def _installed_driver(url: URL) -> URL:
-    """``postgresql://`` with psycopg 3 when psycopg2 (SQLAlchemy's default driver) is not installed.
-
-    Kept apart from `core.labels` (same rule) so the history opens without the label scorer's imports.
-    """
-    if url.get_backend_name() != "postgresql" or url.get_driver_name() not in ("psycopg2", ""):
-        return url
-    if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
-        return url.set(drivername="postgresql+psycopg")
-    return url
-
-
-def _one_line(err: BaseException) -> str:
-    """The driver's first line of an error, without SQLAlchemy's statement dump."""
-    cause = getattr(err, "orig", None) or err
-    lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(cause).__name__
 
 
 class _Base(DeclarativeBase):
@@ -284,38 +259,12 @@ class MonitorStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        parsed = _installed_driver(make_url(url))
-        self.where = parsed.render_as_string(hide_password=True)
-        options: dict[str, Any] = {}
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database not in (None, "", ":memory:"):
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        else:
-            options["pool_pre_ping"] = True
-        try:
-            self.engine = create_engine(parsed, **options)
-            for attempt in range(2):  # a second process may create the tables between our check and CREATE
-                try:
-                    with self._connect("opening the run history") as conn:
-                        _Base.metadata.create_all(conn)
-                        conn.commit()
-                    break
-                except (IntegrityError, ProgrammingError):
-                    if attempt:
-                        raise
-        except (SQLAlchemyError, ImportError) as err:
-            raise StorageError(f"cannot open the run history at {self.where}: {_one_line(err)}") from err
+        self.db = Database(url, _Base.metadata, "the run history")
+        self.engine = self.db.engine
+        self.where = self.db.where
 
     def _connect(self, action: str) -> Connection:
-        for delay in _CONNECT_RETRIES:
-            try:
-                return self.engine.connect()
-            except OperationalError as err:
-                if delay is None:
-                    raise StorageError(f"{action} failed: the database at {self.where} is unreachable "
-                                       f"({_one_line(err)})") from err
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        return self.db.connect(action)
 
     # runs ------------------------------------------------------------------------------------------------
     def record(self, run: RunRecord) -> None:
@@ -336,11 +285,11 @@ class MonitorStore:
             except IntegrityError as err:
                 if attempt:
                     raise StorageError(f"could not record the run of {run.batch!r} in {self.where}: "
-                                       f"{_one_line(err)}") from err
+                                       f"{one_line(err)}") from err
                 row = RunRow(**{c.name: getattr(row, c.name) for c in RunRow.__table__.columns if c.name != "id"})
             except SQLAlchemyError as err:
                 raise StorageError(f"could not record the run of {run.batch!r} in {self.where}: "
-                                   f"{_one_line(err)}") from err
+                                   f"{one_line(err)}") from err
 
     def runs(self) -> list[RunRecord]:
         """Every stored run, oldest recording first."""
@@ -349,7 +298,7 @@ class MonitorStore:
                 rows = session.execute(select(RunRow).order_by(RunRow.recorded_at, RunRow.id)).scalars().all()
                 return [_run_of(r) for r in rows]
         except SQLAlchemyError as err:
-            raise StorageError(f"could not read the run history from {self.where}: {_one_line(err)}") from err
+            raise StorageError(f"could not read the run history from {self.where}: {one_line(err)}") from err
 
     # alerts ----------------------------------------------------------------------------------------------
     def add_alerts(self, decisions: Iterable[rules.AlertDecision]) -> list[Alert]:
@@ -376,7 +325,7 @@ class MonitorStore:
         except IntegrityError:  # another process stored them first: theirs are the alerts
             return []
         except SQLAlchemyError as err:
-            raise StorageError(f"could not store alerts in {self.where}: {_one_line(err)}") from err
+            raise StorageError(f"could not store alerts in {self.where}: {one_line(err)}") from err
         return stored
 
     def alerts(self, undelivered: bool = False) -> list[Alert]:
@@ -388,7 +337,7 @@ class MonitorStore:
             with self._connect("reading alerts") as conn, Session(bind=conn) as session:
                 return [_alert_of(r) for r in session.execute(query).scalars().all()]
         except SQLAlchemyError as err:
-            raise StorageError(f"could not read alerts from {self.where}: {_one_line(err)}") from err
+            raise StorageError(f"could not read alerts from {self.where}: {one_line(err)}") from err
 
     def mark_delivery(self, alert: Alert, delivery: rules.Delivery) -> None:
         """Record the outcome of sending `alert` (attempts add up over calls)."""
@@ -402,7 +351,7 @@ class MonitorStore:
                     row.attempts = int(row.attempts or 0) + int(delivery.attempts)
                     row.last_error = delivery.last_error
         except SQLAlchemyError as err:
-            raise StorageError(f"could not record an alert delivery in {self.where}: {_one_line(err)}") from err
+            raise StorageError(f"could not record an alert delivery in {self.where}: {one_line(err)}") from err
 
     # the timeline -----------------------------------------------------------------------------------------
     def timeline(self) -> list[BatchPoint]:

@@ -162,20 +162,16 @@ def test_workspace_records_scores_and_shift_checks_of_stored_batches(workspace, 
     assert len(receiver.bodies) == len(alerts)
 
 
-def test_a_broken_history_database_does_not_fail_the_score(workspace, hashing_embedder, caplog) -> None:
+def test_a_broken_history_database_does_not_fail_the_score(workspace, hashing_embedder, caplog, monkeypatch) -> None:
+    import core.database
     from core.bundle import ModelBundle
 
     ws = workspace
     bundle = ModelBundle.fit(ws.batches.frame("reference"), hashing_embedder, detectors=("knn",), project=False)
     ws.settings = ws.settings.model_copy(update={"labels_url": "postgresql+psycopg://u:secret@127.0.0.1:1/none"})
     ws._monitor = None
-    import core.monitor
-
-    core.monitor._CONNECT_RETRIES = (None,)  # fail at once (restored below)
-    try:
-        scores = ws.score_with(bundle, "1", ws.batches.frame("current"), batch="current")
-    finally:
-        core.monitor._CONNECT_RETRIES = (0.25, 0.75, 2.0, None)
+    monkeypatch.setattr(core.database, "CONNECT_RETRIES", (None,))  # fail at once
+    scores = ws.score_with(bundle, "1", ws.batches.frame("current"), batch="current")
     assert len(scores.result.scores) == 150
     assert "run history was not updated" in caplog.text and "secret" not in caplog.text
 
