@@ -117,7 +117,7 @@ def _relay_process_main() -> None:  # pragma: no cover - runs in a subprocess
 
 
 def start_relay_process(target: int, port: int, trigger: bytes | None = None) -> subprocess.Popen:
-    code = "from tests.test_faults import _relay_process_main; _relay_process_main()"
+    code = "from tests.integration.test_faults import _relay_process_main; _relay_process_main()"
     process = subprocess.Popen([sys.executable, "-c", code, str(target), str(port), (trigger or b"").decode()],
                                cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
