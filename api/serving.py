@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from api.schemas import ContributionOut, ModelRef, NeighbourOut, PredictionOut
 from core.bundle import ModelBundle
 from core.defaults import CHAMPION
-from core.errors import ModelUnavailableError, WeightsError, WorkbenchError
+from core.errors import ModelUnavailableError, WeightsError
 from core.pipeline import Workspace
+from core.serving import score_requests
 from core.text.embed import Embedder
 
 log = logging.getLogger("api")
@@ -140,61 +140,11 @@ def to_predictions(
     return out
 
 
-def canonical_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Request rows -> the canonical frame; a row that cannot be scored raises `InputFileError` (422)."""
-    from core.io.load import load_records
-
-    return load_records(records, name="request")
-
-
 def score_jobs(loaded: Loaded, embedder: Embedder, jobs: list[list[dict[str, Any]]]) -> list[list[PredictionOut] | Exception]:
-    """Score several requests in one `bundle.score` call: one embedding pass, one pass of every detector.
-
-    Each request is its own group (`core.detect.signals.GROUP_COLUMN`): the duplicate signal never compares one
-    client's review with another's, and the ensemble uses every group, so a request's scores do not depend
-    on which other requests happened to share its micro-batch. The requests are canonicalised together too
-    (ids and duplicate flags per request); when that fails, one by one, so only the bad request fails.
-    """
-    from core.detect.signals import GROUP_COLUMN
-    from core.io.load import load_records
-
-    results: list[list[PredictionOut] | Exception | None] = [None] * len(jobs)
-    try:
-        combined = load_records([r for records in jobs for r in records], name="request",
-                                groups=[k for k, records in enumerate(jobs) for _ in records])
-        valid = list(range(len(jobs)))
-    except WorkbenchError:
-        frames: list[tuple[int, pd.DataFrame]] = []
-        for k, records in enumerate(jobs):
-            try:
-                frames.append((k, canonical_frame(records)))
-            except WorkbenchError as err:
-                results[k] = err
-        if not frames:
-            return results  # type: ignore[return-value]
-        combined = pd.concat([frame for _, frame in frames], ignore_index=True)
-        valid = [k for k, _ in frames]
-    combined[GROUP_COLUMN] = np.repeat(valid, [len(jobs[k]) for k in valid])
-    bounds = np.cumsum([0] + [len(jobs[k]) for k in valid])
-    slices = [slice(bounds[i], bounds[i + 1]) for i in range(len(valid))]
-    try:
-        scores = loaded.bundle.score(combined, embedder)
-    except Exception:
-        if len(valid) == 1:
-            raise
-        # One bad request must not fail the others: score each on its own to find and isolate it.
-        for k, part in zip(valid, slices, strict=True):
-            try:
-                frame = combined.iloc[part].drop(columns=GROUP_COLUMN).reset_index(drop=True)
-                results[k] = to_predictions(loaded.bundle.score(frame, embedder), loaded.ref)
-            except Exception as err:
-                results[k] = err
-        return results  # type: ignore[return-value]
-    # What a request lacked is its own business, not the micro-batch's.
-    missing = loaded.bundle.outlier.feature_pipeline_.missing_in_slices(combined, slices)
-    for k, part, lacked in zip(valid, slices, missing, strict=True):
-        results[k] = to_predictions(scores, loaded.ref, range(part.start, part.stop), lacked)
-    return results  # type: ignore[return-value]
+    """Score several requests as one batch (`core.serving.score_requests`) and map each to its response rows."""
+    return [outcome if isinstance(outcome, Exception)
+            else to_predictions(outcome.scores, loaded.ref, outcome.rows, outcome.missing)
+            for outcome in score_requests(loaded.bundle, embedder, jobs)]
 
 
 @dataclass

@@ -13,7 +13,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core import explore
 from core.defaults import CHALLENGER, CHAMPION
+from core.explore import ScoredBatch
 from core.pipeline import Workspace
 from core.settings import get_settings
 
@@ -134,30 +136,12 @@ def labels() -> pd.DataFrame:
     return workspace().labels().latest()
 
 
-DISPLAY_COLUMNS = ("text", "title", "rating", "category", "timestamp", "verified_purchase")
-
-
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _map_frame(home: str, tracking_uri: str, names: tuple[str, ...], versions: tuple[str, ...],
                model_version: str) -> pd.DataFrame:
     bundle = model(model_version)
-    ref_coords = bundle.reference_coords()
-    parts = []
-    for name in names:
-        scored = scores(name, model_version).frame.reset_index(drop=True)
-        reviews = frame(name).reset_index(drop=True)
-        part = scored.copy()
-        part.insert(0, "batch", name)
-        part.insert(1, "pos", range(len(part)))
-        if len(reviews) == len(part):  # scores come back in input order, one row per review
-            for column in DISPLAY_COLUMNS:
-                if column in reviews.columns:
-                    part[column] = reviews[column].to_numpy()
-        # The model's own reference batch is drawn where UMAP placed it when fitting (transform would move it).
-        if name == bundle.meta.get("reference_batch") and ref_coords is not None and len(ref_coords) == len(part):
-            part["x"], part["y"] = ref_coords[:, 0], ref_coords[:, 1]
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    batches = [ScoredBatch(name, frame(name), scores(name, model_version).frame) for name in names]
+    return explore.map_frame(batches, bundle.meta.get("reference_batch"), bundle.reference_coords())
 
 
 def map_frame(names: list[str], model_version: str) -> pd.DataFrame:

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from api.deps import ApiKeyDep, BatcherDep, ServedDep, SettingsDep, WorkspaceDep
 from api.routes.predict import ERRORS
 from api.schemas import ShiftIn, ShiftOut
-from api.serving import canonical_frame
 from core.errors import ParameterError
+from core.serving import canonical_request
 
 router = APIRouter(tags=["shift"], dependencies=[ApiKeyDep])
 
@@ -22,7 +22,7 @@ async def shift(body: ShiftIn, workspace: WorkspaceDep, served: ServedDep, batch
     if len(body.reviews) > settings.api_max_batch:
         raise ParameterError(f"reviews: at most {settings.api_max_batch} reviews per request, got {len(body.reviews)}")
     loaded = served.get()
-    frame = canonical_frame([r.record() for r in body.reviews])
+    frame = canonical_request([r.record() for r in body.reviews])
 
     def run() -> dict[str, Any]:
         from core.report import report_to_dict
