@@ -28,7 +28,10 @@ def _moved() -> list[tuple[str, str, type]]:
         module = importlib.import_module(new)
         for name in dir(module):
             cls = getattr(module, name)
-            if isinstance(cls, type) and cls.__module__.startswith(new) and (old, name) not in MOVED_CLASSES:
+            # Defined there, or re-exported (`__all__`) for saved models after the class moved on again.
+            ours = cls.__module__.startswith(new) if isinstance(cls, type) else False
+            exported = name in getattr(module, "__all__", ())
+            if isinstance(cls, type) and (ours or exported) and (old, name) not in MOVED_CLASSES:
                 found.append((old, name, cls))
     return found
 
