@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -50,11 +51,15 @@ with errors_shown():
     fig.add_trace(go.Scatter(
         x=x, y=[p.shift_p_value for p in points], mode="lines+markers", name="shift p-value", yaxis="y2",
         line={"dash": "dot", "color": "#F58518"}, text=labels, hovertemplate="%{text}<br>p = %{y:.2g}<extra></extra>"))
-    # The two levels sit close on a log axis: their labels go to opposite ends so they do not overlap.
-    for threshold, name, where in ((batch_level / family, "first Holm step", "bottom left"),
-                                   (batch_level, "per-batch level", "top right")):
-        fig.add_hline(y=threshold, yref="y2", line_dash="dash", line_color="#E45756",
-                      annotation_text=f"{name} {threshold:.2g}", annotation_position=where)
+    # The two levels sit close on a log axis: their labels go to opposite ends so they do not overlap. The
+    # labels are annotations of their own: on a log axis plotly places an annotation at 10 ** y (a line's label
+    # from add_hline would sit near p = 1, far above its line).
+    for threshold, name, side, below in ((batch_level / family, "first Holm step", 0.0, True),
+                                         (batch_level, "per-batch level", 1.0, False)):
+        fig.add_hline(y=threshold, yref="y2", line_dash="dash", line_color="#E45756")
+        fig.add_annotation(x=side, xref="paper", y=math.log10(threshold), yref="y2", showarrow=False,
+                           text=f"{name} {threshold:.2g}", xanchor="left" if side == 0.0 else "right",
+                           yanchor="top" if below else "bottom", font={"color": "#E45756"})
     when = {p.batch: p.start for p in points}
     shown = [a for a in history.alerts if a.batch in when]
     if shown:
