@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import DateTime, Integer, String, Text, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -84,9 +83,6 @@ class LabelStore:
         #: The URL as messages show it: never the password.
         self.where = self.db.where
 
-    def _connect(self, action: str) -> Connection:
-        return self.db.connect(action)
-
     def add(
         self,
         review_id: str,
@@ -123,7 +119,7 @@ class LabelStore:
             )
         # One transaction: when the server goes away mid-way, none of the rows is stored.
         try:
-            with self._connect("storing labels") as conn, Session(bind=conn) as session, session.begin():
+            with self.db.connect("storing labels") as conn, Session(bind=conn) as session, session.begin():
                 session.add_all(rows)
         except SQLAlchemyError as err:
             raise StorageError(f"could not store labels in {self.where}: {one_line(err)}; none stored") from err
@@ -132,7 +128,7 @@ class LabelStore:
     def all(self) -> pd.DataFrame:
         """Every stored label, oldest first."""
         try:
-            with self._connect("reading labels") as conn, Session(bind=conn) as session:
+            with self.db.connect("reading labels") as conn, Session(bind=conn) as session:
                 rows = session.execute(select(LabelRow).order_by(LabelRow.id)).scalars().all()
                 data = [{c: getattr(r, c) for c in COLUMNS} for r in rows]
         except SQLAlchemyError as err:

@@ -30,7 +30,6 @@ from sqlalchemy import (
     delete,
     select,
 )
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -263,9 +262,6 @@ class MonitorStore:
         self.engine = self.db.engine
         self.where = self.db.where
 
-    def _connect(self, action: str) -> Connection:
-        return self.db.connect(action)
-
     # runs ------------------------------------------------------------------------------------------------
     def record(self, run: RunRecord) -> None:
         """Store `run`, replacing the row of the same batch, record, model version and reference."""
@@ -278,7 +274,7 @@ class MonitorStore:
                                     RunRow.model_version == run.model_version, RunRow.reference == run.reference)
         for attempt in range(2):  # two writers of the same key: the loser replaces the winner's row
             try:
-                with self._connect("recording a run") as conn, Session(bind=conn) as session, session.begin():
+                with self.db.connect("recording a run") as conn, Session(bind=conn) as session, session.begin():
                     session.execute(same)
                     session.add(row)
                 return
@@ -294,7 +290,7 @@ class MonitorStore:
     def runs(self) -> list[RunRecord]:
         """Every stored run, oldest recording first."""
         try:
-            with self._connect("reading the run history") as conn, Session(bind=conn) as session:
+            with self.db.connect("reading the run history") as conn, Session(bind=conn) as session:
                 rows = session.execute(select(RunRow).order_by(RunRow.recorded_at, RunRow.id)).scalars().all()
                 return [_run_of(r) for r in rows]
         except SQLAlchemyError as err:
@@ -318,7 +314,7 @@ class MonitorStore:
         if not fresh:
             return []
         try:
-            with self._connect("storing alerts") as conn, Session(bind=conn) as session, session.begin():
+            with self.db.connect("storing alerts") as conn, Session(bind=conn) as session, session.begin():
                 session.add_all(fresh)
                 session.flush()
                 stored = [_alert_of(r) for r in fresh]
@@ -334,7 +330,7 @@ class MonitorStore:
         if undelivered:
             query = query.where(AlertRow.delivered.is_(False))
         try:
-            with self._connect("reading alerts") as conn, Session(bind=conn) as session:
+            with self.db.connect("reading alerts") as conn, Session(bind=conn) as session:
                 return [_alert_of(r) for r in session.execute(query).scalars().all()]
         except SQLAlchemyError as err:
             raise StorageError(f"could not read alerts from {self.where}: {one_line(err)}") from err
@@ -342,7 +338,7 @@ class MonitorStore:
     def mark_delivery(self, alert: Alert, delivery: rules.Delivery) -> None:
         """Record the outcome of sending `alert` (attempts add up over calls)."""
         try:
-            with self._connect("recording a delivery") as conn, Session(bind=conn) as session, session.begin():
+            with self.db.connect("recording a delivery") as conn, Session(bind=conn) as session, session.begin():
                 row = session.execute(select(AlertRow).where(
                     AlertRow.batch == alert.batch, AlertRow.kind == alert.kind, AlertRow.rule == alert.rule,
                     AlertRow.model_version == alert.model_version)).scalar_one_or_none()
