@@ -454,6 +454,8 @@ def monitor(
     out.print(table)
     out.print(f"{len(history.batches)} batches; {len(history.alerts)} alerts at a false-alarm level of "
               f"{history.level:g} per batch", highlight=False)
+    for c in history.champions:
+        out.print(f"champion: version {c.version} {c.event} {c.at:%Y-%m-%d %H:%M} UTC", highlight=False, markup=False)
     for a in history.alerts:
         sent = "delivered" if a.delivered else (f"not delivered ({a.last_error})" if a.attempts else "not sent")
         out.print(f"ALERT {a.batch}: {a.kind} ({a.rule} rule, p {a.p_value:.2g} <= {a.level:.2g}); {sent}",

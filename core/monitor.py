@@ -92,6 +92,29 @@ class AlertRow(_Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class ChampionRow(_Base):
+    """One change of the champion alias: a promotion, a rollback, or the first registered version."""
+
+    __tablename__ = "monitor_champions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(16))  # promoted | rolled back
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    """The champion alias given to `version` at `at` (`event`: ``promoted`` or ``rolled back``)."""
+
+    version: str
+    event: str
+    at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {"version": self.version, "event": self.event, "at": self.at.isoformat()}
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """What one `score` or `shift` of a batch left in the history (`MonitorStore.record`)."""
@@ -169,10 +192,28 @@ class History:
     batches: tuple[BatchPoint, ...]
     alerts: tuple[Alert, ...]
     level: float
+    champions: tuple[ChampionChange, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {"level": self.level, "batches": [b.as_json() for b in self.batches],
-                "alerts": [a.as_json() for a in self.alerts]}
+                "alerts": [a.as_json() for a in self.alerts],
+                "champion_changes": [c.as_json() for c in self.champions]}
+
+    def version_changes(self) -> list[tuple[BatchPoint, ChampionChange | None]]:
+        """The batches where the scoring model changes, each with the champion change that brought that version
+        in (the latest one before the batch was scored), if one was recorded.
+
+        The timeline's axis is the batches' review dates, not the wall clock of a promotion; a promotion is
+        therefore shown at the first batch its version scored.
+        """
+        out: list[tuple[BatchPoint, ChampionChange | None]] = []
+        previous = None
+        for point in self.batches:
+            if point.model_version and previous is not None and point.model_version != previous:
+                changes = [c for c in self.champions if c.version == point.model_version]
+                out.append((point, changes[-1] if changes else None))
+            previous = point.model_version or previous
+        return out
 
 
 # -- building records --------------------------------------------------------------------------------------
@@ -349,13 +390,34 @@ class MonitorStore:
         except SQLAlchemyError as err:
             raise StorageError(f"could not record an alert delivery in {self.where}: {one_line(err)}") from err
 
+    # champion changes ----------------------------------------------------------------------------------
+    def record_champion(self, version: str, event: str) -> None:
+        """Store that the champion alias moved to `version` now (`event`: ``promoted`` or ``rolled back``)."""
+        try:
+            with self.db.connect("recording a champion change") as conn, Session(bind=conn) as session, \
+                    session.begin():
+                session.add(ChampionRow(version=str(version), event=event, at=datetime.now(UTC)))
+        except SQLAlchemyError as err:
+            raise StorageError(f"could not record the champion change to version {version} in {self.where}: "
+                               f"{one_line(err)}") from err
+
+    def champion_changes(self) -> list[ChampionChange]:
+        """Every recorded champion change, oldest first."""
+        try:
+            with self.db.connect("reading champion changes") as conn, Session(bind=conn) as session:
+                rows = session.execute(select(ChampionRow).order_by(ChampionRow.at, ChampionRow.id)).scalars().all()
+                return [ChampionChange(r.version, r.event, _as_utc(r.at) or datetime.now(UTC)) for r in rows]
+        except SQLAlchemyError as err:
+            raise StorageError(f"could not read champion changes from {self.where}: {one_line(err)}") from err
+
     # the timeline -----------------------------------------------------------------------------------------
     def timeline(self) -> list[BatchPoint]:
         """One point per batch and model version scored (shift-only batches too), in time order."""
         return timeline(self.runs())
 
     def history(self, level: float) -> History:
-        return History(batches=tuple(self.timeline()), alerts=tuple(self.alerts()), level=level)
+        return History(batches=tuple(self.timeline()), alerts=tuple(self.alerts()), level=level,
+                       champions=tuple(self.champion_changes()))
 
     def evaluate(self, level: float, sequential: bool = True) -> list[Alert]:
         """Run the alert rules over the timeline; store and return the alerts not stored before."""

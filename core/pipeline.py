@@ -187,9 +187,10 @@ class Workspace:
 
     # Models ---------------------------------------------------------------------------------
     def registry(self) -> Registry:
+        """The MLflow registry; every champion change through it is also marked on the Monitor timeline."""
         from core.tracking import Registry
 
-        return Registry(self.settings)
+        return Registry(self.settings, on_champion=lambda version, event: self.monitor().record_champion(version, event))
 
     def labels(self) -> LabelStore:
         from core.labels import LabelStore

@@ -20,6 +20,7 @@ import re
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,8 @@ from core.bundle import ModelBundle
 from core.defaults import CHALLENGER, CHAMPION
 from core.errors import ModelUnavailableError, NotFoundError, StorageError, WorkbenchError
 from core.settings import Settings
+
+_log = logging.getLogger(__name__)
 
 EXPERIMENT = "review-workbench"
 _HISTORY_TAG = "champion_history"
@@ -154,11 +157,12 @@ def code_version() -> str:
 class Registry:
     """Tracking and registry operations against the store the settings choose."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_champion: Callable[[str, str], None] | None = None) -> None:
         import mlflow
         from mlflow.tracking import MlflowClient
 
         self.settings = settings
+        self.on_champion = on_champion  # told (version, "promoted" | "rolled back") after the alias moved
         self.uri = settings.resolved_tracking_uri
         self.name = settings.registered_model_name
         if self.uri.startswith("sqlite:"):
@@ -357,6 +361,11 @@ class Registry:
         if record:
             history = [v for v in self._history() if v != version][-19:] + [version]
             self.client.set_registered_model_tag(self.name, _HISTORY_TAG, json.dumps(history))
+        if self.on_champion is not None:
+            try:
+                self.on_champion(version, "promoted" if record else "rolled back")
+            except WorkbenchError as err:  # the alias moved; only its mark on the Monitor timeline is missing
+                _log.warning("the champion change to version %s was not recorded: %s", version, err)
 
     def promote(self, version: str | None = None) -> str:
         """Make `version` (default: the challenger) the champion."""

@@ -68,12 +68,12 @@ with errors_shown():
             yaxis="y2", name="alert", marker={"symbol": "x", "size": 14, "color": "#E45756"},
             text=[chart_text(f"{a.batch}: {a.kind} ({a.rule} rule)") for a in shown],
             hovertemplate="%{text}<br>p = %{y:.2g}<extra></extra>"))
-    # Model versions: a dotted line where the scoring model changes.
-    previous = None
-    for p in points:
-        if p.model_version and previous is not None and p.model_version != previous:
-            fig.add_vline(x=p.start, line_dash="dot", line_color="#888")
-        previous = p.model_version or previous
+    # Model versions: a dotted line at the first batch a new model scored, labelled with its promotion if recorded.
+    for point, change in history.version_changes():
+        fig.add_vline(x=point.start, line_dash="dot", line_color="#888")
+        label = f"v{point.model_version}" + (f" {change.event} {change.at:%Y-%m-%d %H:%M}" if change else "")
+        fig.add_annotation(x=point.start, y=1.0, yref="paper", showarrow=False, xanchor="left", yanchor="bottom",
+                           text=chart_text(label), font={"color": "#666", "size": 11})
     fig.update_layout(
         height=460, margin={"t": 30, "b": 10}, hovermode="closest", legend={"orientation": "h", "y": -0.15},
         yaxis={"title": "flagged share", "tickformat": ".0%", "rangemode": "tozero"},
@@ -91,6 +91,10 @@ with errors_shown():
                               f"p {a.p_value:.2g} ≤ {a.level:.2g}; {sent}"))
     else:
         st.write("No alert so far.")
+
+    if history.champions:
+        with st.expander(f"Champion changes ({len(history.champions)})"):
+            st.dataframe(pd.DataFrame([c.as_json() for c in history.champions]), hide_index=True, width="stretch")
 
     st.subheader("Batches")
     table = pd.DataFrame(history_frame_rows(history))

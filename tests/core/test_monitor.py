@@ -86,6 +86,23 @@ def test_history_json_is_in_time_order_with_the_promised_shape(store_url: str) -
     assert all(a["p_value"] <= a["level"] and a["delivered"] is False for a in alerts)
 
 
+def test_champion_changes_are_stored_and_marked_at_the_first_batch_their_version_scored(store_url: str) -> None:
+    store = seed(store_url)
+    store.record_champion("2", "promoted")
+    for week in (6, 7):  # scored by the new champion after its promotion
+        store.record(_score(f"w{week:02d}", week, version="2"))
+    history = MonitorStore(store_url).history(0.01)
+    assert [(c.version, c.event) for c in history.champions] == [("2", "promoted")]
+    ((point, change),) = history.version_changes()
+    assert point.batch == "w06" and change is not None and change.version == "2"
+    body = json.loads(json.dumps(history.as_json()))
+    assert body["champion_changes"][0]["version"] == "2" and body["champion_changes"][0]["event"] == "promoted"
+    store.record_champion("1", "rolled back")
+    store.record(_score("w08", 8, version="1"))
+    changes = MonitorStore(store_url).history(0.01).version_changes()
+    assert [(p.batch, c.event if c else None) for p, c in changes] == [("w06", "promoted"), ("w08", "rolled back")]
+
+
 def test_alerts_are_stored_once_and_their_delivery_is_recorded(tmp_path: Path) -> None:
     store = seed(f"sqlite:///{tmp_path / 'labels.db'}")
     assert len(store.evaluate(0.01)) == 2
@@ -218,7 +235,10 @@ def test_monitor_page_shows_the_timeline_table_and_downloads(home: Path) -> None
 
     from core.settings import get_settings
 
-    seed(get_settings().resolved_labels_url).evaluate(0.01)
+    store = seed(get_settings().resolved_labels_url)
+    store.evaluate(0.01)
+    store.record_champion("2", "promoted")
+    store.record(_score("w06", 6, version="2"))
     at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages" / "monitor.py"), default_timeout=60)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -226,8 +246,9 @@ def test_monitor_page_shows_the_timeline_table_and_downloads(home: Path) -> None
     # through `plain`: Markdown punctuation escaped, so Streamlit shows exactly these characters
     assert "w05\\: novelty \\(batch rule\\)" in shown and "w05\\: shift" in shown
     assert len(at.get("download_button")) == 2
-    table = at.dataframe[0].value
-    assert list(table["batch"]) == [f"w{w:02d}" for w in range(6)]
+    table = next(d.value for d in at.dataframe if "batch" in d.value.columns)
+    assert list(table["batch"]) == [f"w{w:02d}" for w in range(7)]
+    assert [e.label for e in at.expander] == ["Champion changes (1)"]
     assert "<b>cable</b>, hdmi" in set(table["grown_cluster_terms"])  # as text, in the table
     assert "Alerts promise at most 0.01 false alarms per batch" in "\n".join(str(c.value) for c in at.caption)
 
@@ -263,6 +284,7 @@ def test_cli_score_and_the_dag_task_record_the_batch_and_deliver_alerts(
             undo()
     runs = ws.monitor().runs()
     assert {(r.record, r.model_version) for r in runs if r.batch == "current"} == {(SCORE, "1"), (SHIFT, "1")}
+    assert [(c.version, c.event) for c in ws.monitor().champion_changes()] == [("1", "promoted")]  # first model
     assert outcome["alerts"] == len(ws.monitor().alerts()) > 0
     assert all(a.delivered for a in ws.monitor().alerts())
     assert len(receiver.bodies) == len(ws.monitor().alerts()) + 1  # one retried
