@@ -3,7 +3,7 @@
 Seeds a temporary WORKBENCH_HOME's run history with the 52 scored and shift-checked batches (and their alerts)
 of tests/ui/test_monitor_browser.py (no model needed), starts ``streamlit run workbench/app.py`` headless and
 drives Debian Chromium with Playwright: one warm-up load (Streamlit compiles the page), then timed loads from
-navigation to the timeline drawn (plotly laid out the 52 points) and to the alert list shown. Prints a markdown
+navigation to the timeline drawn (Vega rendered the chart's canvas) and to the alert list shown. Prints a markdown
 table and writes bench/results/monitor_ui.json. Target: <= 3 s.
 
     .venv/bin/python bench/monitor_ui.py [--runs 5] [--weeks 52]
@@ -58,7 +58,7 @@ def main() -> None:
                 page.goto(f"{url}/monitor")
                 page.wait_for_selector('[data-testid="stApp"]')
                 shell = time.perf_counter() - start
-                page.wait_for_function(DRAWN, arg=args.weeks)
+                page.wait_for_function(DRAWN)
                 drawn = time.perf_counter() - start
                 page.get_by_text(f"Alerts ({len(alerts)})").wait_for()
                 listed = time.perf_counter() - start

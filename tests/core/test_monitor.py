@@ -249,6 +249,7 @@ def test_monitor_page_shows_the_timeline_table_and_downloads(home: Path) -> None
     table = next(d.value for d in at.dataframe if "batch" in d.value.columns)
     assert list(table["batch"]) == [f"w{w:02d}" for w in range(7)]
     assert [e.label for e in at.expander] == ["Champion changes (1)"]
+    assert len(at.get("vega_lite_chart")) == 1  # the timeline
     assert "<b>cable</b>, hdmi" in set(table["grown_cluster_terms"])  # as text, in the table
     assert "Alerts promise at most 0.01 false alarms per batch" in "\n".join(str(c.value) for c in at.caption)
 

@@ -6,7 +6,6 @@ The history is written straight into the run history (no model needed). How fast
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -83,33 +82,34 @@ def monitor_server(home: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-#: True once the timeline is drawn: the "flagged: all" trace laid out with `n` points (plotly's _fullData).
-DRAWN = ("n => { const g = document.querySelector('.js-plotly-plot');"
-         " if (!g || !g._fullData) return false;"
-         " const t = g._fullData.find(d => d.name === 'flagged: all');"
-         " return !!t && t.x && t.x.length >= n && !!g.querySelector('.scatterlayer .trace'); }")
+#: True once the timeline is drawn: Vega rendered the chart into a canvas (or an SVG) of non-zero size.
+DRAWN = ("() => { const c = document.querySelector('[data-testid=\"stVegaLiteChart\"] canvas, '"
+         " + '[data-testid=\"stVegaLiteChart\"] svg.marks');"
+         " return !!c && c.getBoundingClientRect().width > 0 && c.getBoundingClientRect().height > 0; }")
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Alert]]]:
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Alert], str]]:
+    """The page's URL, the alerts the seeded history raised, and the history's database URL."""
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium missing: apt-get install -y chromium fonts-noto-color-emoji")
     pytest.importorskip("playwright.sync_api")
     from core.settings import Settings
 
     home = tmp_path_factory.mktemp("monitor-home") / "home"
-    alerts = seed_history(Settings(home=home).resolved_labels_url)
+    store_url = Settings(home=home).resolved_labels_url
+    alerts = seed_history(store_url)
     proc, url = monitor_server(home, tmp_path_factory.mktemp("streamlit-log") / "streamlit.log")
     try:
-        yield url, alerts
+        yield url, alerts, store_url
     finally:
         stop(proc, timeout=15)
 
 
-def test_monitor_page_draws_a_year_of_batches_and_their_alerts(seeded: tuple[str, list[Alert]]) -> None:
+def test_monitor_page_draws_a_year_of_batches_and_their_alerts(seeded: tuple[str, list[Alert], str]) -> None:
     from playwright.sync_api import sync_playwright
 
-    url, alerts = seeded
+    url, alerts, _ = seeded
     # The planted evidence raised its alerts (and the uniform weeks around it, if any, are shown too).
     assert {(a.batch, a.kind) for a in alerts} >= {("week-21", "novelty"), ("week-34", "duplicate"),
                                                    ("week-48", "shift")}
@@ -121,33 +121,29 @@ def test_monitor_page_draws_a_year_of_batches_and_their_alerts(seeded: tuple[str
             page.set_default_timeout(120_000)
             page.goto(f"{url}/monitor")
             page.wait_for_selector('[data-testid="stApp"]')
-            page.wait_for_function(DRAWN, arg=WEEKS)
+            page.wait_for_function(DRAWN)
             page.get_by_text(f"Alerts ({len(alerts)})").wait_for()
             page.screenshot(path=str(SHOTS / "monitor-52.png"), full_page=True)
             assert page.locator('[data-testid="stException"]').count() == 0
-
-            traces = page.evaluate(
-                "() => document.querySelector('.js-plotly-plot')._fullData"
-                ".map(t => ({name: t.name, n: t.x ? t.x.length : 0, text: t.text || []}))")
-            by_name = {t["name"]: t for t in traces}
-            assert by_name["flagged: all"]["n"] == WEEKS
-            assert by_name["shift p-value"]["n"] == WEEKS
-            assert all(by_name[f"flagged: {k}"]["n"] == WEEKS for k in KINDS)
-            # Every stored alert is a marker on the timeline, named by its batch, kind and rule.
-            assert by_name["alert"]["n"] == len(alerts)
-            assert sorted(by_name["alert"]["text"]) == sorted(f"{a.batch}: {a.kind} ({a.rule} rule)" for a in alerts)
-            # The model change is marked (a dotted vertical line), the alert list names the planted batches.
-            shapes = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullLayout.shapes"
-                                   ".filter(s => s.type === 'line' && s.xref === 'x').length")
-            assert shapes == 1
-            # The level lines' labels sit at their lines (plotly places annotations on a log axis at 10 ** y).
-            labels = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullLayout.annotations"
-                                   ".map(a => ({text: a.text, y: a.y, yref: a.yref}))")
-            levels = {a["text"].rsplit(" ", 1)[0]: a for a in labels if a["yref"] == "y2"}
-            assert levels["per-batch level"]["y"] == pytest.approx(math.log10(0.005))
-            assert levels["first Holm step"]["y"] == pytest.approx(math.log10(0.001))
+            assert page.locator('[data-testid="stVegaLiteChart"]').count() == 1
             listed = page.locator('[data-testid="stMarkdownContainer"]').all_inner_texts()
             assert any("week-48: shift (batch rule)" in t for t in listed)
             page.close()
         finally:
             browser.close()
+
+
+def test_the_timeline_holds_every_batch_alert_level_and_model_change(seeded: tuple[str, list[Alert], str]) -> None:
+    """What the chart draws (`workbench.charts.timeline_frames`, the tables behind its marks) for the same history."""
+    from workbench.charts import ALL, SHIFT, timeline_frames
+
+    _, alerts, store_url = seeded
+    history = MonitorStore(store_url).history(0.01)
+    frames = timeline_frames(history, KINDS, batch_level=0.005, family=len(KINDS) + 1)
+    counts = frames["shares"].groupby("series")["time"].count().to_dict()
+    assert counts == {ALL: WEEKS, **{f"flagged: {k}": WEEKS for k in KINDS}}
+    assert len(frames["p_values"]) == WEEKS and set(frames["p_values"]["series"]) == {SHIFT}
+    # Every stored alert is a marker on the timeline, named by its batch, kind and rule.
+    assert sorted(frames["alerts"]["alert"]) == sorted(f"{a.batch}: {a.kind} ({a.rule} rule)" for a in alerts)
+    assert sorted(frames["levels"]["p"]) == pytest.approx([0.001, 0.005])
+    assert list(frames["changes"]["label"]) == ["v2"]  # one model change, no promotion recorded in this history
