@@ -110,6 +110,27 @@ def test_label_aware_scorer_learns_what_the_labels_show_and_refuses_too_few() ->
     assert scorer.cross_validated(X[:20], np.r_[1, np.zeros(19, dtype=int)]) is None
 
 
+def test_the_blend_takes_the_embedding_model_only_where_the_labels_show_it_ranks_better() -> None:
+    rng = np.random.default_rng(1)
+    n, dims = 400, 24
+    features = rng.normal(size=(n, 4))  # column 0 plays the ensemble statistic (the prior)
+    vectors = rng.normal(size=(n, dims))
+    topic = (vectors[:, :3].sum(axis=1) > 2.2).astype(int)  # outliers by topic: only the embeddings show it
+    X = np.hstack([features, vectors])
+    scorer, oof = LabelAwareScorer(prior_column=0, embedding_columns=dims).choose_blend(X, topic)
+    assert scorer.embedding_weight > 0 and oof is not None and roc_auc_score(topic, oof) > 0.85
+    fitted = scorer.fit(X, topic)
+    assert roc_auc_score(topic, fitted.predict_proba(X)) > 0.9
+    # Outliers by the prior: the feature model alone is kept.
+    prior = (features[:, 0] > 1.5).astype(int)
+    scorer, _ = LabelAwareScorer(prior_column=0, embedding_columns=dims).choose_blend(X, prior)
+    assert scorer.embedding_weight < 1
+    # Weight 0 (or a scorer without embedding columns) is the feature model's own logit.
+    alone = LabelAwareScorer(prior_column=0).fit(features, prior).predict_proba(features)
+    blended = LabelAwareScorer(prior_column=0, embedding_columns=dims, embedding_weight=0.0).fit(X, prior)
+    assert np.allclose(blended.predict_proba(X), alone)
+
+
 def test_random_order_is_fixed_per_review_and_unrelated_to_position() -> None:
     ids = pd.Series([f"r{i}" for i in range(200)])
     rank = random_order(ids)
