@@ -352,7 +352,7 @@ class Workspace:
         """
         if not bundle.lacks_titles(frame):
             scores = bundle.score(frame, self.embedder(), progress=progress, project=project)
-            self._record_score(batch, scores, version)
+            self._record_score(batch, scores, version, frame)
             return scores
         with _TWIN_LOCK:
             key = (self.settings.home.as_posix(), version, bundle.meta.get("trained_at"))
@@ -363,7 +363,7 @@ class Workspace:
                 _TWINS[key] = bundle.text_twin(self.embedder(), folder=self.twin_folder(version), progress=progress)
             twin = _TWINS[key]
         scores = replace(twin.score(frame, self.embedder(), progress=progress, project=project), text_only_twin=True)
-        self._record_score(batch, scores, version)
+        self._record_score(batch, scores, version, frame)
         return scores
 
     # Run history ----------------------------------------------------------------------------
@@ -382,17 +382,26 @@ class Workspace:
             return None
         return text
 
-    def _batch_time(self, batch: str) -> tuple[datetime, datetime, str]:
+    def _batch_time(self, batch: str, frame: pd.DataFrame | None = None) -> tuple[datetime, datetime, str]:
+        """A batch's place on the timeline: a stored batch's review dates (else its ingest time); for a batch
+        named by a caller but not stored (an API request), the dates of the reviews in `frame`, else now."""
         from core.monitor import time_range
 
-        info = self.batches.info(batch)
-        return time_range(info.date_min, info.date_max, info.created)
+        if self.batches.exists(batch):
+            info = self.batches.info(batch)
+            return time_range(info.date_min, info.date_max, info.created)
+        stamps = (pd.to_datetime(frame["timestamp"], utc=True, errors="coerce").dropna()
+                  if frame is not None and "timestamp" in frame.columns else pd.Series(dtype="datetime64[ns, UTC]"))
+        if len(stamps):
+            return time_range(stamps.min(), stamps.max(), None)
+        return time_range(None, None, None)
 
-    def _record_score(self, batch: str | None, scores: BundleScores, version: str) -> None:
+    def _record_score(self, batch: str | None, scores: BundleScores, version: str,
+                      frame: pd.DataFrame | None = None) -> None:
         if batch:
             from core.monitor import score_record
 
-            self.record_run(lambda: score_record(batch, scores, version, self._batch_time(batch)))
+            self.record_run(lambda: score_record(batch, scores, version, self._batch_time(batch, frame)))
 
     def monitor_history(self, deliver: bool = False) -> History:
         """The timeline of stored batches and their alerts (`core.monitor.History`); with `deliver`, alerts not
@@ -473,7 +482,7 @@ class Workspace:
             from core.monitor import shift_record
 
             label = names[0] if names else (reference if isinstance(reference, str) else "")
-            self.record_run(lambda: shift_record(batch, report, self._batch_time(batch),
+            self.record_run(lambda: shift_record(batch, report, self._batch_time(batch, cur),
                                                  model_version=model_version or "", reference=str(label)))
         if not record_state:  # e.g. API calls: they must not overwrite the analyst's "last shift"
             return report

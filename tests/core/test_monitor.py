@@ -179,6 +179,26 @@ def test_workspace_records_scores_and_shift_checks_of_stored_batches(workspace, 
     assert len(receiver.bodies) == len(alerts)
 
 
+def test_a_named_batch_that_is_not_stored_is_placed_by_its_reviews_dates(workspace, hashing_embedder) -> None:
+    from core.bundle import ModelBundle
+
+    ws = workspace
+    bundle = ModelBundle.fit(ws.batches.frame("reference"), hashing_embedder, detectors=("knn",), project=False,
+                             reference_batch="reference")
+    current = ws.batches.frame("current").head(120).copy()
+    current["timestamp"] = pd.date_range("2026-03-02", periods=len(current), freq="h", tz="UTC")
+    ws.score_with(bundle, "7", current, batch="api-week-10")  # a name from an API caller: no stored batch
+    undated = current.drop(columns=["timestamp"])
+    before = datetime.now(UTC)
+    ws.score_with(bundle, "7", undated, batch="api-undated")
+    runs = {r.batch: r for r in ws.monitor().runs()}
+    dated = runs["api-week-10"]
+    assert (dated.start, dated.end, dated.time_source) == (current["timestamp"].min(), current["timestamp"].max(),
+                                                           "reviews")
+    assert runs["api-undated"].time_source == "ingest" and runs["api-undated"].start >= before
+    assert dated.rows == 120 and set(dated.kinds) >= {"novelty"}
+
+
 def test_a_broken_history_database_does_not_fail_the_score(workspace, hashing_embedder, caplog, monkeypatch) -> None:
     import core.database
     from core.bundle import ModelBundle
