@@ -2,7 +2,9 @@
 
 ``most unusual first`` follows the model's headline score and finds outliers fastest; ``random sample`` is a
 fixed pseudo-random order (a hash of the review id), which measures the model without bias and is what lets a
-label-aware model take over from the ensemble on retraining (`core.detect.supervised.LabelAwareScorer`).
+label-aware model take over from the ensemble on retraining (`core.detect.supervised.LabelAwareScorer`). The
+most-unusual order can follow one kind of anomaly instead of the headline (`core.detect.kinds`): the analyst
+clearing out duplicates sees the likeliest duplicates first.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.detect.kinds import kind_column
 from core.errors import ParameterError, SchemaError
 from core.labels import QUEUE_ORDERS, random_order
 
@@ -54,6 +57,7 @@ def build_label_queue(
     labelled: Iterable[str] = (),
     skipped: Iterable[str] = (),
     order: str = MOST_UNUSUAL_FIRST,
+    kind: str | None = None,
 ) -> LabelQueue:
     """Order a scored batch for labelling.
 
@@ -70,6 +74,9 @@ def build_label_queue(
         One of `core.labels.QUEUE_ORDERS`: ``most unusual first`` (highest score first; ties keep batch
         order) or ``random sample`` (a fixed order per review id, so labelling one review never reshuffles
         the rest and a rerun shows the same sample).
+    kind
+        With ``most unusual first``, rank by this kind's calibrated score (``kind_<name>`` column, see
+        `core.detect.kinds.KIND_LABELS`) instead of the headline; None = the headline.
     """
     if order not in QUEUE_ORDERS:
         raise ParameterError(f"order must be one of {list(QUEUE_ORDERS)}, got {order!r}")
@@ -82,7 +89,11 @@ def build_label_queue(
     flags = scored["is_outlier"].fillna(False).astype(bool).to_numpy()
     waiting = scored[~has_label & ~is_skipped]
     if order == MOST_UNUSUAL_FIRST:
-        waiting = waiting.sort_values("score", ascending=False, kind="stable")
+        column = "score" if kind is None else kind_column(kind)
+        if column not in scored.columns:
+            raise SchemaError(f"this scored batch has no {kind} score (column {column}): score it again with the "
+                              "current model, or rank by the headline")
+        waiting = waiting.sort_values(column, ascending=False, kind="stable", na_position="last")
     else:
         waiting = waiting.iloc[np.argsort(random_order(waiting["review_id"]), kind="stable")]
     return LabelQueue(

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     api_reload_seconds: float = Field(5.0, gt=0, description="How often the API checks for a new champion.")
     ui_host: str = "127.0.0.1"
     ui_port: int = 8501
+    spark_master: str | None = Field(
+        None,
+        description="Spark master for `--engine spark` (local[*], spark://HOST:7077, k8s://..., yarn); unset = "
+        "local[*]. When set, the DAG's scoring task runs on Spark too.",
+    )
 
     # Limits on what one file may hold (docs/limits.md); a file past one is refused with one line naming it
     max_upload_bytes: int = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.detect.kinds import KIND_LABELS, kind_column, kinds_in
 from core.spreadsheet import to_safe_csv
 from workbench import cached, state
 from workbench.ui import chart_text, errors_shown, flash, review_detail
@@ -15,6 +16,7 @@ flash(state.EXPLORE_FLASH)
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D", "#BAB0AC",
            "#EECA3B", "#2E7D32", "#6A1B9A"]
 LABEL_COLORS = {"outlier": "#d62728", "normal": "#2ca02c", "unlabelled": "#c7c7c7"}
+COLUMN_NAMES = {"score": "ensemble score", **{kind_column(k): f"kind: {label}" for k, label in KIND_LABELS.items()}}
 
 with errors_shown():
     ws = cached.workspace()
@@ -53,11 +55,12 @@ with errors_shown():
 
     detectors = list(bundle.meta.get("detectors", []))
     signals = [s for s in bundle.meta.get("signals", []) if s in data.columns]
-    numeric = ["score", *detectors, *signals, "shift_p_value"]
+    kinds = kinds_in(data.columns)
+    numeric = ["score", *(kind_column(k) for k in kinds), *detectors, *signals, "shift_p_value"]
     categorical = ["batch", "label", *(c for c in ("category", "rating") if c in data.columns)]
     c1, c2 = st.columns([1, 2])
     color_by = c1.selectbox("Colour by", numeric + categorical, key="explore.color",
-                            format_func=lambda c: "ensemble score" if c == "score" else c)
+                            format_func=lambda c: COLUMN_NAMES.get(c, c))
     low, high = c2.slider("Ensemble score between", 0.0, 1.0, (0.0, 1.0), 0.01, key="explore.score_range")
     view = data[(data["score"] >= low) & (data["score"] <= high)]
     st.caption(f"{len(view):,} of {len(data):,} reviews shown · model v{champion.version} · "
@@ -105,19 +108,24 @@ with errors_shown():
             value = value[0] if value else None
         if value is not None:
             picked.append(int(value))
+    rank_by = st.selectbox("Rank the list by", ["score", *(kind_column(k) for k in kinds)], key="explore.rank_by",
+                           format_func=lambda c: COLUMN_NAMES.get(c, c),
+                           help="The headline ranks every kind of anomaly together; a kind's own calibrated score "
+                                "(share of reference reviews less unusual in that respect) ranks that kind alone.")
     if picked:
-        listed = data.loc[[r for r in dict.fromkeys(picked) if r in data.index]].sort_values("score", ascending=False)
+        listed = data.loc[[r for r in dict.fromkeys(picked) if r in data.index]]
+        listed = listed.sort_values(rank_by, ascending=False, na_position="last")
         st.subheader(f"Selected reviews ({len(listed):,})")
     else:
-        listed = view.sort_values("score", ascending=False).head(50)
-        st.subheader("Most unusual reviews in view")
-        st.caption("Nothing selected on the map: listing the 50 highest-scoring reviews in view instead.")
+        listed = view.sort_values(rank_by, ascending=False, na_position="last").head(50)
+        st.subheader("Most unusual reviews in view" + ("" if rank_by == "score" else f": {COLUMN_NAMES[rank_by]}"))
+        st.caption("Nothing selected on the map: listing the 50 highest-ranked reviews in view instead.")
 
-    columns = [c for c in ("batch", "review_id", "score", "is_outlier", "label", "reason", "rating", "category", "text")
-               if c in listed.columns]
-    st.dataframe(listed[columns], hide_index=True, width="stretch", height=300,
-                 column_config={"score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0,
-                                                                         format="%.2f")})
+    columns = [c for c in ("batch", "review_id", "score", *([rank_by] if rank_by != "score" else []), "is_outlier",
+                           "label", "reason", "rating", "category", "text") if c in listed.columns]
+    bars = {c: st.column_config.ProgressColumn(COLUMN_NAMES.get(c, c), min_value=0.0, max_value=1.0, format="%.2f")
+            for c in ("score", rank_by)}
+    st.dataframe(listed[columns], hide_index=True, width="stretch", height=300, column_config=bars)
 
     c1, c2, c3, c4 = st.columns([1, 2, 1, 1], vertical_alignment="bottom")
     bulk_label = c1.radio("Label as", ["outlier", "normal"], horizontal=True, key="explore.bulk_label")

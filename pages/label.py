@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.defaults import TrainParameters
+from core.detect.kinds import KIND_LABELS, kinds_in
 from core.detect.supervised import score_metrics
 from core.label_queue import build_label_queue
 from core.labels import QUEUE_ORDERS, as_binary, as_export
@@ -34,11 +35,18 @@ with errors_shown():
     ids = data["review_id"].astype(str)
     labelled = ids.isin(label_of.keys())
     skipped = state.SKIPPED.get()
-    order = st.radio(
+    o1, o2 = st.columns([2, 1])
+    order = o1.radio(
         "Order", list(QUEUE_ORDERS), horizontal=True, key="label.order",
         help="Most unusual first finds outliers fastest. A random sample measures the model without bias "
              "(the metrics below) and is what lets a label-aware model take over from the ensemble on retraining.",
     )
+    kinds = kinds_in(data.columns)
+    hunted = o2.selectbox("Most unusual by", ["all kinds", *kinds], key="label.kind",
+                          disabled=order != QUEUE_ORDERS[0],
+                          format_func=lambda k: "the headline (all kinds)" if k == "all kinds" else KIND_LABELS[k],
+                          help="Hunt one kind of anomaly at a time: the queue follows that kind's own calibrated "
+                               "score instead of the headline.")
     def give_label(review_id: str, label: str, note: str | None, batch: str, verb: str) -> None:
         """Store a label, remember it for the correction button, say so after the rerun."""
         ws.labels().add(review_id, label, note=note, batch=batch)
@@ -46,7 +54,8 @@ with errors_shown():
         state.LABEL_FLASH.set(f"{plain(review_id)} {verb} {label}")
         st.rerun()
 
-    waiting = build_label_queue(data, labelled=label_of.keys(), skipped=skipped, order=order)
+    waiting = build_label_queue(data, labelled=label_of.keys(), skipped=skipped, order=order,
+                                kind=None if hunted == "all kinds" or order != QUEUE_ORDERS[0] else hunted)
     queue = waiting.reviews
 
     c1, c2, c3 = st.columns(3)

@@ -7,7 +7,8 @@ headline statistic, which is calibrated like any raw score. Why it is built this
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -56,9 +57,14 @@ class GroupEnsemble:
     def present_groups(self, calibrated: dict[str, np.ndarray]) -> dict[str, tuple[str, ...]]:
         """The groups with the members this batch has scores for (no ratings: no rating group; a single
         request: no batch contrast). A member with no score at all would only pull its group's mean down."""
+        return self.present_groups_from({m: bool(np.isfinite(v).any()) for m, v in calibrated.items()})
+
+    def present_groups_from(self, scored: Mapping[str, bool]) -> dict[str, tuple[str, ...]]:
+        """`present_groups` from whether each member scored any review of the batch (`scored`, member -> bool),
+        which a distributed engine aggregates over all partitions; members not named count as scored."""
         present: dict[str, tuple[str, ...]] = {}
         for g, members in self.groups_.items():
-            kept = tuple(m for m in members if m not in calibrated or np.isfinite(calibrated[m]).any())
+            kept = tuple(m for m in members if scored.get(m, True))
             if kept:
                 present[g] = kept
         return present or dict(self.groups_)
@@ -85,15 +91,43 @@ class GroupEnsemble:
         1.0 for every group when the batch is smaller than `adaptive_min_batch`, when `adaptive` is off, and
         with `independent` (rows from separate requests scored together): one request's score never depends
         on what another request contained. `groups` defaults to every fitted group (see `present_groups`).
+        Counting (`exceedance_counts`) and testing the counts (`evidence_from_counts`) are separate steps so
+        that a distributed engine can add up the counts of its partitions and test them once.
         """
         groups = dict(self.groups_) if groups is None else groups
         n = len(next(iter(surprise.values()))) if surprise else 0
-        if not self.adaptive or independent or n < self.adaptive_min_batch:
+        if not self.tests_excess(n, independent):
+            return {g: 1.0 for g in groups}
+        return self.evidence_from_counts(groups, self.exceedance_counts(surprise, groups), n)
+
+    def tests_excess(self, n: int, independent: bool = False) -> bool:
+        """Whether a batch of `n` reviews gets the excess test (else every group's evidence is 1.0)."""
+        return bool(self.adaptive and not independent and n >= self.adaptive_min_batch)
+
+    def exceedance_counts(
+        self, surprise: dict[str, np.ndarray], groups: dict[str, tuple[str, ...]]
+    ) -> dict[str, tuple[int, ...]]:
+        """Per group, how many reviews' group statistic lies beyond the reference's upper quantile at each of
+        `adaptive_levels`. Counts of disjoint parts of a batch add up to the counts of the whole batch."""
+        counts = {}
+        for g, members in groups.items():
+            calibrator, statistic = self._group_calibrator(g, members), self._group_statistic(surprise, members)
+            counts[g] = tuple(calibrator.exceedances(statistic, level).count for level in self.adaptive_levels)
+        return counts
+
+    def evidence_from_counts(
+        self, groups: dict[str, tuple[str, ...]], counts: Mapping[str, Sequence[int]], n: int
+    ) -> dict[str, float]:
+        """`group_evidence` from the exceedance counts of a batch of `n` reviews (`exceedance_counts`, summed
+        over the parts of the batch when it was counted in parts)."""
+        if not self.tests_excess(n):
             return {g: 1.0 for g in groups}
         evidence = {}
         for g, members in groups.items():
-            calibrator, statistic = self._group_calibrator(g, members), self._group_statistic(surprise, members)
-            p = min(calibrator.exceedances(statistic, level).p_value() for level in self.adaptive_levels)
+            calibrator = self._group_calibrator(g, members)
+            # The law of each count comes from the calibrator; only the count and the batch size are the batch's.
+            nulls = [calibrator.exceedances(np.zeros(0), level) for level in self.adaptive_levels]
+            p = min(replace(null, count=int(c), n=int(n)).p_value() for null, c in zip(nulls, counts[g], strict=True))
             evidence[g] = float(min(1.0, len(self.adaptive_levels) * p))
         return evidence
 

@@ -35,6 +35,17 @@ def test_most_unusual_first_puts_the_highest_score_first_and_drops_labelled_and_
     assert queue.flagged_done == pytest.approx(1 / 3)
 
 
+def test_a_kind_ranks_the_queue_by_its_own_score_and_a_missing_kind_says_what_to_do() -> None:
+    scored = scored_batch()
+    scored["kind_duplicate"] = [0.2, 0.1, 0.999, 0.3, 0.0, float("nan"), 0.5, 0.98, 0.4, 0.6]
+    queue = build_label_queue(scored, labelled={"2"}, order=MOST_UNUSUAL_FIRST, kind="duplicate")
+    assert list(queue.reviews["review_id"]) == [7, 9, 6, 8, 3, 0, 1, 4, 5]  # NaN (not applicable) last
+    with pytest.raises(SchemaError, match="no novelty score .column kind_novelty.: score it again"):
+        build_label_queue(scored, kind="novelty")
+    with pytest.raises(ParameterError, match="unknown kind 'spam'"):
+        build_label_queue(scored, kind="spam")
+
+
 def test_labels_of_other_batches_do_not_count() -> None:
     queue = build_label_queue(scored_batch(), labelled=["not-in-this-batch", "7"])
     assert queue.labelled == 1 and len(queue.reviews) == 9 and 7 not in set(queue.reviews["review_id"])

@@ -101,3 +101,16 @@ def test_airflow_runs_under_its_own_profile() -> None:
     assert scheduler_env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert scheduler_env["WORKBENCH_STORAGE_BACKEND"] == "minio"  # tasks reach the same stack as the app
     assert "airflow-dag-processor" in services
+
+
+def test_spark_profile_runs_a_master_workers_with_the_app_code_and_a_submitter() -> None:
+    services = _compose()["services"]
+    spark = {name for name, s in services.items() if "spark" in s.get("profiles", [])}
+    assert spark == {"spark-master", "spark-worker", "spark-submit"}
+    assert services["spark-master"]["image"].startswith("apache/spark:4.")
+    # Executors run the model's Python code: workers are the app image, which carries the workbench.
+    assert services["spark-worker"]["build"] == {"context": ".", "target": "app"}
+    assert "spark://spark-master:7077" in services["spark-worker"]["command"]
+    assert services["spark-submit"]["environment"]["WORKBENCH_SPARK_MASTER"] == "spark://spark-master:7077"
+    assert services["spark-worker"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5050"
+    assert "ports" not in services["spark-master"] and "ports" not in services["spark-worker"]

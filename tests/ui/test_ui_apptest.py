@@ -138,6 +138,12 @@ def test_explore_draws_the_map_and_explains_a_review(trained_home: Path) -> None
     at.slider(key="explore.score_range").set_value((0.9, 1.0)).run()
     assert_clean(at)
     assert (at.dataframe[0].value["score"] >= 0.9).all()
+    at.slider(key="explore.score_range").set_value((0.0, 1.0)).run()
+    at.selectbox(key="explore.rank_by").set_value("kind_duplicate").run()  # one kind hunted at a time
+    assert_clean(at)
+    listed = at.dataframe[0].value
+    assert "kind_duplicate" in listed.columns and listed["kind_duplicate"].dropna().is_monotonic_decreasing
+    assert "Most unusual reviews in view: kind: duplicates and templates" in texts(at)
 
 
 def test_models_page_lists_versions_and_runs(trained_home: Path) -> None:
@@ -191,6 +197,9 @@ def test_label_page_stores_a_label_and_shows_metrics(copied_home: Path) -> None:
     assert_clean(at)
     assert "AUROC" in texts(at)
     assert [d.proto.label for d in at.get("download_button")] == ["Download labels (CSV, 2 reviews)"]
+    at.selectbox(key="label.kind").set_value("rating_mismatch").run()  # the queue follows that kind's score
+    assert_clean(at)
+    assert "the text reads like" in texts(at)  # the top of the rating-mismatch queue: its reason names the stars
     at.radio(key="label.order").set_value("random sample").run()
     assert_clean(at)
     sampled = at.text_input[0].key

@@ -133,6 +133,9 @@ def test_labels_are_measured_and_the_scorer_only_wins_on_evidence(fitted, plante
     assert (
         metrics.n_outlier == 6 and metrics.unsupervised.auroc is not None and metrics.label_aware is not None
     )
+    # What the labels changed, in the words `workbench train` prints: both held-out figures and the blend.
+    assert f"held-out on 6 outlier and {len(batch) - 6} normal labels: average precision" in metrics.note
+    assert "for the label-aware scorer on" in metrics.note and "for the ensemble; AUROC" in metrics.note
     forced = fitted.score(batch, embedder).scores
     assert "unsupervised_score" in forced.columns and forced["score"].between(0, 1).all()
     fitted.label_scorer_ = None
@@ -291,3 +294,35 @@ def test_members_without_scores_in_a_batch_are_left_out_of_its_groups(hashing_em
     # A batch large enough gets the contrast; its scores are finite.
     large = model.score(reviews(200, "l"), hashing_embedder)
     assert large.scores["batch_contrast"].notna().all()
+
+
+def test_each_kind_has_its_own_calibrated_score_that_ranks_its_anomalies(fitted, planted, embedder) -> None:
+    from core.detect.kinds import KIND_LABELS, kind_column, kinds_in
+
+    _, batch, y = planted
+    scores = fitted.score(batch, embedder).scores
+    kinds = kinds_in(scores.columns)
+    assert kinds == [k for k in KIND_LABELS if kind_column(k) in scores.columns]
+    assert {"novelty", "rating_mismatch", "duplicate", "machine_written", "text_form"} <= set(kinds)
+    for kind in kinds:
+        values = scores[kind_column(kind)].to_numpy()
+        assert np.all((values >= 0) & (values <= 1)), kind
+    # Off-category reviews are a novelty: that kind alone ranks them, like the headline does.
+    assert roc_auc_score(y, scores[kind_column("novelty")]) > 0.9
+    with pytest.raises(ParameterError, match="unknown kind 'spam'; expected one of novelty"):
+        kind_column("spam")
+
+
+def test_a_kind_score_is_calibrated_on_the_reference_held_out_surprises() -> None:
+    from core.detect.kinds import kind_scores
+
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"a": rng.exponential(size=4000), "b": rng.exponential(size=4000)})
+    fresh = {"a": rng.exponential(size=4000), "b": rng.exponential(size=4000)}
+    out = kind_scores(fresh, {}, {"novelty": ("a", "b"), "not_a_kind": ("a",)}, reference)
+    assert set(out) == {"kind_novelty"}
+    # Exchangeable with the reference: about 1 % of fresh reviews beyond its 99 % point.
+    assert abs(float(np.mean(out["kind_novelty"] >= 0.99)) - 0.01) < 0.006
+    # Members missing from a batch are left out of the mean and out of the reference statistic alike.
+    only_a = kind_scores({"a": fresh["a"]}, {}, {"novelty": ("a", "b")}, reference)["kind_novelty"]
+    assert abs(float(np.mean(only_a >= 0.95)) - 0.05) < 0.015
