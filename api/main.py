@@ -136,14 +136,10 @@ async def _follow_champion(app: FastAPI) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    workspace: Workspace = app.state.workspace
     served: ServedModel = app.state.served
-    # Load the champion and the embedding model once, before the first request.
-    if await asyncio.to_thread(served.refresh) is not None:
-        # Warm the embedding model too, so the first request does not pay for loading (or exporting) it.
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(lambda: workspace.fast_embedder().dim)
-    batcher = MicroBatcher(served, workspace.fast_embedder)
+    # Load the champion and the embedding model that gives its vectors once, before the first request.
+    await asyncio.to_thread(served.refresh)
+    batcher = MicroBatcher(served)
     batcher.start()
     app.state.batcher = batcher
     follower = asyncio.get_running_loop().create_task(_follow_champion(app), name="follow-champion")

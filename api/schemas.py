@@ -11,6 +11,8 @@ REVIEW_EXAMPLE: dict[str, Any] = {"text": "Sample review text", "rating": 5, "ve
 # The loader keeps timestamps at nanosecond resolution, which spans 1677-09-21 to 2262-04-11 (a day inside here).
 EARLIEST = datetime(1677, 9, 22, tzinfo=UTC)
 LATEST = datetime(2262, 4, 10, tzinfo=UTC)
+#: A batch name in the run history: printable text, no control characters.
+BATCH_NAME = r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"
 
 
 def _valid_unicode(value: str | None, field: str) -> str | None:
@@ -78,6 +80,10 @@ class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reviews": [REVIEW_EXAMPLE]}]})
 
     reviews: list[ReviewIn] = Field(min_length=1, description="Reviews to score; at most `api_max_batch`.")
+    batch: str | None = Field(None, min_length=1, max_length=200, pattern=BATCH_NAME,
+                              description="Name of the batch these reviews make up. When set, they are scored as one "
+                                          "batch (with its excess tests) and recorded in the run history under this "
+                                          "name, and the alert rules run (GET /monitor).")
 
 
 class ShiftIn(BaseModel):
@@ -88,6 +94,9 @@ class ShiftIn(BaseModel):
     reviews: list[ReviewIn] = Field(min_length=10, description="At least 10 reviews; at most `api_max_batch`.")
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of every verdict.")
     n_permutations: int = Field(200, ge=19, le=2000, description="Permutations of each permutation test.")
+    batch: str | None = Field(None, min_length=1, max_length=200, pattern=BATCH_NAME,
+                              description="Name of the batch: when set, the check is recorded in the run history "
+                                          "under this name and the alert rules run (GET /monitor).")
 
 
 class ModelRef(BaseModel):
@@ -120,6 +129,9 @@ class PredictionOut(BaseModel):
     reason: str
     detector_scores: dict[str, float | None]
     signal_scores: dict[str, float | None] = Field(description="None where a signal does not apply.")
+    kind_scores: dict[str, float | None] = Field(
+        default_factory=dict, description="Calibrated 0-1 score per kind of anomaly (novelty, rating_mismatch, "
+        "duplicate, machine_written, text_form), to rank one kind at a time; None where a kind does not apply.")
     contributions: list[ContributionOut]
     neighbours: list[NeighbourOut] = Field(description="Nearest reference reviews.")
     missing: list[str] = Field(description="Reference columns this request lacked; signals needing them were skipped.")
@@ -167,7 +179,9 @@ class ModelOut(BaseModel):
     detectors: list[str]
     signals: list[str]
     embedding_model: str | None
-    embedding_backend: str = Field(description="Runtime that embeds requests: onnx (torch's vectors), torch or onnx-int8.")
+    embedding_backend: str = Field(description="Runtime that embeds requests, the fastest that gives the vectors the "
+                                   "model was trained on (embedding_model): onnx (torch's fp32 vectors), torch (when "
+                                   "onnx cannot run here) or onnx-int8.")
     reference_batch: str | None
     reference_size: int
     contamination: float | None
@@ -222,7 +236,14 @@ class MonitorAlertOut(BaseModel):
     last_error: str | None
 
 
+class MonitorChampionOut(BaseModel):
+    version: str
+    event: str = Field(description="promoted or rolled back")
+    at: datetime
+
+
 class MonitorOut(BaseModel):
     level: float = Field(description="False-alarm rate per batch the alert rules promise (WORKBENCH_ALERT_LEVEL).")
     batches: list[MonitorBatchOut] = Field(description="In time order.")
     alerts: list[MonitorAlertOut] = Field(description="Oldest first.")
+    champion_changes: list[MonitorChampionOut] = Field(default_factory=list, description="Oldest first.")

@@ -1,7 +1,10 @@
 """The served model and the scoring queue: what the routes share across requests.
 
 `ServedModel` holds the champion loaded at start-up and follows the registry's ``champion`` alias, so a
-newly promoted version is served without a restart. `MicroBatcher` scores requests in one worker thread and
+newly promoted version is served without a restart. Each model is served with the fastest embedding backend that
+gives the vectors it was trained on (`ModelBundle.serving_backend`): ``onnx`` for a model trained on torch's
+fp32 vectors, ``onnx-int8`` for one trained on int8 vectors; a model whose vectors cannot be produced here is
+refused with the reason, like one trained with other weights. `MicroBatcher` scores requests in one worker thread and
 takes every request that queued up while it was busy as one batch: one embedding pass and one pass of every
 detector for all of them. A lone request is scored at once (no waiting for company), and one scoring thread
 keeps the runtimes from oversubscribing the 2 cores.
@@ -23,10 +26,11 @@ import numpy as np
 from api.schemas import ContributionOut, ModelRef, NeighbourOut, PredictionOut
 from core.bundle import ModelBundle
 from core.defaults import CHAMPION
-from core.errors import ModelUnavailableError, WeightsError
+from core.detect.kinds import kind_column, kinds_in
+from core.errors import ModelUnavailableError, WeightsError, WorkbenchError
 from core.pipeline import Workspace
 from core.serving import score_requests
-from core.text.embed import Embedder
+from core.text.embed import FASTEST_EQUIVALENT, Embedder, EncoderMismatchError
 
 log = logging.getLogger("api")
 
@@ -38,6 +42,7 @@ class Loaded:
     bundle: ModelBundle
     version: Any  # core.tracking.VersionInfo
     ref: ModelRef
+    embedder: Embedder  # gives the vectors `bundle` was trained on, with the fastest backend that does
 
 
 class ServedModel:
@@ -65,6 +70,7 @@ class ServedModel:
                 if self._refused is not None and self._refused[0] == wanted:
                     return self._loaded  # refused for its embedding weights; they do not change while we run
                 bundle, version = self.workspace.model(CHAMPION)
+                embedder = self.embedder_for(bundle, f"model {registry.name} version {version.version}")
             except WeightsError as err:
                 # Other embedding weights than the installed ones: its scores would be meaningless. Keep the
                 # model served so far, if any; /ready says why when there is none.
@@ -84,10 +90,36 @@ class ServedModel:
                 if self._loaded is None:
                     self._reason = f"the champion model could not be loaded: {err}"
                 return self._loaded
-            self._loaded = Loaded(bundle, version, ModelRef(name=registry.name, version=str(version.version)))
+            self._loaded = Loaded(bundle, version, ModelRef(name=registry.name, version=str(version.version)),
+                                  embedder)
             self._reason = None
-            log.info("serving %s version %s", registry.name, version.version)
+            log.info("serving %s version %s, embedding with %s", registry.name, version.version,
+                     getattr(embedder, "backend", type(embedder).__name__))
             return self._loaded
+
+    def embedder_for(self, bundle: ModelBundle, what: str) -> Embedder:
+        """The loaded embedder that gives `bundle`'s own vectors fastest; `EncoderMismatchError` when none can.
+
+        The workspace's own fast embedder is used when it gives those vectors (it may be a shared one); another
+        backend is loaded once per process, through a workspace that differs only in its backend.
+        """
+        settings = self.workspace.settings
+        backend = bundle.serving_backend(settings.embedding_model, what)
+        workspace = self.workspace
+        if backend != FASTEST_EQUIVALENT[settings.embedding_backend]:
+            workspace = Workspace(settings.model_copy(update={"embedding_backend": backend}), workspace.storage)
+        embedder = workspace.fast_embedder()
+        try:
+            _ = embedder.dim  # loads (or exports once) now, not in the first request
+        except WeightsError:
+            raise
+        except WorkbenchError as err:
+            raise EncoderMismatchError(f"{what} needs {backend} vectors, which cannot be computed here: {err}") from err
+        key = getattr(embedder, "model_key", None)
+        if key != bundle.embedding_key:  # fast_embedder fell back to a backend with other vectors
+            raise EncoderMismatchError(f"{what} was trained on {bundle.embedding_key!r} embeddings; the {backend} "
+                                       f"backend is unavailable here and the fallback gives {key!r}")
+        return embedder
 
     def due(self) -> bool:
         return time.monotonic() - self._checked >= self.check_every
@@ -118,6 +150,7 @@ def to_predictions(
     """`BundleScores` -> response rows (every detector and signal score, reasons, neighbours)."""
     frame = scores.frame
     missing = list(scores.missing) if missing is None else missing
+    kinds = {k: frame[kind_column(k)].to_numpy() for k in kinds_in(frame.columns)}
     out = []
     for i in rows if rows is not None else range(len(frame)):
         reasons = scores.result.reasons(i)
@@ -130,6 +163,7 @@ def to_predictions(
             reason=reasons.summary,
             detector_scores={k: _number(v) for k, v in reasons.detector_scores.items()},
             signal_scores={k: _number(v) for k, v in reasons.signal_scores.items()},
+            kind_scores={k: _number(v[i]) for k, v in kinds.items()},
             contributions=[ContributionOut(name=c.name, label=c.label, score=c.score, detail=c.detail)
                            for c in reasons.contributions],
             neighbours=[NeighbourOut(review_id=n.review_id, text=n.text, rating=n.rating, similarity=n.similarity)
@@ -161,9 +195,8 @@ class MicroBatcher:
     of several requests) and lets a lone request be scored at once.
     """
 
-    def __init__(self, served: ServedModel, embedder_factory: Any, max_wait: float = 0.0, max_rows: int = 256) -> None:
+    def __init__(self, served: ServedModel, max_wait: float = 0.0, max_rows: int = 256) -> None:
         self.served = served
-        self.embedder_factory = embedder_factory
         self.max_wait = max_wait
         self.max_rows = max_rows
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
@@ -217,7 +250,7 @@ class MicroBatcher:
             try:
                 loaded = self.served.get()
                 outcomes = await loop.run_in_executor(
-                    self._executor, score_jobs, loaded, self.embedder_factory(), [j.records for j in jobs]
+                    self._executor, score_jobs, loaded, loaded.embedder, [j.records for j in jobs]
                 )
             except Exception as err:
                 outcomes = [err] * len(jobs)

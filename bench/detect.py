@@ -16,6 +16,9 @@ ensemble (max, mean, Fisher) and for the label-aware scorer with 1 % and 5 % of 
 unlabelled rows count, for it and for the unsupervised ensemble alike).
 
 Run:  WORKBENCH_HOME=/work/bench-home .venv/bin/python bench/detect.py --seeds 5
+      # The same models on int8 vectors (what `onnx-int8` serves), to compare detection quality with fp32:
+      WORKBENCH_HOME=/tmp/int8-home .venv/bin/python bench/detect.py --seeds 5 --no-timing --backend onnx-int8 \
+          --out bench/results/detect-int8.json
 """
 
 from __future__ import annotations
@@ -396,11 +399,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
     parser.add_argument("--no-timing", action="store_true", help="skip the fit-10k / score-1k timing")
+    parser.add_argument(
+        "--backend", choices=("torch", "onnx", "onnx-int8"), default=None,
+        help="embedding backend the models are fitted and scored with (default: WORKBENCH_EMBEDDING_BACKEND); "
+        "onnx-int8 gives int8 vectors, for comparing detection quality with torch's fp32 ones",
+    )
     args = parser.parse_args(argv)
 
+    from core.settings import get_settings
     from core.text.embed import make_embedder
 
-    embedder = make_embedder()
+    settings = get_settings()
+    if args.backend is not None:
+        settings = settings.model_copy(update={"embedding_backend": args.backend})
+    embedder = make_embedder(settings)
     started = time.perf_counter()
     pools, fake = load_pools(args.data)
     targets = {
@@ -471,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor() or platform.machine(),
         },
         "seeds": args.seeds,
+        "embedding_backend": settings.embedding_backend,
+        "embedding_vectors": embedder.model_key,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "summary": summary,
         "checks": verdict,

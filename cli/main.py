@@ -276,6 +276,11 @@ def train(
         "without titles (a batch without titles scored by a title + text model is otherwise scored by its text-only "
         "twin)."
     )] = DEFAULT_TITLES,
+    embedding_backend: Annotated[str | None, typer.Option(
+        "--embedding-backend", help="Vectors the model is trained on: torch (fp32, default), onnx (the same "
+        "vectors) or onnx-int8 (int8 vectors: faster to serve, but other vectors; compare detection quality with "
+        "bench/detect.py --backend onnx-int8). Default: WORKBENCH_EMBEDDING_BACKEND. The API serves every model "
+        "with the fastest backend that gives its own vectors.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fit features, detectors, calibration (and the 2-D map); track the run in MLflow; register a challenger.
@@ -283,8 +288,15 @@ def train(
     The first model ever registered also becomes champion; later ones wait for `workbench models promote`.
     """
     from core.pipeline import Workspace
+    from core.settings import get_settings
+    from core.text.embed import BACKENDS
 
-    ws = Workspace.open()
+    settings = get_settings()
+    if embedding_backend is not None:
+        if embedding_backend not in BACKENDS:
+            raise WorkbenchError(f"--embedding-backend must be one of {', '.join(BACKENDS)}, got {embedding_backend!r}")
+        settings = settings.model_copy(update={"embedding_backend": embedding_backend})
+    ws = Workspace.open(settings)
     with progress_bar(not as_json) as update:
         outcome = ws.train(reference, detectors=parse_detectors(detectors), contamination=contamination,
                            project=projection, use_labels=labels, progress=_stage_progress(update), titles=titles,
@@ -309,15 +321,40 @@ def train(
 @app.command()
 @handle_errors
 def score(
-    source: Annotated[str, typer.Argument(help="Review file or stored batch to score.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Output .csv or .parquet.")],
-    model: Annotated[str, typer.Option(help="Model alias or version.")] = CHAMPION,
+    source: Annotated[str, typer.Argument(help="Review file or stored batch to score; with --engine spark also a "
+                                          "folder of part files (Parquet, JSONL, CSV, ...) or an s3a:// URL.")],
+    out_arg: Annotated[str, typer.Option("--out", help="Output .csv or .parquet; with --engine spark a folder "
+                                           "(or s3a:// URL) that becomes a Parquet dataset.")],
+    model: Annotated[str, typer.Option(help="Model alias or version (spark: also models:/NAME@ALIAS, "
+                                       "models:/NAME/VERSION or a bundle folder).")] = CHAMPION,
     mapping: MapOption = None,
+    engine: Annotated[str, typer.Option(help="local: one process, the batch in memory. spark: every row on "
+                                        "Apache Spark in two passes, the same numbers; writes the scores as "
+                                        "Parquet part files, _quarantine/ (file, line, reason) and "
+                                        "_SUMMARY.json into --out.")] = "local",
+    master: Annotated[str | None, typer.Option(help="Spark master URL (local[4], spark://HOST:7077, k8s://..., "
+                                               "yarn); default WORKBENCH_SPARK_MASTER, else local[*].")] = None,
+    partitions: Annotated[int | None, typer.Option(help="Spark partitions to score in; default ~1 per 5,000 "
+                                                   "reviews.", min=1)] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Score reviews with the champion: one column per detector and signal, score (0-1), is_outlier, reason."""
+    """Score reviews with the champion: one column per detector and signal, score (0-1), is_outlier, reason.
+
+    With --engine spark the dataset is read, validated and scored on Spark (executors load the registered
+    model once per worker); the batch-level evidence is aggregated over all rows first, so the numbers equal
+    this command's on one machine.
+    """
     from core.pipeline import Workspace
 
+    if engine not in ("local", "spark"):
+        raise WorkbenchError(f"--engine must be local or spark, got {engine!r}")
+    if engine == "spark":
+        # A str, not a Path: Path("s3a://bucket/x") would lose one of the URL's slashes.
+        _score_on_spark(source, out_arg, model, parse_mapping(mapping), master, partitions, as_json)
+        return
+    if master or partitions:
+        raise WorkbenchError("--master and --partitions need --engine spark")
+    out_path = Path(out_arg)
     if out_path.suffix.lower() not in (".csv", ".parquet"):
         raise WorkbenchError(f"--out must end in .csv or .parquet, got {out_path.name}")
     ws = Workspace.open()
@@ -363,6 +400,22 @@ def score(
                   "text-only twin (the same detectors refitted on the same reference, kept under WORKBENCH_HOME/"
                   "text-twins); if the file has titles under another name, map them with --map title=COLUMN",
                   highlight=False)
+
+
+def _score_on_spark(source: str, out_dir: str, model: str, mapping: dict[str, str] | None, master: str | None,
+                    partitions: int | None, as_json: bool) -> None:
+    from core.spark import score_dataset
+
+    with progress_bar(not as_json) as update:
+        summary = score_dataset(source, out_dir, model=model, master=master, partitions=partitions,
+                                mapping=mapping, progress=_stage_progress(update))
+    if as_json:
+        _print_json(summary.as_dict())
+        return
+    out.print(f"{summary.rows_scored} reviews scored on {summary.master} with version {summary.model_version or summary.model} "
+              f"in {summary.partitions} partitions; {summary.flagged} flagged; {summary.rows_quarantined} row(s) set "
+              f"aside; written to {summary.out} (set-aside rows in _quarantine/, counts in _SUMMARY.json)",
+              highlight=False)
 
 
 @app.command()

@@ -26,7 +26,7 @@ from core.legacy_paths import load_joblib
 from core.progress import ProgressCallback
 from core.projection import Projection
 from core.shift.novelty import ReviewShiftScorer
-from core.text.embed import Embedder, title_share
+from core.text.embed import Embedder, serving_backend, title_share
 
 BUNDLE_FORMAT = 1
 #: What a bundle's meta records, logged with every MLflow run: "<BUNDLE_FORMAT>.<revision>". The revision goes
@@ -139,6 +139,17 @@ class ModelBundle:
         from core.text.weights import check_recorded_digest
 
         check_recorded_digest(self.meta.get("embedding_digest"), installed, what)
+
+    @property
+    def embedding_key(self) -> str:
+        """The vectors this model was trained on: the embedder's `model_key` (``"model|vector space"``) that
+        `fit` records as ``embedding_model``."""
+        return str(getattr(self.outlier, "embedding_model_", None) or self.meta.get("embedding_model"))
+
+    def serving_backend(self, embedding_model: str, what: str = "this model") -> str:
+        """The fastest embedding backend that gives this model's own vectors with `embedding_model` installed
+        (`core.text.embed.serving_backend`); `EncoderMismatchError` (one line) when none does."""
+        return serving_backend(self.embedding_key, embedding_model, what)
 
     @property
     def reference_embeddings(self) -> np.ndarray:

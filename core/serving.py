@@ -75,8 +75,9 @@ def score_requests(
             except Exception as err:
                 results[k] = err
         return [r for r in results if r is not None]
-    # What a request lacked is its own business, not the batch's.
-    missing = bundle.outlier.feature_pipeline_.missing_in_slices(combined, slices)
+    # What a request lacked is its own business, not the batch's; a lone request lacked what the batch did.
+    missing = ([list(scores.missing)] if len(valid) == 1
+               else bundle.outlier.feature_pipeline_.missing_in_slices(combined, slices))
     for k, part, lacked in zip(valid, slices, missing, strict=True):
         results[k] = RequestScores(scores, range(part.start, part.stop), list(lacked))
     return [r for r in results if r is not None]

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 
-from api.deps import ApiKeyDep, BatcherDep, ServedDep, WorkspaceDep
+from api.deps import ApiKeyDep, ServedDep, WorkspaceDep
 from api.schemas import ErrorOut, HealthOut, ModelOut, ReadyOut
 from core.defaults import CHAMPION
 from core.pipeline import STATE_KEY
@@ -40,7 +40,7 @@ async def ready(served: ServedDep, workspace: WorkspaceDep) -> ReadyOut | JSONRe
 
 @router.get("/model", response_model=ModelOut, dependencies=[ApiKeyDep],
             responses={503: {"model": ErrorOut, "description": "No model is served"}})
-async def model(served: ServedDep, batcher: BatcherDep) -> ModelOut:
+async def model(served: ServedDep) -> ModelOut:
     """The served model: name, version, aliases, when it was trained, detectors, reference size, embedding runtime."""
     loaded = served.get()
     meta = loaded.bundle.meta
@@ -48,7 +48,7 @@ async def model(served: ServedDep, batcher: BatcherDep) -> ModelOut:
         name=loaded.ref.name, version=loaded.ref.version, alias=CHAMPION, aliases=list(loaded.version.aliases),
         trained_at=meta.get("trained_at"), registered_at=loaded.version.created, run_id=loaded.version.run_id,
         detectors=list(meta.get("detectors", [])), signals=list(meta.get("signals", [])),
-        embedding_model=meta.get("embedding_model"), embedding_backend=batcher.embedder_factory().backend,
+        embedding_model=meta.get("embedding_model"), embedding_backend=getattr(loaded.embedder, "backend", "custom"),
         reference_batch=meta.get("reference_batch"),
         reference_size=int(meta.get("n_reference", len(loaded.bundle.reference))),
         contamination=meta.get("contamination"),

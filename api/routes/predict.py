@@ -6,9 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from api.deps import ApiKeyDep, BatcherDep, SettingsDep
+from api.deps import ApiKeyDep, BatcherDep, ServedDep, SettingsDep, WorkspaceDep
 from api.schemas import BatchIn, BatchOut, ErrorOut, PredictionOut, ReviewIn
+from api.serving import to_predictions
 from core.errors import ParameterError
+from core.serving import canonical_request
 
 router = APIRouter(tags=["predict"], dependencies=[ApiKeyDep])
 
@@ -29,12 +31,27 @@ async def predict(review: ReviewIn, batcher: BatcherDep) -> Response:
 
 
 @router.post("/predict/batch", response_model=BatchOut, responses=ERRORS)
-async def predict_batch(body: BatchIn, batcher: BatcherDep, settings: SettingsDep) -> Response:
-    """Score several reviews as one batch (near-duplicates among them are detected)."""
+async def predict_batch(body: BatchIn, batcher: BatcherDep, settings: SettingsDep, served: ServedDep,
+                        workspace: WorkspaceDep) -> Response:
+    """Score several reviews as one batch (near-duplicates among them are detected); with `batch`, record it in the
+    run history under that name."""
     if len(body.reviews) > settings.api_max_batch:
         raise ParameterError(f"reviews: at most {settings.api_max_batch} reviews per request, got {len(body.reviews)}")
-    predictions = await batcher.score([r.record() for r in body.reviews])
-    return _json(BatchOut(model=predictions[0].model, predictions=predictions))
+    if body.batch is None:
+        predictions = await batcher.score([r.record() for r in body.reviews])
+        return _json(BatchOut(model=predictions[0].model, predictions=predictions))
+    loaded = served.get()
+    frame = canonical_request([r.record() for r in body.reviews])
+    name = body.batch
+
+    def run() -> list[PredictionOut]:
+        # Alone, not micro-batched with other requests: a named batch gets its own excess tests, as it is recorded.
+        scores = loaded.bundle.score(frame, loaded.embedder)
+        workspace.record_score(name, scores, loaded.version.version, frame)
+        return to_predictions(scores, loaded.ref)
+
+    predictions = await batcher.run_in_worker(run)
+    return _json(BatchOut(model=loaded.ref, predictions=predictions))
 
 
 def _json(body: PredictionOut | BatchOut) -> Response:

@@ -28,7 +28,9 @@ async def shift(body: ShiftIn, workspace: WorkspaceDep, served: ServedDep, batch
         from core.report import report_to_dict
 
         report = workspace.compare(reference=loaded.bundle.reference, current=frame, alpha=body.alpha,
-                                   n_permutations=body.n_permutations, record_state=False)
+                                   n_permutations=body.n_permutations, record_state=False, batch=body.batch,
+                                   model_version=loaded.version.version,
+                                   names=(f"model v{loaded.version.version}", body.batch) if body.batch else None)
         return report_to_dict(report)
 
     # On the scoring thread: permutation tests would otherwise compete with scoring for the 2 cores.

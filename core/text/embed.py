@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from core.errors import ParameterError, WorkbenchError
+from core.errors import ParameterError, WeightsError, WorkbenchError
 from core.progress import CountProgress
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,53 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 VECTORS_OF = {"torch": "torch", "onnx": "torch", "onnx-int8": "onnx-int8"}
 # The fastest backend that reproduces a backend's vectors, for latency-bound work (the prediction API).
 FASTEST_EQUIVALENT = {"torch": "onnx", "onnx": "onnx", "onnx-int8": "onnx-int8"}
+PACKAGED_KEY_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class EncoderMismatchError(WeightsError):
+    """A model needs vectors this installation cannot produce (another embedding model or vector space).
+
+    A `WeightsError`: the API keeps serving the model it has and says why on ``/ready``, like for other weights.
+    """
+
+
+def key_name(model: str) -> str:
+    """The model half of a `model_key`: the packaged all-MiniLM-L6-v2 under one name, whatever it was called."""
+    return PACKAGED_KEY_NAME if model.lower() in PACKAGED_NAMES else model
+
+
+def split_model_key(key: str) -> tuple[str, str]:
+    """``"name|vectors"`` -> ``(name, vectors)``; a key without ``|`` has no known vector space (``""``)."""
+    name, sep, vectors = key.rpartition("|")
+    return (name, vectors) if sep else (key, "")
+
+
+def serving_backend(recorded_key: str, model: str, what: str = "this model") -> str:
+    """The fastest backend that reproduces the vectors a model was trained on (its recorded `model_key`).
+
+    `model` is the embedding model this installation loads (``WORKBENCH_EMBEDDING_MODEL``). A model trained on
+    torch or onnx vectors is served with ``onnx`` (the same fp32 vectors), one trained on ``onnx-int8`` vectors
+    with ``onnx-int8``; int8 vectors never stand in for fp32 ones or the other way round.
+
+    Raises
+    ------
+    EncoderMismatchError
+        One line: the model was trained with another embedding model, or on vectors no backend produces.
+    """
+    name, vectors = split_model_key(recorded_key)
+    if name != key_name(model):
+        raise EncoderMismatchError(
+            f"{what} was trained on {recorded_key!r} embeddings but this installation embeds with "
+            f"{key_name(model)!r} (WORKBENCH_EMBEDDING_MODEL): its scores would be meaningless; retrain it here "
+            "or set the embedding model it was trained with"
+        )
+    producing = [backend for backend in BACKENDS if VECTORS_OF[backend] == vectors]
+    if not producing:
+        raise EncoderMismatchError(
+            f"{what} was trained on {vectors or 'unrecorded'!r} vectors of {name!r}, which no embedding backend "
+            f"produces (backends: {', '.join(f'{b} -> {VECTORS_OF[b]}' for b in BACKENDS)}); retrain it"
+        )
+    return FASTEST_EQUIVALENT[producing[0]]
 
 
 class Embedder(Protocol):
@@ -265,8 +312,7 @@ class SentenceEmbedder:
     @property
     def model_key(self) -> str:
         """Identity of the vectors this embedder produces; the cache key's first half."""
-        name = "sentence-transformers/all-MiniLM-L6-v2" if self.model.lower() in PACKAGED_NAMES else self.model
-        return f"{name}|{VECTORS_OF[self.backend]}"
+        return f"{key_name(self.model)}|{VECTORS_OF[self.backend]}"
 
     @property
     def weights_digest(self) -> str | None:

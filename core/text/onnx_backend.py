@@ -355,12 +355,21 @@ class OnnxEncoder:
         return out
 
     def _batches(self, order: list[int], lengths: list[int]) -> Iterator[list[int]]:
-        """Consecutive runs of the length-sorted rows: at most `batch_size`, and the longest at most
-        `PADDING_RATIO` times the shortest. A dozen API requests of mixed length padded to the longest cost
-        twice their separate runs (12 vs 6.3 ms per review measured); big sorted batches still fill up."""
-        start = 0
-        for end in range(1, len(order) + 1):
-            if (end == len(order) or end - start == self.batch_size
-                    or lengths[end] > PADDING_RATIO * lengths[start] + PADDING_SLACK):
-                yield order[start:end]
-                start = end
+        """`length_buckets` of the length-sorted rows."""
+        return length_buckets(order, lengths, self.batch_size)
+
+
+def length_buckets(order: Sequence[int], lengths: Sequence[int], max_size: int) -> Iterator[list[int]]:
+    """Consecutive runs of rows sorted by token count (`lengths[i]` is the count of row `order[i]`): at most
+    `max_size` rows, the longest at most `PADDING_RATIO` times (plus `PADDING_SLACK` tokens) the shortest.
+
+    One forward pass pads every row to the longest: a long review in a micro-batch of short ones would multiply
+    their cost. A dozen API requests of mixed length padded to the longest cost twice their separate runs (12 vs
+    6.3 ms per review measured); big sorted batches still fill up.
+    """
+    start = 0
+    for end in range(1, len(order) + 1):
+        if (end == len(order) or end - start == max_size
+                or lengths[end] > PADDING_RATIO * lengths[start] + PADDING_SLACK):
+            yield list(order[start:end])
+            start = end

@@ -227,6 +227,8 @@ def _check_prediction(p: dict, version: str) -> None:
     assert set(p["signal_scores"]) == set(SIGNALS)
     assert len(p["neighbours"]) == 3 and p["reason"]
     assert p["model"] == {"name": "review-outlier", "version": version}
+    assert {"novelty", "rating_mismatch", "duplicate", "machine_written"} <= set(p["kind_scores"])
+    assert all(v is None or 0.0 <= v <= 1.0 for v in p["kind_scores"].values())
 
 
 @pytest.mark.slow
@@ -412,3 +414,31 @@ def test_predict_never_answers_500(client):
             assert 0.0 <= r.json()["score"] <= 1.0
 
     check()
+
+
+@pytest.mark.slow
+def test_a_named_batch_is_recorded_in_the_run_history_and_shown_by_monitor(trained_workspace, tmp_path):
+    """A copy of the trained home: recording changes its run history."""
+    home = tmp_path / "home"
+    copy_home(trained_workspace.settings.home, home)
+    settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    current = trained_workspace.batches.frame("current").head(120)
+    reviews = [{"text": t, "rating": float(r), "timestamp": "2026-03-02T10:00:00Z"}
+               for t, r in zip(current["text"], current["rating"], strict=True)]
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/predict/batch", json={"reviews": reviews[:3]}).status_code == 200  # no name: not recorded
+        r = c.post("/predict/batch", json={"reviews": reviews, "batch": "api-week-10"})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["predictions"]) == 120 and r.json()["model"]["version"] == "1"
+        s = c.post("/shift", json={"reviews": reviews[:60], "n_permutations": 99, "batch": "api-week-10"})
+        assert s.status_code == 200, s.text
+        assert c.post("/predict/batch", json={"reviews": reviews[:3], "batch": "bad\nname"}).status_code == 422
+        body = c.get("/monitor").json()
+    (point,) = body["batches"]
+    assert point["batch"] == "api-week-10" and point["rows"] == 120 and point["model_version"] == "1"
+    assert point["start"].startswith("2026-03-02") and point["time_source"] == "reviews"
+    assert point["shift_p_value"] is not None and set(point["kinds"]) >= {"novelty"}
+    # Video-game reviews against a subscription-box reference: the novelty excess is alerted.
+    assert any(a["batch"] == "api-week-10" for a in body["alerts"])
+    # The first registered version became champion when the session's home was trained: on the timeline too.
+    assert [(c["version"], c["event"]) for c in body["champion_changes"]] == [("1", "promoted")]

@@ -46,3 +46,36 @@ def test_a_bad_request_fails_alone(bundle, hashing_embedder) -> None:
     assert isinstance(results[0], RequestScores) and isinstance(results[2], RequestScores)
     only_bad = score_requests(bundle, hashing_embedder, [[{"text": ""}]])
     assert len(only_bad) == 1 and isinstance(only_bad[0], InputFileError)
+
+
+LONG = {"text": " ".join(["The subscription box arrived with a long letter about every snack inside it."] * 30),
+        "rating": 5}
+
+
+def test_a_mixed_micro_batch_keeps_request_order_and_isolates_the_bad_one(bundle, hashing_embedder) -> None:
+    """A long review, short ones and a bad request in one batch: each answer lands with its own request."""
+    requests = [[GOOD], [LONG], [{"text": "fine", "rating": 9}], [OTHER, GOOD], [{"text": " \t "}]]
+    results = score_requests(bundle, hashing_embedder, requests)
+    assert len(results) == len(requests)
+    assert isinstance(results[2], InputFileError) and "rating outside 1-5" in str(results[2])
+    assert isinstance(results[4], InputFileError) and "empty text" in str(results[4])
+    for k in (0, 1, 3):
+        together = results[k]
+        assert isinstance(together, RequestScores)
+        (alone,) = score_requests(bundle, hashing_embedder, [requests[k]])
+        assert isinstance(alone, RequestScores) and len(together.rows) == len(requests[k])
+        got = together.scores.frame.iloc[list(together.rows)]
+        want = alone.scores.frame.iloc[list(alone.rows)]
+        assert got["review_id"].tolist() == want["review_id"].tolist()
+        assert got["score"].to_numpy() == pytest.approx(want["score"].to_numpy())
+        assert together.missing == alone.missing
+
+
+def test_a_lone_request_reports_what_it_lacked(bundle, hashing_embedder) -> None:
+    from core.io.load import load_records
+
+    (alone,) = score_requests(bundle, hashing_embedder, [[GOOD]])
+    assert isinstance(alone, RequestScores)
+    # Taken from the batch's own answer (no second pass over the columns): the same as asking for its slice.
+    expected = bundle.outlier.feature_pipeline_.missing_in_slices(load_records([GOOD]), [slice(0, 1)])[0]
+    assert alone.missing == expected and "title" in alone.missing

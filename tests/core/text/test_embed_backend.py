@@ -147,3 +147,42 @@ def test_missing_onnxruntime_says_what_to_install(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
     with pytest.raises(WorkbenchError, match="install.*onnxruntime"):
         OnnxEncoder(object(), tmp_path)
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_int8_vectors_is_served_with_int8(
+    onnx_dir: Path, encoder, tmp_path: Path, subscription_path: Path
+) -> None:
+    """Trained with WORKBENCH_EMBEDDING_BACKEND=onnx-int8, served by an API left at the default backend: the API
+    embeds with int8 (the model's own vectors), and scores as the training embedder would."""
+    from types import SimpleNamespace
+
+    from api.serving import ServedModel, score_jobs
+    from core.bundle import ModelBundle
+    from core.errors import ParameterError
+    from core.io.load import load_path, load_records
+    from core.pipeline import Workspace
+    from core.settings import Settings
+    from core.text.embed import EmbeddingCache, SentenceEmbedder
+
+    settings = Settings(home=tmp_path / "home", onnx_dir=onnx_dir)  # embedding_backend: the default, torch
+    cache = EmbeddingCache(tmp_path / "train-cache.sqlite")
+    trained_with = SentenceEmbedder(backend="onnx-int8", onnx_dir=onnx_dir, cache=cache)
+    bundle = ModelBundle.fit(load_path(subscription_path).frame.head(120), trained_with, detectors=("knn",),
+                             project=False)
+    assert bundle.meta["embedding_model"].endswith("|onnx-int8")
+    ws = Workspace.open(settings)
+    version = SimpleNamespace(version="1", aliases=["champion"])
+    ws.registry = lambda: SimpleNamespace(name="m", champion_version=lambda: "1")  # type: ignore[method-assign]
+    ws.model = lambda alias="champion": (bundle, version)  # type: ignore[method-assign]
+
+    loaded = ServedModel(ws).refresh()
+    assert loaded is not None and loaded.embedder.backend == "onnx-int8"  # type: ignore[attr-defined]
+    review = {"text": "The tea sampler was stale and the box arrived late.", "rating": 2}
+    ((served,),) = score_jobs(loaded, loaded.embedder, [[review]])
+    expected = bundle.score(load_records([review]), trained_with).frame
+    assert served.score == pytest.approx(float(expected["score"].iloc[0]))
+    # What the API did before choosing by the model: the configured backend's fp32 vectors, refused by the
+    # model at every request (before anything is embedded, so this embedder is never loaded).
+    with pytest.raises(ParameterError, match="onnx-int8"):
+        bundle.score(load_records([review]), SentenceEmbedder(backend="onnx", onnx_dir=onnx_dir))

@@ -167,7 +167,14 @@ def test_an_onnx_export_is_used_only_for_the_file_and_weights_it_records(tmp_pat
 
 
 # Models trained with recorded weights -------------------------------------------------------------------------
-class RecordedWeights(HashingEmbedder):
+class TorchVectors(HashingEmbedder):
+    """The hashing fake under the identity of the installed model's fp32 vectors, as a real model records them:
+    the API serves a model only with an embedder that gives the vectors it was trained on."""
+
+    model_key = "sentence-transformers/all-MiniLM-L6-v2|torch"
+
+
+class RecordedWeights(TorchVectors):
     """The hashing fake, claiming to embed with weights of the given digest."""
 
     def __init__(self, digest: str) -> None:
@@ -190,7 +197,7 @@ def _register(settings, digest: str | None):
     from core.tracking import Registry
 
     # The plain fake records no digest, like a model saved before digests were recorded.
-    embedder = HashingEmbedder() if digest is None else RecordedWeights(digest)
+    embedder = TorchVectors() if digest is None else RecordedWeights(digest)
     bundle = ModelBundle.fit(_reference(), embedder, detectors=("knn",), project=False, reference_batch="ref")
     registry = Registry(settings)
     return registry, registry.log_training(bundle)
