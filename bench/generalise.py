@@ -72,6 +72,7 @@ KINDS = ("category_low", "category_mid", "rating", "duplicate", "short", "long")
 SHARES = {"category_low": (0.01, 0.02), "machine_low": (0.01, 0.02)}
 DEFAULT_SHARE = (0.03, 0.06)
 REFERENCE, BATCH, LABEL_NORMALS = 800, 1000, 1000
+MIN_NORMALS = 100  # fewest normal reviews in the evaluation batch and in the labelling batch
 SHORT_WORDS, LONG_WORDS = 20, 60
 BUDGETS = (10, 25, 50, 100)
 NORMALS_PER_OUTLIER = 6
@@ -225,7 +226,7 @@ def build(name: str, pools: dict[str, pd.DataFrame], fake: pd.DataFrame, seed: i
     half = len(rest) // 2
     eval_normals = rest.iloc[:min(BATCH, half)].reset_index(drop=True)
     label_normals = rest.iloc[half:half + LABEL_NORMALS].reset_index(drop=True)
-    if len(eval_normals) < 150 or len(label_normals) < 150:
+    if len(eval_normals) < MIN_NORMALS or len(label_normals) < MIN_NORMALS:
         raise ValueError(f"{len(normal_pool)} reviews: too few for a reference, a batch and a labelling batch")
     others = others.iloc[rng.permutation(len(others))]
     eval_others, label_others = others.iloc[: len(others) // 2], others.iloc[len(others) // 2:]
@@ -422,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     pools, fake = load_sources(args.data)
     split = recorded_split(scenario_list(pools))
-    chosen = split["design"] + split["confirm"] if args.half == "both" else split[args.half]
+    chosen = split["confirm"] + split["design"] if args.half == "both" else split[args.half]  # the targets are on confirm
     if args.only:
         chosen = [n for n in chosen if n in set(args.only)]
     log(f"{len(chosen)} scenarios ({args.half}); sources " + ", ".join(f"{k} {len(v)}" for k, v in pools.items()))

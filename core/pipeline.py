@@ -352,7 +352,7 @@ class Workspace:
         """
         if not bundle.lacks_titles(frame):
             scores = bundle.score(frame, self.embedder(), progress=progress, project=project)
-            self._record_score(batch, scores, version, frame)
+            self.record_score(batch, scores, version, frame)
             return scores
         with _TWIN_LOCK:
             key = (self.settings.home.as_posix(), version, bundle.meta.get("trained_at"))
@@ -363,7 +363,7 @@ class Workspace:
                 _TWINS[key] = bundle.text_twin(self.embedder(), folder=self.twin_folder(version), progress=progress)
             twin = _TWINS[key]
         scores = replace(twin.score(frame, self.embedder(), progress=progress, project=project), text_only_twin=True)
-        self._record_score(batch, scores, version, frame)
+        self.record_score(batch, scores, version, frame)
         return scores
 
     # Run history ----------------------------------------------------------------------------
@@ -396,8 +396,10 @@ class Workspace:
             return time_range(stamps.min(), stamps.max(), None)
         return time_range(None, None, None)
 
-    def _record_score(self, batch: str | None, scores: BundleScores, version: str,
-                      frame: pd.DataFrame | None = None) -> None:
+    def record_score(self, batch: str | None, scores: BundleScores, version: str,
+                     frame: pd.DataFrame | None = None) -> None:
+        """Record the score of the batch named `batch` (None: nothing) in the run history and run the alert rules;
+        a batch that is not stored is placed at the dates of the reviews in `frame`."""
         if batch:
             from core.monitor import score_record
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
 from core.detect.calibration import combine
@@ -211,12 +211,16 @@ class LabelAwareScorer:
     ) -> np.ndarray | None:
         """Out-of-fold probabilities of the labelled rows; None when there are too few of a class."""
         y = np.asarray(y, dtype=np.int64)
-        folds = min(n_splits, int(y.sum()), int((y == 0).sum()))
+        _, vectors = self._split(X)
+        copies = near_copies(vectors) if vectors is not None else np.arange(len(y))
+        # Folds by group of near copies: a copy in the training folds would make its twin look easy to rank
+        # (an embedding model recognises its twin), and the comparison would favour the embedding model.
+        folds = min(n_splits, len(np.unique(copies[y == 1])), len(np.unique(copies[y == 0])))
         if folds < 2:
             return None
         out = np.empty(len(y))
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
-        for train, test in splitter.split(X, y):
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
+        for train, test in splitter.split(X, y, groups=copies):
             clone = LabelAwareScorer(**self._params())
             out[test] = clone.fit(X[train], y[train], X_reference).predict_proba(X[test])
         return out
@@ -243,6 +247,26 @@ class LabelAwareScorer:
                 best = (ap, candidate, oof)
         assert best is not None
         return best[1], best[2]
+
+
+def near_copies(vectors: np.ndarray, similarity: float = 0.95) -> np.ndarray:
+    """A group number per row: rows whose embeddings have cosine similarity >= `similarity` (copies, light edits
+    of one review) share a group, transitively."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    unit = np.asarray(vectors, dtype=np.float64)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    rows, cols = [], []
+    for start in range(0, len(unit), 1000):  # blocks: memory stays O(1000 n) for many labels
+        i, j = np.nonzero(unit[start:start + 1000] @ unit.T >= similarity)
+        rows.append(i + start)
+        cols.append(j)
+    n = len(unit)
+    pairs = csr_matrix((np.ones(sum(len(r) for r in rows)), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=(n, n)) if n else csr_matrix((0, 0))
+    _, groups = connected_components(pairs, directed=False)
+    return np.asarray(groups)
 
 
 def _fmt(value: float | None) -> str:
