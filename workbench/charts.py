@@ -1,10 +1,10 @@
 """Vega-Lite (Altair) charts of the workbench.
 
 The Monitor timeline is drawn with Vega-Lite rather than plotly: the browser parses Streamlit's Vega bundle
-(about 0.8 MB) much faster than its plotly bundle (4.6 MB), which was most of the page's time. Measured in headless
-Chromium on the 2-core machine, the same 52-week chart drew in a median 2.5 s with Vega-Lite against 4.5 s with
-plotly (`bench/monitor_ui.py` measures the page itself). Vega renders text as text: batch names and kinds are never
-read as markup.
+(about 0.8 MB) much faster than its plotly bundle (4.6 MB). In headless Chromium on the 2-core machine a bare page
+with the same 52-week chart drew in a median 2.41 s with Vega-Lite against 3.65 s with plotly
+(`bench/monitor_ui.py --compare-charts`, load average 3). Vega renders text as text: batch names and kinds are
+never read as markup.
 """
 
 from __future__ import annotations
