@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from core.defaults import CHAMPION
 from core.errors import InputFileError, ParameterError
 from core.spark.frames import (
     EMBEDDING,
@@ -217,7 +218,7 @@ def score_dataset(
     source: str,
     out: str,
     *,
-    model: str = "champion",
+    model: str = CHAMPION,
     master: str | None = None,
     settings: Settings | None = None,
     spark: SparkSession | None = None,
