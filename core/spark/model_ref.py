@@ -147,25 +147,15 @@ def _load_bundle(ref: ModelRef) -> ModelBundle:
 
 def worker_embedder(ref: ModelRef, threads: int = 1) -> SentenceEmbedder:
     """An embedder with the model's vectors on the fastest equivalent backend, `threads` intra-op threads."""
-    from core.text import onnx_backend
     from core.text.embed import FASTEST_EQUIVALENT, SentenceEmbedder
 
     backend = FASTEST_EQUIVALENT[ref.embedding_backend]
     embedder = SentenceEmbedder(model=ref.embedding_model, backend=backend, batch_size=32, cache=None,
-                                onnx_dir=ref.onnx_dir)
-    if backend.startswith("onnx"):
-        # SentenceEmbedder has no thread option (yet): its loader builds the encoder with the module's default;
-        # bind ours for this one load. Asked of core/text's owner: a `threads` parameter.
-        original = onnx_backend.OnnxEncoder
-        onnx_backend.OnnxEncoder = functools.partial(original, threads=threads)  # type: ignore[misc,assignment]
-        try:
-            embedder._load()
-        finally:
-            onnx_backend.OnnxEncoder = original  # type: ignore[misc]
-    else:
+                                onnx_dir=ref.onnx_dir, threads=threads)
+    if not backend.startswith("onnx"):
         with contextlib.suppress(Exception):
             import torch
 
             torch.set_num_threads(threads)
-        embedder._load()
+    embedder._load()
     return embedder

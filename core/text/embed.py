@@ -293,6 +293,7 @@ class SentenceEmbedder:
         batch_size: int = 32,
         cache: EmbeddingCache | None = None,
         onnx_dir: str | Path | None = None,
+        threads: int | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ParameterError(f"embedding backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -303,6 +304,7 @@ class SentenceEmbedder:
         self.batch_size = batch_size
         self.cache = cache
         self.onnx_dir = Path(onnx_dir) if onnx_dir else None
+        self.threads = threads  # ONNX intra-op threads (None: the backend's default); one per Spark worker
         self._encoder: Callable[[list[str]], np.ndarray] | None = None
         self._dim: int | None = None
         self._digest: str | None = None
@@ -362,7 +364,8 @@ class SentenceEmbedder:
 
                 self._encoder = OnnxEncoder(st_model, self.onnx_dir or default_onnx_dir(),
                                             batch_size=self.batch_size, quantize=self.backend == "onnx-int8",
-                                            source_digest=self._digest)
+                                            source_digest=self._digest,
+                                            **({"threads": self.threads} if self.threads else {}))
 
     def encode(self, texts: Sequence[str], progress: CountProgress | None = None) -> np.ndarray:
         """Embed `texts`; returns an ``(n, dim)`` float32 array of unit vectors.
