@@ -1,4 +1,5 @@
-# One image for the API, the workbench and the pipeline (target "app"), and Airflow on top of it ("airflow").
+# One image for the API, the workbench and the pipeline (target "app"), Airflow on top of it ("airflow"), and the
+# app with a Java runtime for Spark workers and submitters ("spark", compose profile spark).
 # CPU torch only.
 FROM python:3.11-slim AS app
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1 WORKBENCH_HOME=/data
@@ -25,3 +26,8 @@ RUN python -m venv /opt/airflow-venv \
  && /opt/airflow-venv/bin/pip install "apache-airflow==3.3.2" psycopg2-binary
 ENV PATH=/opt/airflow-venv/bin:$PATH WORKBENCH_PYTHON=/usr/local/bin/python AIRFLOW_HOME=/opt/airflow
 CMD ["airflow", "version"]
+
+# Spark runs on a JVM: pyspark's bundled Spark needs Java 17 in the workers and in the submitting process.
+FROM app AS spark
+RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+ && rm -rf /var/lib/apt/lists/*

@@ -108,8 +108,12 @@ def test_spark_profile_runs_a_master_workers_with_the_app_code_and_a_submitter()
     spark = {name for name, s in services.items() if "spark" in s.get("profiles", [])}
     assert spark == {"spark-master", "spark-worker", "spark-submit"}
     assert services["spark-master"]["image"].startswith("apache/spark:4.")
-    # Executors run the model's Python code: workers are the app image, which carries the workbench.
-    assert services["spark-worker"]["build"] == {"context": ".", "target": "app"}
+    # Executors run the model's Python code: workers (and the submitter) are the app image with a Java runtime.
+    for name in ("spark-worker", "spark-submit"):
+        assert services[name]["build"] == {"context": ".", "target": "spark"}
+    dockerfile = (REPO / "Dockerfile").read_text()
+    stage = dockerfile[dockerfile.index("FROM app AS spark"):]
+    assert "openjdk-17-jre-headless" in stage
     assert "spark://spark-master:7077" in services["spark-worker"]["command"]
     assert services["spark-submit"]["environment"]["WORKBENCH_SPARK_MASTER"] == "spark://spark-master:7077"
     assert services["spark-worker"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5050"
