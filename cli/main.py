@@ -329,7 +329,7 @@ def score(
                                        "models:/NAME/VERSION or a bundle folder).")] = CHAMPION,
     mapping: MapOption = None,
     engine: Annotated[str, typer.Option(help="local: one process, the batch in memory. spark: every row on "
-                                        "Apache Spark in two passes, the same numbers; writes the scores as "
+                                        "Apache Spark in two passes (batch evidence over all rows); writes the scores as "
                                         "Parquet part files, _quarantine/ (file, line, reason) and "
                                         "_SUMMARY.json into --out.")] = "local",
     master: Annotated[str | None, typer.Option(help="Spark master URL (local[4], spark://HOST:7077, k8s://..., "
@@ -340,9 +340,7 @@ def score(
 ) -> None:
     """Score reviews with the champion: one column per detector and signal, score (0-1), is_outlier, reason.
 
-    With --engine spark the dataset is read, validated and scored on Spark (executors load the registered
-    model once per worker); the batch-level evidence is aggregated over all rows first, so the numbers equal
-    this command's on one machine.
+    With --engine spark every row is scored on Spark in two passes, the batch evidence over all rows (docs/scale.md).
     """
     from core.pipeline import Workspace
 
