@@ -83,13 +83,13 @@ def _split(pool: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, 
 
 
 def _mix(
-    normal: pd.DataFrame, anomalies: pd.DataFrame, rng: np.random.Generator
+    normal: pd.DataFrame, anomalies: pd.DataFrame, rng: np.random.Generator, prefix: str = "b"
 ) -> tuple[pd.DataFrame, np.ndarray]:
     batch = pd.concat([normal, anomalies], ignore_index=True)
     y = np.r_[np.zeros(len(normal), dtype=int), np.ones(len(anomalies), dtype=int)]
     order = rng.permutation(len(batch))
     batch = batch.iloc[order].reset_index(drop=True)
-    batch["review_id"] = [f"b{i}" for i in range(len(batch))]
+    batch["review_id"] = [f"{prefix}{i}" for i in range(len(batch))]
     return batch, y[order]
 
 

@@ -48,6 +48,7 @@ from sklearn.metrics import roc_auc_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.detect import _dedupe, _mix, _n_anomalies, _swap_words  # noqa: E402
 from core.detect.model import OutlierModel  # noqa: E402
 from core.detect.signals import normalise_text  # noqa: E402
 from core.io.load import load_path  # noqa: E402
@@ -81,12 +82,6 @@ NEAR_BEST = 0.02
 
 
 # -- data --------------------------------------------------------------------------------------------
-def _dedupe(frame: pd.DataFrame) -> pd.DataFrame:
-    norm = frame["text"].fillna("").map(normalise_text)
-    keep = (norm.str.len() > 0) & ~norm.duplicated()
-    return frame[keep.to_numpy()].reset_index(drop=True)
-
-
 def _words(frame: pd.DataFrame) -> np.ndarray:
     return frame["text"].fillna("").str.split().str.len().to_numpy()
 
@@ -144,20 +139,6 @@ class Scenario:
     share: float
 
 
-def _mix(normal: pd.DataFrame, anomalies: pd.DataFrame, rng: np.random.Generator,
-         prefix: str) -> tuple[pd.DataFrame, np.ndarray]:
-    frame = pd.concat([normal, anomalies], ignore_index=True)
-    y = np.r_[np.zeros(len(normal), dtype=int), np.ones(len(anomalies), dtype=int)]
-    order = rng.permutation(len(frame))
-    frame = frame.iloc[order].reset_index(drop=True)
-    frame["review_id"] = [f"{prefix}{i}" for i in range(len(frame))]
-    return frame, y[order]
-
-
-def _count(n_normal: int, share: float) -> int:
-    return max(5, int(round(share * n_normal / (1 - share))))
-
-
 def _take(pool: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
     if len(pool) < n:
         raise ValueError(f"needs {n} reviews, the pool has {len(pool)}")
@@ -192,10 +173,7 @@ def _duplicates(normals: pd.DataFrame, reference: pd.DataFrame, n: int,
             if kind == "light edit" and j:
                 row["text"] = row["text"].upper() if j % 2 else row["text"].rstrip(".!") + "!!"
             elif kind == "template":
-                words = src["text"].split()
-                for _ in range(2):
-                    words[rng.integers(len(words))] = donors[rng.integers(len(donors))]
-                row["text"] = " ".join(words)
+                row["text"] = _swap_words(src["text"], donors, 2, rng)
             rows.append(row)
     planted = pd.DataFrame(rows[:n])
     # A planted copy's original among the normal rows is a duplicate too.
@@ -230,7 +208,7 @@ def build(name: str, pools: dict[str, pd.DataFrame], fake: pd.DataFrame, seed: i
         raise ValueError(f"{len(normal_pool)} reviews: too few for a reference, a batch and a labelling batch")
     others = others.iloc[rng.permutation(len(others))]
     eval_others, label_others = others.iloc[: len(others) // 2], others.iloc[len(others) // 2:]
-    n_eval = _count(len(eval_normals), share)
+    n_eval = _n_anomalies(len(eval_normals), share)
     n_label = min(max(BUDGETS), len(label_normals) // 2)  # the labelling batch holds every budget's outliers
 
     def planted(normals: pd.DataFrame, pool: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
