@@ -15,7 +15,6 @@ import functools
 import json
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from core.detect.detectors import DETECTORS, make_detector
 from core.detect.ensemble import NOVELTY
 from core.detect.explain import GROUP_LABELS, contributions, nearest_reviews, summary_line
 from core.detect.kinds import kind_scores
-from core.detect.results import ScoreResult
+from core.detect.results import MemberScores, ScoreResult
 from core.detect.signals import SIGNALS, SignalInputs, independent_requests, make_signal
 from core.detect.supervised import LabelAwareMixin, LabelAwareScorer, LabelMetrics
 from core.errors import ModelUnavailableError, NotFittedError, ParameterError, SchemaError
@@ -45,16 +44,6 @@ _REFERENCE_COLUMNS = ("review_id", "text", "title", "rating")
 #: (`duplicate`) and the batch-vs-reference classifier (`batch_contrast`), each also calibrated per batch. A
 #: distributed engine scores them over the whole batch, every other member partition by partition.
 BATCH_SCOPED_SIGNALS: frozenset[str] = frozenset({"duplicate", "batch_contrast"})
-
-
-@dataclass(frozen=True)
-class MemberScores:
-    """Per detector and signal: calibrated 0-1 scores (NaN = not applicable), surprises (``-log p``, 0 = not
-    applicable) and a detail line per review, in the order of the scored reviews."""
-
-    calibrated: dict[str, np.ndarray]
-    surprise: dict[str, np.ndarray]
-    details: dict[str, list[str]]
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,6 +12,16 @@ from core.errors import ParameterError
 
 
 @dataclass(frozen=True)
+class MemberScores:
+    """Per detector and signal: calibrated 0-1 scores (NaN = not applicable), surprises (``-log p``, 0 = not
+    applicable) and a detail line per review, in the order of the scored reviews."""
+
+    calibrated: dict[str, np.ndarray]
+    surprise: dict[str, np.ndarray]
+    details: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
 class ScoreResult:
     """Scores of one batch.
 

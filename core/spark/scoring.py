@@ -56,7 +56,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from core.bundle import ModelBundle
-    from core.detect.model import MemberScores, OutlierModel
+    from core.detect.model import OutlierModel
+    from core.detect.results import MemberScores
     from core.settings import Settings
 
 MISSING, BLOCK = "_missing", "_block"
@@ -82,7 +83,7 @@ def _members_frame(rows: pd.DataFrame, scores: MemberScores, names: list[str]) -
 
 
 def _member_scores(rows: pd.DataFrame, names: list[str]) -> MemberScores:
-    from core.detect.model import MemberScores
+    from core.detect.results import MemberScores
 
     calibrated, surprise, details = {}, {}, {}
     for name in names:
@@ -181,7 +182,7 @@ def _output_schema(model: OutlierModel, present: dict[str, tuple[str, ...]], evi
     column added there reaches this output too) plus the source, the file and line, and the shift p-value."""
     from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType
 
-    from core.detect.model import MemberScores
+    from core.detect.results import MemberScores
 
     empty = MemberScores(calibrated={m: np.zeros(0) for m in names}, surprise={m: np.zeros(0) for m in names},
                          details={m: [] for m in names})
