@@ -227,14 +227,14 @@ def evaluate(
                 name: m["auroc"] for name, s in unsupervised.items() if (m := _metrics(y[rest], s[rest]))
             },
         }
-        metrics = model.fit_labels(batch.iloc[lab], labels, embedder)
+        metrics = model.fit_labels(batch, labels, embedder)
         entry["chosen_label_scorer"] = metrics.uses_label_scorer
         # The whole batch is scored, as for the unsupervised baseline, and only unlabelled rows count.
         # (Scoring the unlabelled rows alone would change the batch: without the queue's top 5 % no group
         # is in excess any more, and that, not the labels, moved the headline.)
         entry["headline"] = _metrics(y[rest], model.score(batch, embedder).scores["score"].to_numpy()[rest])
         if metrics.label_aware is not None:
-            model.fit_labels(batch.iloc[lab], labels, embedder, force=True)
+            model.fit_labels(batch, labels, embedder, force=True)
             entry["forced"] = _metrics(y[rest], model.score(batch, embedder).scores["score"].to_numpy()[rest])
         model.label_scorer_ = None
         out[key] = entry

@@ -264,9 +264,9 @@ def with_labels(model: OutlierModel, sc: Scenario, embedder: object, seed: int, 
     def label_aware(rows: np.ndarray) -> dict:
         labels = pd.Series(np.where(sc.label_y[rows] == 1, "outlier", "normal"),
                            index=sc.label_batch["review_id"].iloc[rows].to_numpy())
-        metrics = model.fit_labels(sc.label_batch.iloc[rows], labels, embedder)
+        metrics = model.fit_labels(sc.label_batch, labels, embedder)
         chosen = auroc(sc.y, model.score(sc.batch, embedder).scores["score"].to_numpy())
-        model.fit_labels(sc.label_batch.iloc[rows], labels, embedder, force=True)
+        model.fit_labels(sc.label_batch, labels, embedder, force=True)
         forced = auroc(sc.y, model.score(sc.batch, embedder).scores["score"].to_numpy())
         model.label_scorer_ = None
         return {"chosen": chosen, "forced": forced, "uses_label_scorer": bool(metrics.uses_label_scorer)}

@@ -169,13 +169,16 @@ def label_metrics(version: str, settings: Settings | None = None) -> dict[str, f
     from core.labels import as_binary
 
     ws = _workspace(settings)
-    labelled, labels = ws.labelled_reviews()
-    if labelled.empty:
+    batches, labels = ws.labelled_batches()
+    if not batches:
         return {}
     bundle, _ = ws.registry().load(str(version))
-    scores = bundle.score(labelled, ws.embedder()).frame
-    column = "unsupervised_score" if "unsupervised_score" in scores.columns else "score"
-    by_id = dict(zip(scores["review_id"].astype(str), scores[column], strict=True))
+    by_id: dict[str, float] = {}
+    for batch in batches:  # each labelled review scored within its batch, as it was when it was labelled
+        scores = bundle.score(batch, ws.embedder()).frame
+        column = "unsupervised_score" if "unsupervised_score" in scores.columns else "score"
+        for review_id, value in zip(scores["review_id"].astype(str), scores[column], strict=True):
+            by_id.setdefault(review_id, float(value))
     ids = [i for i in labels.index.astype(str) if i in by_id]
     y = as_binary(labels.set_axis(labels.index.astype(str)).loc[ids])
     if y.size == 0 or y.min() == y.max():

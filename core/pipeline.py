@@ -199,17 +199,26 @@ class Workspace:
 
     def labelled_reviews(self) -> tuple[pd.DataFrame, pd.Series]:
         """Every stored review that carries a label, and the labels (latest per review)."""
-        labels = self.labels().as_series()
-        if labels.empty:
-            return pd.DataFrame(), labels
-        frames = []
-        for info in self.batches.list():
-            frame = self.batches.frame(info.name)
-            frames.append(frame[frame["review_id"].astype(str).isin(labels.index.astype(str))])
-        found = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        batches, labels = self.labelled_batches()
+        ids = labels.index.astype(str)
+        found = pd.concat([b[b["review_id"].astype(str).isin(ids)] for b in batches], ignore_index=True) \
+            if batches else pd.DataFrame()
         if not found.empty:
             found = found.drop_duplicates("review_id")
         return found, labels
+
+    def labelled_batches(self) -> tuple[list[pd.DataFrame], pd.Series]:
+        """The stored batches that hold at least one labelled review, whole, and the labels (latest per review).
+
+        Whole batches, because a review's duplicate and batch-contrast signals depend on the rest of its batch:
+        scoring a labelled review on its own would show the label-aware scorer features it never meets later.
+        """
+        labels = self.labels().as_series()
+        if labels.empty:
+            return [], labels
+        ids = labels.index.astype(str)
+        frames = [self.batches.frame(info.name) for info in self.batches.list()]
+        return [f for f in frames if f["review_id"].astype(str).isin(ids).any()], labels
 
     def import_labels(
         self, source: str | Path | bytes, author: str | None = None, filename: str = "labels.csv"
@@ -280,8 +289,8 @@ class Workspace:
         metrics: dict[str, float] = {}
         label_note = None
         if use_labels:
-            labelled, labels = self.labelled_reviews()
-            if not labelled.empty:
+            labelled, labels = self.labelled_batches()
+            if labelled:
                 if progress:
                     progress("learning from labels", 0.0)
                 result = bundle.outlier.fit_labels(labelled, labels, self.embedder())

@@ -349,7 +349,7 @@ class LabelAwareMixin(GroupEnsemble):
 
     def fit_labels(
         self,
-        frame: pd.DataFrame,
+        frame: pd.DataFrame | Sequence[pd.DataFrame],
         labels: pd.Series,
         embedder: Embedder,
         force: bool = False,
@@ -367,7 +367,10 @@ class LabelAwareMixin(GroupEnsemble):
         Parameters
         ----------
         frame
-            The reviews that were labelled (others are ignored), canonical frame with ``review_id``.
+            The batch the labelled reviews come from, or a list of such batches, with ``review_id``. Every
+            review of a batch is scored within it, as `score` would: the batch-scoped signals (duplicates,
+            batch contrast) need the rest of the batch to see what a labelled review is, and the scorer is
+            trained on the features it will get when it scores. Unlabelled reviews are only that context.
         labels
             ``review_id -> "outlier" | "normal"`` (a Series indexed by review id, e.g. `LabelStore.as_series`).
         embedder
@@ -380,33 +383,47 @@ class LabelAwareMixin(GroupEnsemble):
             held-out comparison is noise, and a scorer that wins it can rank the batch worse.
         """
         self._check_fitted()
-        batch = self._canonical(frame, "the labelled frame")
         if not isinstance(labels, pd.Series):
             raise ParameterError(
                 f"labels must be a pandas Series indexed by review_id, got {type(labels).__name__}"
             )
+        batches = [frame] if isinstance(frame, pd.DataFrame) else list(frame)
         labels = labels[~labels.index.duplicated(keep="last")]
-        ids = batch["review_id"].astype(str)
         lookup = pd.Series(labels.to_numpy(), index=labels.index.astype(str))
-        keep = ids.isin(lookup.index).to_numpy()
-        if not keep.any():
+        seen: set[str] = set()
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        n_given = 0
+        for i, given in enumerate(batches):
+            batch = self._canonical(given, "the labelled frame" if len(batches) == 1 else f"labelled batch {i + 1}")
+            n_given += len(batch)
+            ids = batch["review_id"].astype(str)
+            # A review labelled in two batches is learnt once, from the first batch that holds it.
+            keep = (ids.isin(lookup.index) & ~ids.isin(seen) & ~ids.duplicated()).to_numpy()
+            if not keep.any():
+                continue
+            seen.update(ids[keep])
+            embeddings = self._embed(batch, embedder, None)
+            with self._threads():
+                calibrated, surprise, _ = self._raw_scores(batch, embeddings)
+                present = self.present_groups(calibrated)
+                statistic, p_value, _ = self._ensemble(surprise, present, self.group_evidence(surprise, present))
+                X = self._label_features(
+                    batch[keep].reset_index(drop=True), embeddings[keep], {k: v[keep] for k, v in surprise.items()}
+                )
+            parts.append((X, statistic[keep], p_value[keep], as_binary(lookup.loc[ids[keep]])))
+        if not parts:
             raise ParameterError(
-                f"none of the {len(labels)} labels matches a review_id of the {len(batch)} reviews given"
+                f"none of the {len(labels)} labels matches a review_id of the {n_given} reviews given"
             )
-        batch = batch[keep].drop_duplicates("review_id").reset_index(drop=True)
-        y = as_binary(lookup.loc[batch["review_id"].astype(str)])
-        embeddings = self._embed(batch, embedder, None)
+        X = np.vstack([p[0] for p in parts])
+        statistic, p_value, y = (np.concatenate([p[k] for p in parts]) for k in (1, 2, 3))
+        unsupervised = score_metrics(statistic, y)
         with self._threads():
-            calibrated, surprise, _ = self._raw_scores(batch, embeddings)
-            present = self.present_groups(calibrated)
-            statistic, p_value, _ = self._ensemble(surprise, present, self.group_evidence(surprise, present))
-            unsupervised = score_metrics(statistic, y)
-            X = self._label_features(batch, embeddings, surprise)
             # The ensemble statistic is the column right after the members (see _label_features).
             prior = len(self.detector_names_) + len(self.signal_names_)
             scorer, oof = LabelAwareScorer(
                 prior_column=prior, random_state=self.random_state,
-                embedding_columns=embeddings.shape[1] if getattr(self, "label_embeddings_", False) else 0,
+                embedding_columns=self.label_pca_.n_features_in_ if getattr(self, "label_embeddings_", False) else 0,
             ).choose_blend(X, y, self.label_reference_features_)
         n_out, n_norm = int(y.sum()), int((y == 0).sum())
         if oof is None:

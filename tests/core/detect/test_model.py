@@ -326,3 +326,39 @@ def test_a_kind_score_is_calibrated_on_the_reference_held_out_surprises() -> Non
     # Members missing from a batch are left out of the mean and out of the reference statistic alike.
     only_a = kind_scores({"a": fresh["a"]}, {}, {"novelty": ("a", "b")}, reference)["kind_novelty"]
     assert abs(float(np.mean(only_a >= 0.95)) - 0.05) < 0.015
+
+
+@pytest.mark.slow
+def test_labelled_reviews_are_scored_within_their_batch(fitted, planted, embedder, monkeypatch) -> None:
+    """The label-aware scorer learns from the features it meets when the batch is scored: batch-scoped
+    signals (batch contrast, duplicates) of a labelled review depend on the unlabelled rest of its batch."""
+    _, batch, y = planted
+    rng = np.random.default_rng(1)
+    labelled = np.sort(np.r_[np.flatnonzero(y == 1), rng.choice(np.flatnonzero(y == 0), 30, replace=False)])
+    labels = pd.Series(np.where(y[labelled] == 1, "outlier", "normal"), index=batch["review_id"].iloc[labelled])
+    features: list[np.ndarray] = []
+    original = OutlierModel._label_features
+
+    def recording(self, frame, embeddings, surprise):  # type: ignore[no-untyped-def]
+        out = original(self, frame, embeddings, surprise)
+        features.append(out)
+        return out
+
+    monkeypatch.setattr(OutlierModel, "_label_features", recording)
+    # Copies of three labelled reviews in the second half: the duplicate signal sees them only in context.
+    copies = batch.iloc[labelled[labelled >= 40][:3]].assign(review_id=lambda f: f["review_id"] + "-copy")
+    halves = [batch.iloc[:40], pd.concat([batch.iloc[40:], copies], ignore_index=True)]
+    metrics = fitted.fit_labels(halves, labels, embedder, force=True)
+    assert metrics.n_labelled == len(labelled) and metrics.n_outlier == int(y.sum())
+    trained_on = np.vstack(features)
+    features.clear()
+    for half in halves:
+        fitted.score(half, embedder)
+    scored = np.vstack(features)
+    fitted.label_scorer_ = None
+    # Equal up to the encoder's float32 noise (a text embedded in another batch can move by about 1e-7).
+    np.testing.assert_allclose(trained_on, scored[labelled], rtol=0, atol=1e-5)
+    # Scored without its batch, a labelled review looks different to the batch-scoped signals.
+    alone = fitted.fit_labels(batch.iloc[labelled], labels, embedder)
+    assert alone.n_labelled == len(labelled)
+    assert np.abs(features[-1] - trained_on).max() > 1e-1
