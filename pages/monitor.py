@@ -37,7 +37,7 @@ with errors_shown():
                + " (docs/monitoring.md).")
 
     points = history.batches
-    st.altair_chart(timeline_chart(history, kinds, batch_level, family), key="monitor.timeline")
+    st.vega_lite_chart(spec=timeline_chart(history, kinds, batch_level, family), key="monitor.timeline")
 
     st.subheader(f"Alerts ({len(history.alerts)})")
     if history.alerts:

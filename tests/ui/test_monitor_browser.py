@@ -6,6 +6,7 @@ The history is written straight into the run history (no model needed). How fast
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -147,3 +148,23 @@ def test_the_timeline_holds_every_batch_alert_level_and_model_change(seeded: tup
     assert sorted(frames["alerts"]["alert"]) == sorted(f"{a.batch}: {a.kind} ({a.rule} rule)" for a in alerts)
     assert sorted(frames["levels"]["p"]) == pytest.approx([0.001, 0.005])
     assert list(frames["changes"]["label"]) == ["v2"]  # one model change, no promotion recorded in this history
+
+
+def test_the_timeline_is_valid_vega_lite_holding_those_tables(seeded: tuple[str, list[Alert], str]) -> None:
+    """The spec the page hands to Streamlit passes Vega-Lite's own schema (Altair's validator, the version
+    Streamlit draws), and its marks carry the tables above with times as ISO strings."""
+    import altair as alt
+
+    from workbench.charts import VEGA_LITE_SCHEMA, timeline_chart, timeline_frames
+
+    _, _, store_url = seeded
+    history = MonitorStore(store_url).history(0.01)
+    spec = timeline_chart(history, KINDS, batch_level=0.005, family=len(KINDS) + 1)
+    assert VEGA_LITE_SCHEMA == alt.SCHEMA_URL
+    alt.LayerChart.from_dict(spec, validate=True)  # raises on any property Vega-Lite does not know
+    json.dumps(spec)  # plain JSON: nothing left for Streamlit to convert
+    left, right = spec["layer"]
+    shares, alerts = left["layer"][0]["data"]["values"], right["layer"][-1]["data"]["values"]
+    frames = timeline_frames(history, KINDS, batch_level=0.005, family=len(KINDS) + 1)
+    assert len(shares) == len(frames["shares"]) and len(alerts) == len(frames["alerts"])
+    assert shares[0]["time"] == frames["shares"]["time"].iloc[0].isoformat()
