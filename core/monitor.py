@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import (
@@ -42,6 +42,7 @@ SHIFT = "shift"
 GROWN = ("new", "grown")  # cluster statuses whose terms the history keeps
 _TERMS = 5  # terms kept per grown cluster
 _CLUSTERS = 5  # grown clusters kept per record
+_Row = TypeVar("_Row")  # what `MonitorStore._read` converts each selected row to
 
 
 class _Base(DeclarativeBase):
@@ -328,14 +329,17 @@ class MonitorStore:
                 raise StorageError(f"could not record the run of {run.batch!r} in {self.where}: "
                                    f"{one_line(err)}") from err
 
+    def _read(self, what: str, query: Any, convert: Callable[[Any], _Row]) -> list[_Row]:
+        """Every row `query` selects, converted; a database error as one `StorageError` line naming `what`."""
+        try:
+            with self.db.connect(f"reading {what}") as conn, Session(bind=conn) as session:
+                return [convert(r) for r in session.execute(query).scalars().all()]
+        except SQLAlchemyError as err:
+            raise StorageError(f"could not read {what} from {self.where}: {one_line(err)}") from err
+
     def runs(self) -> list[RunRecord]:
         """Every stored run, oldest recording first."""
-        try:
-            with self.db.connect("reading the run history") as conn, Session(bind=conn) as session:
-                rows = session.execute(select(RunRow).order_by(RunRow.recorded_at, RunRow.id)).scalars().all()
-                return [_run_of(r) for r in rows]
-        except SQLAlchemyError as err:
-            raise StorageError(f"could not read the run history from {self.where}: {one_line(err)}") from err
+        return self._read("the run history", select(RunRow).order_by(RunRow.recorded_at, RunRow.id), _run_of)
 
     # alerts ----------------------------------------------------------------------------------------------
     def add_alerts(self, decisions: Iterable[rules.AlertDecision]) -> list[Alert]:
@@ -370,11 +374,7 @@ class MonitorStore:
         query = select(AlertRow).order_by(AlertRow.created, AlertRow.id)
         if undelivered:
             query = query.where(AlertRow.delivered.is_(False))
-        try:
-            with self.db.connect("reading alerts") as conn, Session(bind=conn) as session:
-                return [_alert_of(r) for r in session.execute(query).scalars().all()]
-        except SQLAlchemyError as err:
-            raise StorageError(f"could not read alerts from {self.where}: {one_line(err)}") from err
+        return self._read("alerts", query, _alert_of)
 
     def mark_delivery(self, alert: Alert, delivery: rules.Delivery) -> None:
         """Record the outcome of sending `alert` (attempts add up over calls)."""
@@ -403,12 +403,8 @@ class MonitorStore:
 
     def champion_changes(self) -> list[ChampionChange]:
         """Every recorded champion change, oldest first."""
-        try:
-            with self.db.connect("reading champion changes") as conn, Session(bind=conn) as session:
-                rows = session.execute(select(ChampionRow).order_by(ChampionRow.at, ChampionRow.id)).scalars().all()
-                return [ChampionChange(r.version, r.event, _as_utc(r.at) or datetime.now(UTC)) for r in rows]
-        except SQLAlchemyError as err:
-            raise StorageError(f"could not read champion changes from {self.where}: {one_line(err)}") from err
+        return self._read("champion changes", select(ChampionRow).order_by(ChampionRow.at, ChampionRow.id),
+                          lambda r: ChampionChange(r.version, r.event, _as_utc(r.at) or datetime.now(UTC)))
 
     # the timeline -----------------------------------------------------------------------------------------
     def timeline(self) -> list[BatchPoint]:
