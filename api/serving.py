@@ -26,10 +26,11 @@ import numpy as np
 from api.schemas import ContributionOut, ModelRef, NeighbourOut, PredictionOut
 from core.bundle import ModelBundle
 from core.defaults import CHAMPION
+from core.detect.explain import values_at
 from core.detect.kinds import kind_column, kinds_in
 from core.errors import ModelUnavailableError, WeightsError, WorkbenchError
 from core.pipeline import Workspace
-from core.serving import score_requests
+from core.serving import RequestScores, score_requests
 from core.text.embed import FASTEST_EQUIVALENT, Embedder, EncoderMismatchError
 
 log = logging.getLogger("api")
@@ -148,27 +149,34 @@ def to_predictions(
     scores: Any, ref: ModelRef, rows: range | None = None, missing: list[str] | None = None
 ) -> list[PredictionOut]:
     """`BundleScores` -> response rows (every detector and signal score, reasons, neighbours)."""
+    positions = list(rows if rows is not None else range(len(scores.frame)))
+    lacked = list(scores.missing) if missing is None else missing
+    return _predictions(scores, ref, positions, [lacked] * len(positions))
+
+
+def _predictions(scores: Any, ref: ModelRef, positions: list[int], missing: list[list[str]]) -> list[PredictionOut]:
     frame = scores.frame
-    missing = list(scores.missing) if missing is None else missing
-    kinds = {k: frame[kind_column(k)].to_numpy() for k in kinds_in(frame.columns)}
+    # Read once for all the rows asked for (a micro-batch of requests), not row by row.
+    kinds = kinds_in(frame.columns)
+    row = values_at(frame, np.asarray(positions, dtype=np.int64))
+    shift = row["shift_p_value"]
     out = []
-    for i in rows if rows is not None else range(len(frame)):
-        reasons = scores.result.reasons(i)
+    for k, reasons in enumerate(scores.result.reasons_of(positions)):
         out.append(PredictionOut(
             review_id=reasons.review_id,
             score=float(reasons.score),
             p_value=float(reasons.p_value),
             is_outlier=bool(reasons.is_outlier),
-            shift_p_value=float(frame["shift_p_value"].iloc[i]),
+            shift_p_value=float(shift[k]),
             reason=reasons.summary,
-            detector_scores={k: _number(v) for k, v in reasons.detector_scores.items()},
-            signal_scores={k: _number(v) for k, v in reasons.signal_scores.items()},
-            kind_scores={k: _number(v[i]) for k, v in kinds.items()},
+            detector_scores={name: _number(v) for name, v in reasons.detector_scores.items()},
+            signal_scores={name: _number(v) for name, v in reasons.signal_scores.items()},
+            kind_scores={kind: _number(row[kind_column(kind)][k]) for kind in kinds},
             contributions=[ContributionOut(name=c.name, label=c.label, score=c.score, detail=c.detail)
                            for c in reasons.contributions],
             neighbours=[NeighbourOut(review_id=n.review_id, text=n.text, rating=n.rating, similarity=n.similarity)
                         for n in reasons.neighbours],
-            missing=missing,
+            missing=list(missing[k]),
             model=ref,
         ))
     return out
@@ -176,9 +184,20 @@ def to_predictions(
 
 def score_jobs(loaded: Loaded, embedder: Embedder, jobs: list[list[dict[str, Any]]]) -> list[list[PredictionOut] | Exception]:
     """Score several requests as one batch (`core.serving.score_requests`) and map each to its response rows."""
-    return [outcome if isinstance(outcome, Exception)
-            else to_predictions(outcome.scores, loaded.ref, outcome.rows, outcome.missing)
-            for outcome in score_requests(loaded.bundle, embedder, jobs)]
+    outcomes = score_requests(loaded.bundle, embedder, jobs)
+    # Requests scored together share one result, read in one pass; each request keeps what it lacked.
+    shared: dict[int, tuple[Any, list[RequestScores]]] = {}
+    for outcome in outcomes:
+        if not isinstance(outcome, Exception):
+            shared.setdefault(id(outcome.scores), (outcome.scores, []))[1].append(outcome)
+    answers: dict[int, list[PredictionOut]] = {}
+    for scores, requests in shared.values():
+        rows = [i for request in requests for i in request.rows]
+        predictions = iter(_predictions(scores, loaded.ref, rows,
+                                        [request.missing for request in requests for _ in request.rows]))
+        for request in requests:
+            answers[id(request)] = [next(predictions) for _ in request.rows]
+    return [outcome if isinstance(outcome, Exception) else answers[id(outcome)] for outcome in outcomes]
 
 
 @dataclass

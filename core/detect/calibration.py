@@ -93,15 +93,18 @@ class ScoreCalibrator:
         self._check()
         cal = self.calibration_scores_
         n = self.n_calibration_
-        s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+        s = np.asarray(scores, dtype=np.float64)
+        s = np.where(np.isnan(s), -np.inf, s)
         j = np.searchsorted(cal, s, side="left")  # cal[j - 1] < s <= cal[j]
         inside = (j > 0) & (j < n)
-        lower = cal[np.clip(j - 1, 0, n - 1)]
-        upper = cal[np.clip(j, 0, n - 1)]
+        # np.minimum/np.maximum rather than np.clip: this runs for every member on every request, and clip's
+        # Python-level dispatch cost more than the arithmetic for a few rows.
+        lower = cal[np.maximum(j - 1, 0)]
+        upper = cal[np.minimum(j, n - 1)]
         with np.errstate(divide="ignore", invalid="ignore"):
             frac = np.where(inside, (s - lower) / np.where(upper > lower, upper - lower, 1.0), 0.0)
             tail = np.exp(-(s - cal[-1]) / self.tail_scale_) / (n + 1.0)
-        p = np.where(j == 0, 1.0, (n - j + 1.0 - np.clip(frac, 0.0, 1.0)) / (n + 1.0))
+        p = np.where(j == 0, 1.0, (n - j + 1.0 - np.minimum(np.maximum(frac, 0.0), 1.0)) / (n + 1.0))
         return np.where(j >= n, tail, p)
 
     def exceedances(self, scores: np.ndarray, level: float) -> Exceedances:
@@ -128,7 +131,17 @@ class ScoreCalibrator:
 
     def surprise(self, scores: np.ndarray) -> np.ndarray:
         """``-log`` of the smoothed p-value: additive evidence, used to combine groups."""
-        return -np.log(np.clip(self.smooth_p_value(scores), 1e-300, 1.0))
+        return _surprise(self.smooth_p_value(scores))
+
+    def calibrate(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`transform` and `surprise` of `scores` from one pass over the calibration scores (every member of
+        the model needs both, on every request)."""
+        p = self.smooth_p_value(scores)
+        return 1.0 - p, _surprise(p)
+
+
+def _surprise(p_value: np.ndarray) -> np.ndarray:
+    return -np.log(np.minimum(np.maximum(p_value, 1e-300), 1.0))
 
 
 class LengthConditioner:
@@ -179,7 +192,9 @@ class LengthConditioner:
         """``-log p`` within each row's bin plus the tail term; `leave_one_out` for the bin's own scores."""
         out = np.empty(scores.size, dtype=np.float64)
         loo = int(leave_one_out)
-        for k, ref in enumerate(self.sorted_):
+        # Only the bins some row falls in: a request of one review needs one of them.
+        for k in np.unique(which).tolist():
+            ref = self.sorted_[k]
             rows = which == k
             x = scores[rows]
             at_least = ref.size - np.searchsorted(ref, x, side="left") - loo  # itself excluded when held out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -113,21 +114,49 @@ def nearest_reviews(
     return idx, sims
 
 
-def neighbours_of(
-    reference_frame: pd.DataFrame, indices: Sequence[int], similarities: Sequence[float], max_chars: int = 300
-) -> tuple[Neighbour, ...]:
-    """The reference rows at `indices` as `Neighbour` records (text shortened to `max_chars`)."""
+def values_at(frame: pd.DataFrame, rows: np.ndarray) -> dict[str, list[Any]]:
+    """Per column of `frame`, its values at positions `rows` as Python objects, as a row-wise ``.iloc`` gives them.
+
+    The rows are taken together: reading a micro-batch's answers one ``.iloc`` row at a time, or one column at a
+    time, cost more than scoring its reviews.
+    """
+    values = frame.take(rows).to_numpy(dtype=object)
+    return {name: values[:, j].tolist() for j, name in enumerate(frame.columns)}
+
+
+def neighbours_table(
+    reference_frame: pd.DataFrame, indices: np.ndarray, similarities: np.ndarray, max_chars: int = 300
+) -> list[tuple[Neighbour, ...]]:
+    """Per row of `indices` (positions in `reference_frame`, one row per scored review) and of `similarities`,
+    those reference reviews as `Neighbour` records (text shortened to `max_chars`)."""
+    wanted = np.asarray(indices, dtype=np.int64)
+    flat = wanted.ravel()
+
+    def column(name: str) -> list[Any]:
+        # Three columns of a large reference: taken column by column, not as rows of the whole frame.
+        if name not in reference_frame.columns:
+            return [None] * flat.size
+        values = reference_frame[name]
+        if isinstance(values.dtype, np.dtype):
+            return values.to_numpy()[flat].tolist()
+        return values.array.take(flat).tolist()
+
+    ids, texts, ratings = column("review_id"), column("text"), column("rating")
+    sims = np.asarray(similarities)
     out = []
-    for i, sim in zip(indices, similarities, strict=True):
-        row = reference_frame.iloc[int(i)]
-        rating = row.get("rating")
-        text = str(row.get("text") or "")
-        out.append(
-            Neighbour(
-                review_id=str(row.get("review_id")),
-                text=text if len(text) <= max_chars else text[: max_chars - 1] + "…",
-                rating=None if rating is None or pd.isna(rating) else float(rating),
-                similarity=float(sim),
+    for r in range(wanted.shape[0]):
+        row = []
+        for c in range(wanted.shape[1]):
+            k = r * wanted.shape[1] + c
+            rating = ratings[k]
+            text = str(texts[k] or "")
+            row.append(
+                Neighbour(
+                    review_id=str(ids[k]),
+                    text=text if len(text) <= max_chars else text[: max_chars - 1] + "…",
+                    rating=None if rating is None or pd.isna(rating) else float(rating),
+                    similarity=float(sims[r, c]),
+                )
             )
-        )
-    return tuple(out)
+        out.append(tuple(row))
+    return out

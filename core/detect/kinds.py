@@ -68,10 +68,11 @@ def kind_scores(
     """
     cache = {} if cache is None else cache
     out: dict[str, np.ndarray] = {}
+    held_out = set(reference_surprises.columns)
     for group, members in present.items():
         if group not in KIND_LABELS:
             continue
-        members = tuple(m for m in members if m in surprise and m in reference_surprises.columns)
+        members = tuple(m for m in members if m in surprise and m in held_out)
         if not members:
             continue
         if members not in cache:

@@ -53,6 +53,12 @@ def _controller() -> Any:
     return ThreadpoolController()
 
 
+def _float_frame(columns: dict[str, np.ndarray], n_rows: int) -> pd.DataFrame:
+    # One 2-d block: a frame built from a dict of columns costs twice as much, per API request.
+    values = np.column_stack([np.asarray(v, dtype=np.float64) for v in columns.values()]) if columns else None
+    return pd.DataFrame(np.zeros((n_rows, 0)) if values is None else values, columns=list(columns))
+
+
 class OutlierModel(LabelAwareMixin):
     """Detectors and signals fitted on a reference batch, calibrated, combined and explained.
 
@@ -201,7 +207,7 @@ class OutlierModel(LabelAwareMixin):
             raise SchemaError(
                 f"{what} has no 'text' column (got {', '.join(map(str, frame.columns)) or 'no columns'})"
             )
-        out = frame.reset_index(drop=True).copy()
+        out = frame.reset_index(drop=True)  # a new frame (copy-on-write): adding review_id leaves `frame` alone
         if "review_id" not in out.columns:
             out["review_id"] = [f"row-{i}" for i in range(len(out))]
         return out
@@ -363,8 +369,7 @@ class OutlierModel(LabelAwareMixin):
             raw = detector.decision_function(embeddings)
             if lengths is not None and name in conditioners:
                 raw = conditioners[name].transform(raw, lengths)
-            calibrated[name] = self.calibrators_[name].transform(raw)
-            surprise[name] = self.calibrators_[name].surprise(raw)
+            calibrated[name], surprise[name] = self.calibrators_[name].calibrate(raw)
         signals = {k: v for k, v in self.signals_.items() if k in wanted}
         inputs = SignalInputs(frame=frame, embeddings=embeddings)
         for name, signal in signals.items():
@@ -372,9 +377,10 @@ class OutlierModel(LabelAwareMixin):
             calibrator = self.calibrators_[name]
             if result.calibration is not None:
                 calibrator = ScoreCalibrator().fit(result.calibration)
-            cal = calibrator.transform(result.raw)
-            calibrated[name] = np.where(np.isfinite(result.raw), cal, np.nan)
-            surprise[name] = np.where(np.isfinite(result.raw), calibrator.surprise(result.raw), 0.0)
+            cal, surprised = calibrator.calibrate(result.raw)
+            scored = np.isfinite(result.raw)
+            calibrated[name] = np.where(scored, cal, np.nan)
+            surprise[name] = np.where(scored, surprised, 0.0)
             details[name] = result.details
         return MemberScores(calibrated=calibrated, surprise=surprise, details=details)
 
@@ -464,12 +470,9 @@ class OutlierModel(LabelAwareMixin):
             flagged = p_value <= self.false_alarm_rate
         else:
             flagged = headline >= threshold
-        groups = pd.DataFrame(
-            {
-                g: self._group_score(surprise, present.get(g, members_), calibrated)
-                for g, members_ in self.groups_.items()
-            }
-        )
+        group_scores = {
+            g: self._group_score(surprise, present.get(g, members_), calibrated) for g, members_ in self.groups_.items()
+        }
         group_details = {
             g: ["; ".join(filter(None, parts)) for parts in zip(*(details[m] for m in members_), strict=True)]
             if all(m in details for m in members_)
@@ -495,9 +498,12 @@ class OutlierModel(LabelAwareMixin):
         columns["score"] = headline
         columns["p_value"] = p_value
         columns["is_outlier"] = np.asarray(flagged, dtype=bool)
-        records = groups.to_dict("records")  # row-wise .iloc in a loop cost ~0.3 s per 1k reviews
+        # Python floats per group, read row by row: a DataFrame's to_dict("records") cost ~0.7 ms per API request,
+        # row-wise .iloc ~0.3 s per 1k reviews.
+        group_lists = {g: np.asarray(v, dtype=np.float64).tolist() for g, v in group_scores.items()}
         columns["reason"] = [
-            summary_line(contributions(records[i], {g: d[i] for g, d in group_details.items()}))
+            summary_line(contributions({g: v[i] for g, v in group_lists.items()},
+                                       {g: d[i] for g, d in group_details.items()}))
             for i in range(len(batch))
         ]
         # One calibrated score per kind of anomaly, so that each kind can be ranked on its own.
@@ -512,8 +518,8 @@ class OutlierModel(LabelAwareMixin):
             group_evidence=evidence,
             detector_names=self.detector_names_,
             signal_names=self.signal_names_,
-            group_scores=groups,
-            surprises=pd.DataFrame(surprise),
+            group_scores=_float_frame(group_scores, len(batch)),
+            surprises=_float_frame(surprise, len(batch)),
             details=group_details,
             neighbour_index=nn_idx,
             neighbour_similarity=nn_sim,

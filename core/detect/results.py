@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from core.detect.explain import Reasons, contributions, neighbours_of
+from core.detect.explain import Reasons, contributions, neighbours_table, values_at
 from core.errors import ParameterError
 
 
@@ -68,24 +69,39 @@ class ScoreResult:
     def reasons(self, i: int) -> Reasons:
         """Structured reasons of the review at position `i`: contributions, 3 nearest reference reviews,
         every detector's and signal's calibrated score."""
-        if not -len(self.scores) <= i < len(self.scores):
-            raise ParameterError(f"row {i} is out of range: the result has {len(self.scores)} rows")
-        row = self.scores.iloc[i]
-        groups = self.group_scores.iloc[i].to_dict()
-        items = contributions(groups, {g: d[i] for g, d in self.details.items()})
-        return Reasons(
-            review_id=str(row["review_id"]),
-            score=float(row["score"]),
-            p_value=float(row["p_value"]),
-            is_outlier=bool(row["is_outlier"]),
-            summary=str(row["reason"]),
-            contributions=items,
-            neighbours=neighbours_of(
-                self.reference_frame, self.neighbour_index[i], self.neighbour_similarity[i]
-            ),
-            detector_scores={d: float(row[d]) for d in self.detector_names},
-            signal_scores={s: float(row[s]) for s in self.signal_names},
-        )
+        return self.reasons_of([i])[0]
+
+    def reasons_of(self, rows: Sequence[int]) -> list[Reasons]:
+        """`reasons` of each position in `rows`, reading every column once (the API answers a micro-batch of
+        requests with this: a row-wise ``.iloc`` per review cost more than scoring it)."""
+        n = len(self.scores)
+        positions = [int(i) for i in rows]
+        for i in positions:
+            if not -n <= i < n:
+                raise ParameterError(f"row {i} is out of range: the result has {n} rows")
+        if not positions:
+            return []
+        take = np.asarray(positions, dtype=np.int64)
+        row = values_at(self.scores, take)
+        ids, score, p_value, flagged, summary = (row[c] for c in ("review_id", "score", "p_value", "is_outlier", "reason"))
+        groups = values_at(self.group_scores, take)
+        details = {g: [d[i] for i in positions] for g, d in self.details.items()}
+        neighbours = neighbours_table(self.reference_frame, self.neighbour_index[take], self.neighbour_similarity[take])
+        return [
+            Reasons(
+                review_id=str(ids[k]),
+                score=float(score[k]),
+                p_value=float(p_value[k]),
+                is_outlier=bool(flagged[k]),
+                summary=str(summary[k]),
+                contributions=contributions({g: v[k] for g, v in groups.items()},
+                                            {g: d[k] for g, d in details.items()}),
+                neighbours=neighbours[k],
+                detector_scores={d: float(row[d][k]) for d in self.detector_names},
+                signal_scores={s: float(row[s][k]) for s in self.signal_names},
+            )
+            for k in range(len(positions))
+        ]
 
     def flagged(self) -> pd.DataFrame:
         """The flagged reviews, most unusual first."""

@@ -95,6 +95,12 @@ def review_ids(frame: pd.DataFrame) -> list[str]:
     return [str(x) for x in frame["review_id"].tolist()]
 
 
+def plain_texts(texts: pd.Series) -> list[str]:
+    """`texts` as Python strings, ``""`` where missing (as ``.fillna("").astype(str)``, without two pandas passes
+    on every API request)."""
+    return [v if isinstance(v, str) else "" if pd.isna(v) else str(v) for v in texts.tolist()]
+
+
 def text_digest(text: object) -> str:
     """A short hash of a text: tells whether a review id still holds the text a signal was fitted on."""
     return hashlib.blake2b(str(text).encode("utf-8"), digest_size=8).hexdigest()

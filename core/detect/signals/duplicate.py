@@ -15,6 +15,7 @@ from core.detect.signals.base import (
     SignalInputs,
     SignalScores,
     normalise_text,
+    plain_texts,
     review_ids,
 )
 from core.errors import ParameterError
@@ -22,11 +23,8 @@ from core.text.descriptors import text_descriptors, word_count
 from core.text.embed import unit_rows
 
 
-def _hashes(texts: pd.Series) -> list[str]:
-    return [
-        hashlib.blake2b(normalise_text(t).encode(), digest_size=12).hexdigest()
-        for t in texts.fillna("").astype(str)
-    ]
+def _hashes(texts: list[str]) -> list[str]:
+    return [hashlib.blake2b(normalise_text(t).encode(), digest_size=12).hexdigest() for t in texts]
 
 
 def _max_similarity(
@@ -65,7 +63,7 @@ def _max_similarity(
 _WORD_HASHER = None
 
 
-def _word_sets(texts: pd.Series) -> Any:
+def _word_sets(texts: list[str]) -> Any:
     """Each text's set of lower-cased words as a binary sparse row (hashed: no vocabulary to fit or store)."""
     global _WORD_HASHER
     if _WORD_HASHER is None:
@@ -75,7 +73,7 @@ def _word_sets(texts: pd.Series) -> Any:
             n_features=2**20, binary=True, norm=None, alternate_sign=False,
             token_pattern=r"(?u)\b\w+\b", dtype=np.float32,
         )
-    return _WORD_HASHER.transform(texts.fillna("").astype(str).tolist()).tocsr()
+    return _WORD_HASHER.transform(texts).tocsr()
 
 
 def _prepare_words(RA: Any, min_words: int) -> tuple[int, np.ndarray, Any, np.ndarray]:
@@ -201,7 +199,8 @@ class DuplicateSignal(Signal):
                 f"floor must be in [0, near_threshold={self.near_threshold}], got {self.floor!r}"
             )
         self.reference_embeddings_ = unit_rows(reference.embeddings)
-        hashes = _hashes(reference.frame["text"])
+        texts = plain_texts(reference.frame["text"])
+        hashes = _hashes(texts)
         self.reference_hashes_ = (
             pd.Series(range(len(hashes)), index=hashes).groupby(level=0).first().to_dict()
         )
@@ -213,7 +212,7 @@ class DuplicateSignal(Signal):
         if isinstance(self.min_words, bool) or not isinstance(self.min_words, int) or self.min_words < 1:
             raise ParameterError(f"min_words must be an integer >= 1, got {self.min_words!r}")
         self._reference_words = text_descriptors(reference.frame["text"])["n_words"].to_numpy()
-        self.reference_word_sets_ = _word_sets(reference.frame["text"])
+        self.reference_word_sets_ = _word_sets(texts)
         # per-model caches, rebuilt on demand
         self._reference_prepared: tuple[int, np.ndarray, Any, np.ndarray] | None = None
         self._reference_positions: dict[str, int] | None = None
@@ -249,7 +248,8 @@ class DuplicateSignal(Signal):
         # A reference review scored again (the Explore map shows both batches) is not a copy of itself.
         own_index = self._own_index()
         own = np.array([own_index.get(rid, -1) for rid in ids], dtype=np.int64)
-        words = _word_sets(batch.frame["text"])
+        texts = plain_texts(batch.frame["text"])
+        words = _word_sets(texts)
         groups = batch.frame[GROUP_COLUMN].to_numpy() if GROUP_COLUMN in batch.frame else None
         cos_ref, arg_ref = _max_similarity(Q, self.reference_embeddings_, exclude=own)
         # One product gives both directions: batch -> reference here, reference -> batch for the calibration.
@@ -273,7 +273,7 @@ class DuplicateSignal(Signal):
         arg_ref = np.where(by_words_ref, warg_ref, arg_ref)
         sim_in = np.where(by_words_in, words_in, cos_in)
         arg_in = np.where(by_words_in, warg_in, arg_in)
-        hashes = _hashes(batch.frame["text"])
+        hashes = _hashes(texts)
         # Requests scored together (the API's micro-batches) are compared within their own group only.
         keys = hashes if groups is None else [f"{g}\x1f{h}" for g, h in zip(groups, hashes, strict=True)]
         counts = Counter(keys)
@@ -283,7 +283,7 @@ class DuplicateSignal(Signal):
             for i, h in enumerate(hashes)
         ])
         exact_in = np.array([counts[k] > 1 for k in keys])
-        n_words = np.array([word_count(t) for t in batch.frame["text"].fillna("").astype(str)], dtype=np.float64)
+        n_words = np.array([word_count(t) for t in texts], dtype=np.float64)
         raw = self._raw(np.maximum(sim_ref, sim_in), exact_ref | exact_in, n_words)
         calibration = (
             None if groups is not None else self._pooled_reference_scores(Q, reference_to_batch, hashes, own)

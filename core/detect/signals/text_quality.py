@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from core.detect.signals.base import Signal, SignalInputs, SignalScores
+from core.detect.signals.base import Signal, SignalInputs, SignalScores, plain_texts
 from core.errors import ParameterError
 from core.text.descriptors import DESCRIPTORS, text_descriptors
 
@@ -113,8 +113,12 @@ _DESCRIPTOR_LABELS: dict[str, tuple[str, str]] = {
 
 def style_descriptors(texts: pd.Series) -> pd.DataFrame:
     """Stylometric descriptors: repeated phrases, function-word share, sentences glued together, sentence length."""
+    return pd.DataFrame(_style_values(plain_texts(texts)), columns=list(STYLE_DESCRIPTORS), index=texts.index)
+
+
+def _style_values(texts: list[str]) -> np.ndarray:
     rows = []
-    for text in texts.astype("string").fillna("").tolist():
+    for text in texts:
         words = _WORDS.findall(text.lower())
         trigrams = list(zip(words, words[1:], words[2:], strict=False))
         repeated = 1 - len(set(trigrams)) / len(trigrams) if trigrams else 0.0
@@ -123,7 +127,7 @@ def style_descriptors(texts: pd.Series) -> pd.DataFrame:
         rows.append(
             (repeated, function, float(len(_GLUED.findall(text))), len(words) / max(len(sentences), 1))
         )
-    return pd.DataFrame(rows, columns=list(STYLE_DESCRIPTORS), index=texts.index, dtype=np.float64)
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(STYLE_DESCRIPTORS))
 
 
 _ALL_DESCRIPTORS = (*DESCRIPTORS, *STYLE_DESCRIPTORS)
@@ -156,7 +160,7 @@ class TextQualitySignal(Signal):
 
     def _values(self, texts: pd.Series) -> np.ndarray:
         """The descriptors of `texts`, one column per entry of `self.descriptors` (numpy: this runs per request)."""
-        table = np.hstack([text_descriptors(texts).to_numpy(), style_descriptors(texts).to_numpy()])
+        table = np.hstack([text_descriptors(texts).to_numpy(), _style_values(plain_texts(texts))])
         return table[:, [_ALL_DESCRIPTORS.index(d) for d in self.descriptors]]
 
     def fit(self, reference: SignalInputs) -> TextQualitySignal:
