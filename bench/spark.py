@@ -21,6 +21,18 @@ Each measured run is a fresh process (a SparkSession's master is fixed for its l
     nice -n 19 .venv/bin/python bench/spark.py --sizes 5000,20000     # smaller, on a busy machine
 
 Prints a markdown table and writes JSON (machine, load, command, every number) to ``--out``.
+
+``--shift`` benchmarks ``workbench shift --engine spark`` (`core.spark.shift.shift_datasets`) against the
+single-machine ``workbench shift`` (`Workspace.compare`) instead, on real reviews read from ``../shared/data``
+(``--shift-rows`` per batch, seeded, written as JSONL slices): All Beauty against Gift Cards (a shift) and two
+disjoint halves of All Beauty (none). For each pair: both verdicts and combined p-values, every test's statistic and
+p-value side by side, how many p-values differ by more than permutation noise, and both wall times (each engine in
+a fresh process; Spark's includes the session start and the workers loading the embedding model). ``--splits K``
+adds the verdict's false-alarm rate of both engines over K seeded no-shift splits of All Beauty
+(``--split-rows`` per batch)::
+
+    nice -n 19 .venv/bin/python bench/spark.py --shift                       # 2 x 2,000 reviews, two pairs
+    nice -n 19 .venv/bin/python bench/spark.py --shift --splits 20 --split-rows 500
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -146,6 +159,144 @@ def _train(home: Path, cache: Path | None, reference: int) -> str:
     return str(outcome.record.version)
 
 
+SHIFT_SOURCE, SHIFT_OTHER = "amazon2018_5core/All_Beauty_5.json.gz", "amazon2018_5core/Gift_Cards_5.json.gz"
+
+
+def _lines(name: str) -> list[str]:
+    import gzip
+
+    with gzip.open(DATA / name, "rt", encoding="utf-8") as source:
+        return [line for line in source if line.strip()]
+
+
+def _shift_pairs(folder: Path, rows: int, splits: int, split_rows: int, seed: int) -> list[dict]:
+    """The pairs compared: JSONL slices of the real files, seeded; names say whether a shift is planted."""
+    rng = np.random.default_rng(seed)
+    beauty, gift = _lines(SHIFT_SOURCE), _lines(SHIFT_OTHER)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(name: str, lines: list[str]) -> str:
+        path = folder / f"{name}.jsonl"
+        path.write_text("".join(lines), encoding="utf-8")
+        return str(path)
+
+    order = rng.permutation(len(beauty))
+    pairs = [
+        {"name": "All Beauty vs Gift Cards", "shift": True,
+         "reference": write("beauty", [beauty[i] for i in order[:rows]]),
+         "current": write("gift", [gift[i] for i in rng.permutation(len(gift))[:rows]])},
+        {"name": "All Beauty, two halves", "shift": False, "reference": write("beauty", [beauty[i] for i in order[:rows]]),
+         "current": write("beauty-other-half", [beauty[i] for i in order[rows:2 * rows]])},
+    ]
+    for k in range(splits):
+        split = rng.permutation(len(beauty))
+        pairs.append({"name": f"split {k}", "shift": False, "split": True,
+                      "reference": write(f"split-{k}-a", [beauty[i] for i in split[:split_rows]]),
+                      "current": write(f"split-{k}-b", [beauty[i] for i in split[split_rows:2 * split_rows]])})
+    return pairs
+
+
+def _report_numbers(report: Any) -> dict:
+    return {"drift": bool(report.drift), "p_value": float(report.p_value),
+            "tests": {f"{t.name}:{t.feature}": {"statistic": float(t.statistic), "p_value": float(t.p_value),
+                                                "drift": bool(t.drift),
+                                                "p_value_range": (t.detail or {}).get("p_value_range")}
+                      for t in report.tests}}
+
+
+def run_shift(args: argparse.Namespace) -> dict:
+    """Every pair of ``--dataset``'s pairs.json with one engine (in its own process)."""
+    from core.settings import Settings
+
+    pairs = json.loads((Path(args.dataset) / "pairs.json").read_text(encoding="utf-8"))
+    settings = Settings(home=Path(args.home))
+    results = []
+    start = time.perf_counter()
+    if args.master:
+        from core.spark import spark_session
+        from core.spark.shift import shift_datasets
+
+        spark = spark_session(args.master, settings=settings, conf={"spark.driver.memory": "2g"})
+        for pair in pairs:
+            result = shift_datasets(pair["reference"], pair["current"], spark=spark, settings=settings)
+            now = time.perf_counter()
+            results.append({**_report_numbers(result.report), "wall_s": round(now - start, 1),
+                            "coverage": result.coverage, "timings_s": result.timings_s})
+            start = now
+        spark.stop()
+    else:
+        from core.pipeline import Workspace
+
+        ws = Workspace.open(settings)
+        for pair in pairs:
+            report = ws.compare(pair["reference"], pair["current"], record_state=False)
+            now = time.perf_counter()
+            results.append({**_report_numbers(report), "wall_s": round(now - start, 1)})
+            start = now
+    return {"pairs": results,
+            "driver_python_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def _noise(p: float, n_permutations: int = 1000) -> float:
+    """4.5 standard deviations of the difference of two independent permutation estimates of p, plus their +1s."""
+    return 4.5 * float(np.sqrt(2 * p * (1 - p) / n_permutations)) + 3 / (n_permutations + 1)
+
+
+def _beyond_noise(single: dict, spark: dict) -> bool:
+    """Whether one machine's p-value is not an honest draw of the Spark test's: outside the interval Spark's
+    tie-split p-value was drawn from (wide for discrete statistics), widened by permutation noise."""
+    low, high = spark["p_value_range"] or (spark["p_value"], spark["p_value"])
+    return not low - _noise(low) <= single["p_value"] <= high + _noise(high)
+
+
+def shift_main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-spark-shift-"))
+    args.home = str(work / "home")
+    load_before = os.getloadavg()
+    pairs = _shift_pairs(work / "data", args.shift_rows, args.splits, args.split_rows, args.seed)
+    (work / "data" / "pairs.json").write_text(json.dumps(pairs), encoding="utf-8")
+    single = _child("shift", args, dataset=str(work / "data"))
+    print(f"single machine: {sum(r['wall_s'] for r in single['pairs'])} s", file=sys.stderr, flush=True)
+    spark = _child("shift", args, dataset=str(work / "data"), master="local[2]")
+    rows = []
+    for pair, one, many in zip(pairs, single["pairs"], spark["pairs"], strict=True):
+        diffs = {key: abs(many["tests"][key]["p_value"] - test["p_value"]) for key, test in one["tests"].items()}
+        beyond = sorted(key for key, test in one["tests"].items() if _beyond_noise(test, many["tests"][key]))
+        rows.append({"pair": pair["name"], "planted_shift": pair["shift"], "split": pair.get("split", False),
+                     "single": one, "spark": many, "same_verdict": one["drift"] == many["drift"],
+                     "max_abs_p_difference": max(diffs.values()), "p_values_beyond_noise": beyond})
+    splits = [r for r in rows if r["split"]]
+    false_alarms = ({"splits": len(splits), "split_rows": args.split_rows,
+                     "single": sum(r["single"]["drift"] for r in splits),
+                     "spark": sum(r["spark"]["drift"] for r in splits)} if splits else None)
+    report = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "rows_per_batch": args.shift_rows, "pairs": rows, "false_alarms": false_alarms,
+        "driver_python_peak_rss_mb": {"single": single["driver_python_peak_rss_mb"],
+                                      "spark": spark["driver_python_peak_rss_mb"]},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    print("| pair | verdict single | verdict Spark | combined p single | combined p Spark | max abs p diff | "
+          "p-values beyond noise | wall s single | wall s Spark |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["split"]:
+            continue
+        print(f"| {r['pair']} | {r['single']['drift']} | {r['spark']['drift']} | {r['single']['p_value']:.3g} | "
+              f"{r['spark']['p_value']:.3g} | {r['max_abs_p_difference']:.3f} | "
+              f"{len(r['p_values_beyond_noise'])} of {len(r['single']['tests'])} | {r['single']['wall_s']} | "
+              f"{r['spark']['wall_s']} |")
+    if false_alarms:
+        print(f"false alarms over {false_alarms['splits']} no-shift splits of {args.split_rows} + {args.split_rows}: "
+              f"single {false_alarms['single']}, Spark {false_alarms['spark']}")
+    print(f"load average before/after: {load_before} / {os.getloadavg()}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def _child(kind: str, args: argparse.Namespace, **extra: str) -> dict:
     command = [sys.executable, __file__, "--child", kind, "--home", args.home]
     for key, value in extra.items():
@@ -178,7 +329,12 @@ def main() -> None:
     parser.add_argument("--skip-single", action="store_true", help="Leave out the single-process run.")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "spark.json")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--child", choices=["spark", "single"], help=argparse.SUPPRESS)
+    parser.add_argument("--shift", action="store_true", help="Benchmark `workbench shift --engine spark` against "
+                        "the single-machine report instead of scoring (see above).")
+    parser.add_argument("--shift-rows", type=int, default=2000, help="--shift: reviews per batch of the two pairs.")
+    parser.add_argument("--splits", type=int, default=0, help="--shift: no-shift splits for the false-alarm rate.")
+    parser.add_argument("--split-rows", type=int, default=500, help="--shift: reviews per batch of each split.")
+    parser.add_argument("--child", choices=["spark", "single", "shift"], help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--master", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
@@ -188,7 +344,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.child:
-        print(json.dumps(run_spark(args) if args.child == "spark" else run_single(args)))
+        runs = {"spark": run_spark, "single": run_single, "shift": run_shift}
+        print(json.dumps(runs[args.child](args)))
+        return
+    if args.shift:
+        if args.out == parser.get_default("out"):
+            args.out = REPO / "bench" / "results" / "spark_shift.json"
+        shift_main(args)
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]

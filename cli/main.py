@@ -419,20 +419,42 @@ def _score_on_spark(source: str, out_dir: str, model: str, mapping: dict[str, st
 @app.command()
 @handle_errors
 def shift(
-    reference: Annotated[str, typer.Option(help="Reference batch name or file.")],
-    current: Annotated[str, typer.Option(help="Current batch name or file.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Report file: .html, .json or .csv (per-review scores).")],
+    reference: Annotated[str, typer.Option(help="Reference batch name or file; with --engine spark also a folder "
+                                           "of part files (Parquet, JSONL, CSV, ...) or an s3a:// URL.")],
+    current: Annotated[str, typer.Option(help="Current batch name or file; with --engine spark also a folder of "
+                                         "part files or an s3a:// URL.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Report file: .html, .json or .csv (per-review scores; "
+                                           "local engine only).")],
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
     permutations: Annotated[int, typer.Option(help="Permutations per permutation test.")] = 1000,
     mapping: MapOption = None,
+    engine: Annotated[str, typer.Option(help="local: both batches in memory on this machine (per-feature tests on up to "
+                                        "20,000 rows per batch). "
+                                        "spark: per-feature tests over every row (Spark counts), the novelty test "
+                                        "over every current review, MMD, the classifier test and topic clusters on "
+                                        "a seeded sample of 2,000 reviews per batch; the report says which part "
+                                        "used what (docs/scale.md).")] = "local",
+    master: Annotated[str | None, typer.Option(help="Spark master URL (local[4], spark://HOST:7077, k8s://..., "
+                                               "yarn); default WORKBENCH_SPARK_MASTER, else local[*].")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Test whether the current batch differs from the reference; write an HTML, JSON or CSV report."""
+    """Test whether the current batch differs from the reference; write an HTML, JSON or CSV report.
+
+    With --engine spark the per-feature tests and the novelty test cover every row, computed on Spark; the report
+    states which parts used a sample, and of what size (docs/scale.md).
+    """
     from core.pipeline import Workspace
     from core.report import write_report
 
     if out_path.suffix.lower() not in (".html", ".json", ".csv"):
         raise WorkbenchError(f"--out must end in .html, .json or .csv, got {out_path.name}")
+    if engine not in ("local", "spark"):
+        raise WorkbenchError(f"--engine must be local or spark, got {engine!r}")
+    if engine == "spark":
+        _shift_on_spark(reference, current, out_path, alpha, permutations, parse_mapping(mapping), master, as_json)
+        return
+    if master:
+        raise WorkbenchError("--master needs --engine spark")
     ws = Workspace.open()
     sides = {}
     for role, source in (("reference", reference), ("current", current)):
@@ -465,6 +487,38 @@ def shift(
         out.print("titles left out of the embeddings: only one batch has them", highlight=False)
     if sides["current"].report is None:  # a stored batch: recorded in the run history
         _print_alerts(ws, current)
+
+
+def _shift_on_spark(reference: str, current: str, out_path: Path, alpha: float, permutations: int,
+                    mapping: dict[str, str] | None, master: str | None, as_json: bool) -> None:
+    from core.report import write_report
+    from core.spark.shift import shift_datasets
+
+    if out_path.suffix.lower() == ".csv":
+        raise WorkbenchError("with --engine spark the report is .html or .json: the per-review scores of every "
+                             "current review are counted on Spark, not gathered into one file")
+    with progress_bar(not as_json) as update:
+        result = shift_datasets(reference, current, alpha=alpha, n_permutations=permutations, master=master,
+                                mapping=mapping, progress=_stage_progress(update))
+    report = result.report
+    write_report(report, out_path)
+    if as_json:
+        _print_json({"out": str(out_path), **result.summary()})
+        return
+    verdict = "SHIFT detected" if report.drift else "no significant shift"
+    out.print(f"{verdict} (p = {report.p_value:.3g}, alpha {alpha}); {report.n_reference} reference vs "
+              f"{report.n_current} current reviews on {result.master}; report written to {out_path}", highlight=False)
+    for part, rows in result.coverage.items():
+        out.print(f"{part}: {rows}", highlight=False)
+    aside = {k: v for k, v in result.rows_quarantined.items() if v}
+    if aside:
+        out.print("rows set aside when read (not used): " + ", ".join(f"{k} {v}" for k, v in aside.items()),
+                  highlight=False)
+    if report.drifted_features:
+        out.print(f"drifted features: {', '.join(report.drifted_features)}", highlight=False)
+    if report.skipped_features:
+        out.print("not tested: " + "; ".join(f"{k} ({v})" for k, v in report.skipped_features.items()),
+                  highlight=False)
 
 
 def _print_alerts(ws: Any, batch: str) -> None:

@@ -30,6 +30,11 @@ CHI_SQUARE = Statistic("chi_square", "Chi-square", "categorical", "jensen_shanno
                        description="chi-square of the 2 x K count table (missing is its own level); permutation p")
 #: The per-feature statistics, all computed by `feature_tests`.
 FEATURE_STATISTICS: dict[str, Statistic] = {s.name: s for s in (KS, WASSERSTEIN, CHI_SQUARE)}
+#: One per-feature test before correction: (statistic name, feature, statistic, p-value, effect size, detail).
+RawFeatureTest = tuple[str, str, float, float, float, dict[str, Any]]
+
+#: The level a missing categorical value is counted as.
+MISSING_LEVEL = "(missing)"
 
 #: Numeric columns that also get a chi-square test on their value counts (few distinct values).
 DISCRETE_NUMERIC: tuple[str, ...] = ("rating",)
@@ -119,7 +124,7 @@ def _fmt(value: float) -> str:
 
 
 def _as_level(values: pd.Series) -> pd.Series:
-    return values.astype("string").fillna("(missing)")
+    return values.astype("string").fillna(MISSING_LEVEL)
 
 
 def predictability(reference_texts: Sequence[object], current_texts: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +255,7 @@ def feature_tests(
             else:
                 permuted[i][0].append(_chi_square_stats(payload[0], payload[1], lab))  # type: ignore[attr-defined]
 
-    raw: list[tuple[str, str, float, float, float, dict[str, Any]]] = []
+    raw: list[RawFeatureTest] = []
     for (kind, col, mask, payload), obs, perm in zip(plans, observed, permuted, strict=True):
         ref_part = mask[:n_ref]
         cur_part = mask[n_ref:]
@@ -275,6 +280,14 @@ def feature_tests(
                          "reference_share": (r_counts / max(r_counts.sum(), 1)).round(4).tolist(),
                          "current_share": (c_counts / max(c_counts.sum(), 1)).round(4).tolist()}))
 
+    results = corrected_results(raw, alpha=alpha, correction=correction, n_permutations=n_permutations)
+    return results, distributions, skipped
+
+
+def corrected_results(
+    raw: Sequence[RawFeatureTest], *, alpha: float, correction: str, n_permutations: int
+) -> list[TestResult]:
+    """Per-feature results from raw tests: `correction` over all of them decides each verdict."""
     adjusted = adjust_p_values([r[3] for r in raw], correction)
     results = []
     for (name, col, statistic, p, effect, detail), p_adj in zip(raw, adjusted, strict=True):
@@ -287,5 +300,5 @@ def feature_tests(
         results.append(TestResult(name=name, feature=col, statistic=float(statistic), p_value=float(p),
                                   effect_size=float(effect), effect_name=spec.effect_name, threshold=alpha,
                                   drift=bool(p_adj < alpha), detail=detail))
-    return results, distributions, skipped
+    return results
 

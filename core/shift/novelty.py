@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from core.detect.calibration import exceedances, min_exceedance_p, validate_share
+from core.detect.calibration import Exceedances, exceedances, min_exceedance_p, validate_share
 from core.errors import NotFittedError, ParameterError
 from core.shift.permutation import generator
 from core.shift.results import EmbeddingOutcome, EmbeddingSample, Statistic, TestResult
@@ -169,6 +169,33 @@ def novelty_test(
     for level in levels:
         validate_share("each of levels", level, upper=0.5)
     counts = [exceedances(p_values, n_calibration, level) for level in levels]
+    return novelty_test_from_counts(counts=counts, n_calibration=n_calibration, alpha=alpha,
+                                    random_state=random_state)
+
+
+def novelty_test_from_counts(
+    *,
+    counts: Sequence[Exceedances],
+    n_calibration: int,
+    alpha: float = 0.05,
+    random_state: int | np.random.Generator | None = 0,
+) -> TestResult:
+    """`novelty_test` from the counts at each level, for engines that count on many machines and add up.
+
+    Parameters
+    ----------
+    counts
+        One `core.detect.calibration.Exceedances` per level: the current reviews with a conformal p-value at most
+        the level's cut, out of all current reviews.
+    n_calibration
+        Size of the scorer's calibration set.
+    alpha
+        Threshold on this test's p-value.
+    random_state
+        Seed or generator for splitting the probability of the observed statistic, as in `novelty_test`.
+    """
+    if not counts:
+        raise ParameterError("counts needs at least one level's count")
     beyond = min(counts, key=lambda c: c.p_value())  # the deciding level: its own tail is the smallest
     n, count, a, b = beyond.n, beyond.count, beyond.a, beyond.b
     p = min_exceedance_p(counts, u=generator(random_state).uniform())

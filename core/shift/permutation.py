@@ -30,14 +30,34 @@ def permutation_p(
     Ties with the observed statistic (common for discrete data) are counted with a uniform random weight,
     which keeps the p-value within ``1 / (B + 1)`` of exactly uniform under no shift instead of conservative.
     """
+    counted = _beyond(observed, permuted)
+    if counted is None:
+        return 1.0
+    greater, equal, size = counted
+    return float(min(1.0, (greater + 1 + rng.uniform() * equal) / (size + 1)))
+
+
+def permutation_p_range(observed: float, permuted: np.ndarray) -> tuple[float, float]:
+    """The interval `permutation_p` draws its p-value from: no tie counted, every tie counted.
+
+    Its width is the null's mass at the observed statistic: wide for a discrete statistic (a chi-square of two
+    levels), so two honest p-values of the same test can be that far apart.
+    """
+    counted = _beyond(observed, permuted)
+    if counted is None:
+        return 1.0, 1.0
+    greater, equal, size = counted
+    return (greater + 1) / (size + 1), float(min(1.0, (greater + 1 + equal) / (size + 1)))
+
+
+def _beyond(observed: float, permuted: np.ndarray) -> tuple[int, int, int] | None:
+    """Permuted statistics above and tied with the observed one, and how many are finite; None: nothing to count."""
     permuted = np.asarray(permuted, dtype=np.float64)
     permuted = permuted[np.isfinite(permuted)]
     if not np.isfinite(observed) or permuted.size == 0:
-        return 1.0
+        return None
     tol = 1e-9 * max(1.0, abs(observed))
-    greater = int(np.sum(permuted > observed + tol))
-    equal = int(np.sum(np.abs(permuted - observed) <= tol))
-    return float(min(1.0, (greater + 1 + rng.uniform() * equal) / (permuted.size + 1)))
+    return int(np.sum(permuted > observed + tol)), int(np.sum(np.abs(permuted - observed) <= tol)), permuted.size
 
 
 def label_chunks(

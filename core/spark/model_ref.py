@@ -53,6 +53,21 @@ class ModelRef:
         return not self.uri.startswith("models:/")
 
 
+@dataclass(frozen=True)
+class EmbeddingRef:
+    """The workspace's embedding settings, which executors reproduce where no model is involved (shift tests
+    compare two datasets in the workspace's vector space, as ``workbench shift`` does on one machine)."""
+
+    embedding_model: str
+    embedding_backend: str
+    onnx_dir: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmbeddingRef:
+        return cls(embedding_model=settings.embedding_model, embedding_backend=settings.embedding_backend,
+                   onnx_dir=str(settings.onnx_dir) if settings.onnx_dir else None)
+
+
 def resolve_model(model: str, settings: Settings) -> ModelRef:
     """Pin `model` (an alias, a version number, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a bundle
     folder) to what every executor will load.
@@ -145,7 +160,18 @@ def _load_bundle(ref: ModelRef) -> ModelBundle:
     return wrapper.bundle
 
 
-def worker_embedder(ref: ModelRef, threads: int = 1) -> SentenceEmbedder:
+@functools.lru_cache(maxsize=2)
+def _text_embedder(ref: EmbeddingRef) -> SentenceEmbedder:
+    return worker_embedder(ref)
+
+
+def worker_text_embedder(ref: EmbeddingRef) -> SentenceEmbedder:
+    """The embedder of this Python worker for `ref`, loaded on first use and kept for the worker's life."""
+    with _LOCK:
+        return _text_embedder(ref)
+
+
+def worker_embedder(ref: ModelRef | EmbeddingRef, threads: int = 1) -> SentenceEmbedder:
     """An embedder with the model's vectors on the fastest equivalent backend, `threads` intra-op threads."""
     from core.text.embed import FASTEST_EQUIVALENT, SentenceEmbedder
 

@@ -1,9 +1,11 @@
-"""What a Spark scoring run reports (also written as ``_SUMMARY.json`` next to its output)."""
+"""What a Spark run reports: a scoring run (also written as ``_SUMMARY.json`` next to its output), a shift comparison."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from core.shift.results import ShiftReport
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,43 @@ class SparkScoreSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class SparkShift:
+    """What `core.spark.shift.shift_datasets` found: the shift report and how each part of it was computed.
+
+    Attributes
+    ----------
+    report
+        The `core.shift.ShiftReport`, rendered by `core.report` as on one machine; its ``scores`` hold the current
+        reviews of the sample (the per-review p-values of every current review were counted, not collected).
+    coverage
+        Per part of the report (per-feature tests, novelty test, MMD, ...), the rows it used: every row or a
+        seeded sample of a stated size.
+    feature_values
+        Per numeric feature, how its values were counted: exact counts, or bins with the bound on the statistic.
+    rows_quarantined
+        Rows of each dataset set aside when read (file, line and reason: ``workbench ingest`` rules).
+    """
+
+    report: ShiftReport
+    master: str
+    reference: str
+    current: str
+    coverage: dict[str, str]
+    feature_values: dict[str, str]
+    rows_quarantined: dict[str, int]
+    partitions: int
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The run as plain JSON-ready data (the report itself is written by `core.report`)."""
+        r = self.report
+        return {"reference": self.reference, "current": self.current, "master": self.master,
+                "drift": bool(r.drift), "p_value": float(r.p_value), "n_reference": r.n_reference,
+                "n_current": r.n_current, "drifted_features": list(r.drifted_features),
+                "skipped_features": dict(r.skipped_features), "embedded_fields": list(r.embedded_fields),
+                "coverage": self.coverage, "feature_values": self.feature_values,
+                "rows_quarantined": self.rows_quarantined, "partitions": self.partitions,
+                "timings_s": self.timings_s}
