@@ -440,8 +440,7 @@ def shift(
 ) -> None:
     """Test whether the current batch differs from the reference; write an HTML, JSON or CSV report.
 
-    With --engine spark the per-feature tests and the novelty test cover every row, computed on Spark; the report
-    states which parts used a sample, and of what size (docs/scale.md).
+    With --engine spark the per-feature and novelty tests cover every row; the report says what used a sample.
     """
     from core.pipeline import Workspace
     from core.report import write_report
