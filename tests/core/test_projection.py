@@ -34,8 +34,8 @@ def test_reference_reviews_transform_back_near_where_the_fit_put_them(vectors, e
     assert projection.reference_coords_.shape == (len(reference), 2)
     again = projection.transform(reference[:30])
     moved = np.linalg.norm(again - projection.reference_coords_[:30], axis=1)
-    # Transform re-places points with a few epochs of optimisation; they must stay in their own neighbourhood
-    # (measured: a fifth to a third of the typical distance; a wrong distance matrix puts them anywhere).
+    # Transform places a review at the weighted mean of its nearest reference reviews' places; a reference review
+    # is its own nearest, so it lands at or next to its place (a wrong distance matrix puts it anywhere).
     assert np.median(moved) < 0.5 * _typical_distance(projection.reference_coords_)
 
     joblib.dump(projection, tmp_path / "projection.joblib")
