@@ -490,6 +490,7 @@ def shift(
 
 def _shift_on_spark(reference: str, current: str, out_path: Path, alpha: float, permutations: int,
                     mapping: dict[str, str] | None, master: str | None, as_json: bool) -> None:
+    from core.pipeline import Workspace
     from core.report import write_report
     from core.spark.shift import shift_datasets
 
@@ -501,6 +502,10 @@ def _shift_on_spark(reference: str, current: str, out_path: Path, alpha: float, 
                                 mapping=mapping, progress=_stage_progress(update))
     report = result.report
     write_report(report, out_path)
+    ws = Workspace.open()
+    batch = ws.stored_batch(current)
+    if batch:  # a stored batch: recorded in the run history, as the local engine does
+        ws.record_shift(batch, report, reference=reference)
     if as_json:
         _print_json({"out": str(out_path), **result.summary()})
         return
@@ -518,6 +523,8 @@ def _shift_on_spark(reference: str, current: str, out_path: Path, alpha: float, 
     if report.skipped_features:
         out.print("not tested: " + "; ".join(f"{k} ({v})" for k, v in report.skipped_features.items()),
                   highlight=False)
+    if batch:
+        _print_alerts(ws, batch)
 
 
 def _print_alerts(ws: Any, batch: str) -> None:

@@ -205,32 +205,49 @@ def shift_against_champion(
     n_permutations: int = 1000,
     alpha: float = 0.05,
     settings: Settings | None = None,
+    engine: str = "local",
 ) -> dict[str, Any]:
     """Compare the batch with the champion's reference; store the report as HTML and JSON.
 
     The reports go to ``reports/<batch>/shift.html`` and ``.json`` in the workspace storage (the bucket in
     the full stack). The batch is also scored with the champion; both land in the run history
     (`core.monitor`), and alerts not delivered yet go to the webhook. Returns ``{"drift", "p_value", "report",
-    "alerts"}`` (alerts: how many the history holds on this batch), or ``{"skipped": reason}`` when there is no
-    earlier champion to compare with.
+    "alerts", "engine"}`` (alerts: how many the history holds on this batch), or ``{"skipped": reason}`` when
+    there is no earlier champion to compare with.
+
+    With `engine` ``spark`` the comparison is `core.spark.shift.shift_datasets` on ``WORKBENCH_SPARK_MASTER``
+    (per-feature and novelty tests over every row); the champion's reference is first written to
+    ``references/<model>-v<version>/reviews.parquet`` of the workspace storage, where the executors read it.
     """
     from core.report import report_to_html, report_to_json
 
+    if engine not in ("local", "spark"):
+        raise ParameterError(f"engine must be local or spark, got {engine!r}")
     if not champion:
         return {"skipped": "no earlier champion: this batch trained the first model"}
     ws = _workspace(settings)
     bundle, _ = ws.registry().load(str(champion))
     frame = ws.batches.frame(batch)
     ws.score_with(bundle, str(champion), frame, batch=batch)  # recorded: flagged shares, excess p-values
-    report = ws.compare(reference=bundle.reference, current=frame, alpha=alpha, n_permutations=int(n_permutations),
-                        batch=batch, model_version=str(champion))
+    if engine == "spark":
+        from core.spark.shift import shift_datasets, stage_frame
+
+        model = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in ws.settings.registered_model_name)
+        reference = stage_frame(bundle.reference, f"references/{model}-v{champion}/reviews.parquet", ws.settings)
+        report = shift_datasets(reference, batch, alpha=alpha, n_permutations=int(n_permutations),
+                                settings=ws.settings).report
+        ws.record_shift(batch, report, model_version=str(champion))  # one history row per batch and model, as local
+    else:
+        report = ws.compare(reference=bundle.reference, current=frame, alpha=alpha,
+                            n_permutations=int(n_permutations), batch=batch, model_version=str(champion))
     ws.deliver_alerts()  # also those an earlier try could not deliver
     base = f"{REPORTS}{batch}/shift"
     ws.storage.put_bytes(f"{base}.json", report_to_json(report).encode())
     ws.storage.put_bytes(f"{base}.html", report_to_html(
         report, title=f"Shift of {batch} against champion v{champion}'s reference").encode())
     alerts = sum(a.batch == batch for a in ws.monitor().alerts())
-    return {"drift": bool(report.drift), "p_value": float(report.p_value), "report": f"{base}.html", "alerts": alerts}
+    return {"drift": bool(report.drift), "p_value": float(report.p_value), "report": f"{base}.html", "alerts": alerts,
+            "engine": engine}
 
 
 # -- 7. promote ---------------------------------------------------------------------------------------------

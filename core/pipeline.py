@@ -346,7 +346,7 @@ class Workspace:
         """
         bundle, version = self.model(alias)
         frame = source if isinstance(source, pd.DataFrame) else self.resolve_frame(source)
-        batch = batch or self._stored_batch(source)
+        batch = batch or self.stored_batch(source)
         return self.score_with(bundle, version.version, frame, project=project, progress=progress,
                                batch=batch), version
 
@@ -385,9 +385,10 @@ class Workspace:
             self._monitor = MonitorStore(url)
         return self._monitor
 
-    def _stored_batch(self, source: object) -> str | None:
+    def stored_batch(self, source: object) -> str | None:
+        """`source` when it names a stored batch (not a file or a URL), else None."""
         text = str(source) if isinstance(source, str | Path) else None
-        if text is None or Path(text).exists() or not self.batches.exists(text):
+        if text is None or "://" in text or Path(text).exists() or not self.batches.exists(text):
             return None
         return text
 
@@ -450,6 +451,15 @@ class Workspace:
             log.warning("the run history was not updated: %s", err)
             return []
 
+    def record_shift(self, batch: str, report: ShiftReport, reference: str = "", model_version: str = "",
+                     frame: pd.DataFrame | None = None) -> list[Alert]:
+        """Record a shift check of `batch` in the run history, whichever engine computed `report` (see
+        `record_run`); `frame` places a batch that is not stored on the timeline by its review dates."""
+        from core.monitor import shift_record
+
+        return self.record_run(lambda: shift_record(batch, report, self._batch_time(batch, frame),
+                                                    model_version=model_version, reference=reference))
+
     def twin_folder(self, version: str) -> Path:
         """Where the text-only twin of a registered model version is kept (see `score_with`)."""
         name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.settings.registered_model_name)
@@ -488,13 +498,10 @@ class Workspace:
             alpha=alpha, n_permutations=n_permutations, random_state=self.settings.random_state, progress=progress,
             embedded_fields=fields,
         )
-        batch = batch or self._stored_batch(current) or (self._stored_batch(names[1]) if names else None)
+        batch = batch or self.stored_batch(current) or (self.stored_batch(names[1]) if names else None)
         if batch:
-            from core.monitor import shift_record
-
             label = names[0] if names else (reference if isinstance(reference, str) else "")
-            self.record_run(lambda: shift_record(batch, report, self._batch_time(batch, cur),
-                                                 model_version=model_version or "", reference=str(label)))
+            self.record_shift(batch, report, reference=str(label), model_version=model_version or "", frame=cur)
         if not record_state:  # e.g. API calls: they must not overwrite the analyst's "last shift"
             return report
         names = names or (reference if isinstance(reference, str) else "frame",

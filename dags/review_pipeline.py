@@ -72,6 +72,10 @@ DEFAULT_ARGS = {
         "use_labels": Param(DEFAULTS.DEFAULT_USE_LABELS, type="boolean",
                             description="Learn from stored labels while training."),
         "n_permutations": Param(1000, type="integer", minimum=100, description="Permutations of the shift tests."),
+        "shift_engine": Param(
+            os.environ.get("WORKBENCH_DAG_SHIFT_ENGINE", "local"), type="string", enum=["local", "spark"],
+            description="Where the shift report is computed: local (in the task) or spark (WORKBENCH_SPARK_MASTER; "
+                        "per-feature and novelty tests over every row)."),
         "promotion_rule": Param(
             {"metric": "average_precision", "max_drop": 0.0, "min_labels": 10, "without_labels": True,
              "block_on_drift": False},
@@ -118,10 +122,10 @@ def review_pipeline():
         return evaluate_on_labels(challenger, champion)
 
     @task.external_python(python=WORKBENCH_PYTHON, expect_airflow=False)
-    def shift_against_champion(batch, champion, n_permutations):
+    def shift_against_champion(batch, champion, n_permutations, engine):
         from core.orchestration import shift_against_champion
 
-        return shift_against_champion(batch, champion, n_permutations=n_permutations)
+        return shift_against_champion(batch, champion, n_permutations=n_permutations, engine=engine)
 
     @task.external_python(python=WORKBENCH_PYTHON, expect_airflow=False)
     def promote_if_rule_passes(challenger, champion, evaluation, shift, rule):
@@ -143,7 +147,7 @@ def review_pipeline():
     embedded >> trained
     champion = trained[DEFAULTS.CHAMPION]  # the champion before this training (see train_challenger)
     evaluation = evaluate_on_labels(trained["version"], champion)
-    shift = shift_against_champion(batch, champion, "{{ params.n_permutations }}")
+    shift = shift_against_champion(batch, champion, "{{ params.n_permutations }}", "{{ params.shift_engine }}")
     decision = promote_if_rule_passes(trained["version"], champion, evaluation, shift,
                                       "{{ params.promotion_rule }}")
     archive_batch(key, decision)

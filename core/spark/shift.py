@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from core.settings import Settings
     from core.shift.novelty import ReviewShiftScorer
+    from core.storage import Storage
     from core.text.language_model import BigramLanguageModel
 
 SIDE, RANK, P_VALUE, NOVELTY, TEXT = "_side", "_rank", "shift_p_value", "novelty", "_text"
@@ -71,14 +72,33 @@ def dataset_location(source: str, settings: Settings) -> str:
     if "://" in source or Path(source).exists():
         return source
     from core.io.batches import BatchStore
-    from core.storage import LocalStorage, MinioStorage, make_storage
+    from core.storage import make_storage
 
     storage = make_storage(settings)
     store = BatchStore(storage)
     if not store.exists(source):
         known = ", ".join(i.name for i in store.list()) or "none"
         raise NotFoundError(f"{source!r} is neither a file, a folder, a URL nor a stored batch (stored batches: {known})")
-    key = f"batches/{source}/{store.info(source).version}/reviews.parquet"
+    return _location(storage, f"batches/{source}/{store.info(source).version}/reviews.parquet")
+
+
+def stage_frame(frame: pd.DataFrame, key: str, settings: Settings) -> str:
+    """Write a canonical review frame (a model's reference, say) as Parquet under `key` of the workspace storage;
+    returns where Spark reads it, as `dataset_location` does for a stored batch."""
+    import io
+
+    from core.storage import make_storage
+
+    storage = make_storage(settings)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    storage.put_bytes(key, buffer.getvalue())
+    return _location(storage, key)
+
+
+def _location(storage: Storage, key: str) -> str:
+    from core.storage import LocalStorage, MinioStorage
+
     if isinstance(storage, MinioStorage):
         return f"s3a://{storage.bucket}/{storage.prefix + '/' if storage.prefix else ''}{key}"
     assert isinstance(storage, LocalStorage)  # the two backends make_storage knows

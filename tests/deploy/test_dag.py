@@ -98,7 +98,7 @@ def test_dag_imports_with_expected_tasks(airflow_python: Path, tmp_path: Path) -
         assert t["python"] == sys.executable
         assert f"from core.orchestration import {name}" in t["source"]
         assert t["retries"] == 0  # WORKBENCH_DAG_RETRIES=0 here; the default is 2
-    assert {"detectors", "project", "promotion_rule", "n_permutations"} <= set(found["params"])
+    assert {"detectors", "project", "promotion_rule", "n_permutations", "shift_engine"} <= set(found["params"])
 
 
 def test_dag_retries_by_default(airflow_python: Path, tmp_path: Path) -> None:

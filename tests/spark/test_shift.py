@@ -209,3 +209,36 @@ def test_binned_counts_keep_the_permutation_test_calibrated() -> None:
         (ks, _), _, _ = feature_tests_from_counts([counts], n_permutations=199, random_state=rng)
         below += ks.p_value < 0.05
     assert 3 <= below <= 19
+
+
+@pytest.mark.slow
+def test_the_pipeline_shift_step_on_spark_stores_the_report_and_records_the_batch(
+    spark, trained_workspace, embedder, tmp_path: Path,
+) -> None:
+    """The DAG's shift step with ``shift_engine=spark``: the champion's reference is staged in the workspace
+    storage, the report stored where the local engine stores it, and the batch's shift check recorded once in
+    the run history under the champion (a copy of the trained home: recording changes it)."""
+    from core import orchestration, pipeline
+    from core.monitor import SCORE, SHIFT
+    from core.pipeline import Workspace
+    from core.settings import Settings
+    from tests.homes import copy_home
+
+    home = copy_home(trained_workspace.settings.home, tmp_path / "home")
+    settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    undo = pipeline.share_embedder(settings, embedder)
+    try:
+        outcome = orchestration.shift_against_champion("current", "1", n_permutations=200, settings=settings,
+                                                       engine="spark")
+    finally:
+        undo()
+    ws = Workspace.open(settings)
+    assert outcome["engine"] == "spark" and outcome["drift"] is True  # video games against subscription boxes
+    html = ws.storage.get_bytes("reports/current/shift.html").decode()
+    assert "Computed on Spark" in html
+    assert ws.storage.exists(f"references/{settings.registered_model_name}-v1/reviews.parquet")
+    runs = [r for r in ws.monitor().runs() if r.batch == "current"]
+    assert sorted((r.record, r.model_version) for r in runs) == sorted([(SCORE, "1"), (SHIFT, "1")])
+    (shift,) = [r for r in runs if r.record == SHIFT]
+    assert shift.rows == 150 and shift.shift_p_value == pytest.approx(outcome["p_value"])
+    assert outcome["alerts"] == sum(a.batch == "current" for a in ws.monitor().alerts()) > 0
