@@ -322,7 +322,8 @@ def train(
 @handle_errors
 def score(
     source: Annotated[str, typer.Argument(help="Review file or stored batch to score; with --engine spark also a "
-                                          "folder of part files (Parquet, JSONL, CSV, ...) or an s3a:// URL.")],
+                                          "folder of part files (Parquet, JSONL, CSV, ...), an s3:// URL (the workspace's "
+                                          "MinIO settings) or an s3a:// URL.")],
     out_arg: Annotated[str, typer.Option("--out", help="Output .csv or .parquet; with --engine spark a folder "
                                            "(or s3a:// URL) that becomes a Parquet dataset.")],
     model: Annotated[str, typer.Option(help="Model alias or version (spark: also models:/NAME@ALIAS, "
@@ -420,9 +421,9 @@ def _score_on_spark(source: str, out_dir: str, model: str, mapping: dict[str, st
 @handle_errors
 def shift(
     reference: Annotated[str, typer.Option(help="Reference batch name or file; with --engine spark also a folder "
-                                           "of part files (Parquet, JSONL, CSV, ...) or an s3a:// URL.")],
+                                           "of part files (Parquet, JSONL, CSV, ...) or an s3:// or s3a:// URL.")],
     current: Annotated[str, typer.Option(help="Current batch name or file; with --engine spark also a folder of "
-                                         "part files or an s3a:// URL.")],
+                                         "part files or an s3:// or s3a:// URL.")],
     out_path: Annotated[Path, typer.Option("--out", help="Report file: .html, .json or .csv (per-review scores; "
                                            "local engine only).")],
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,

@@ -2,8 +2,10 @@
 rules of `workbench ingest` exactly.
 
 A dataset is one file, a folder of part files (searched recursively; Spark's ``_SUCCESS``, checksum and hidden
-files are skipped) or the same on an object store (``s3a://bucket/prefix``, through Spark's Hadoop file
-system and its ``spark.hadoop.fs.s3a.*`` settings). Spark's ``binaryFile`` source hands each file's bytes to a
+files are skipped) or the same on an object store. ``s3://bucket/prefix`` is read with the workspace's MinIO / S3
+settings (``WORKBENCH_MINIO_*``): the driver lists the objects with the minio client and each executor fetches
+the ones it loads, so no Hadoop jar is needed. ``s3a://`` goes through Spark's Hadoop file system and its
+``spark.hadoop.fs.s3a.*`` settings, for clusters that have the ``hadoop-aws`` jars. Each file's bytes reach a
 Python worker, which runs `core.io.load.load_bytes` on them: the same format sniffing, column matching, value
 parsing, duplicate flags and content-derived review ids as one machine, and every quarantined row with its file,
 line and reason. A file is the unit of reading (a gzip file cannot be split anyway), so a large dataset is
@@ -12,9 +14,10 @@ best stored as many parts; the rows are spread over partitions for scoring after
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pyspark.sql import functions as F
@@ -26,10 +29,14 @@ from core.spark.frames import PRESENT, SOURCE_FILE, SOURCE_LINE, canonical_field
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from core.settings import Settings
+
 KIND, REASON, RAW = "_kind", "reason", "raw"
 #: File names read as review files (each optionally .gz), as `core.io.readers` recognises them.
 _REVIEW_FILES = r"(?i)\.(csv|tsv|json|jsonl|ndjson|parquet|txt)(\.gz)?$"
 _SKIPPED = r"(^|/)(_|\.)[^/]*$|\.crc$"
+#: Datasets read through the minio client on the executors (``s3a://`` is Hadoop's).
+OBJECT_STORE = "s3://"
 
 
 @dataclass(frozen=True)
@@ -55,26 +62,79 @@ def quarantine_columns() -> list[str]:
     return [SOURCE_FILE, SOURCE_LINE, REASON, RAW]
 
 
+@dataclass(frozen=True)
+class ObjectStore:
+    """How the executors reach an S3-protocol server (MinIO, S3) for ``s3://`` datasets: the workspace's own
+    connection settings, shipped with the task (like the rest of a task's closure, not logged)."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    secure: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ObjectStore:
+        return cls(endpoint=settings.minio_endpoint, access_key=settings.minio_access_key,
+                   secret_key=settings.minio_secret_key.get_secret_value(), secure=settings.minio_secure)
+
+    def client(self) -> Any:
+        from minio import Minio
+        from urllib3 import PoolManager, Retry, Timeout
+
+        # A few retries with backoff: one busy moment of the server should not set a whole file aside.
+        http = PoolManager(timeout=Timeout(connect=5, read=120), retries=Retry(total=3, backoff_factor=0.5))
+        return Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=self.secure,
+                     http_client=http)
+
+
+def _loaded(path: str, content: bytes, mapping: Mapping[str, str] | None, columns: list[str]) -> Iterator[pd.DataFrame]:
+    """One file's canonical rows and quarantined rows."""
+    from core.io.load import load_bytes
+
+    try:
+        result = load_bytes(content, name=path, mapping=mapping)
+    except (InputFileError, WorkbenchError, ValueError) as err:
+        # A file with no usable row (or unreadable) is one quarantined entry, line 0: nothing is lost
+        # silently and the rest of the dataset is still scored.
+        yield _quarantined(path, pd.DataFrame({"line": [0], "reason": [str(err)], "raw": ["{}"]}), columns)
+        return
+    rows = to_rows(result.frame, path)
+    rows[KIND], rows[REASON], rows[RAW] = "review", None, None
+    yield rows[columns]
+    if len(result.quarantined):
+        yield _quarantined(path, result.quarantined, columns)
+
+
 def _load_files(mapping: Mapping[str, str] | None) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     def load(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from core.io.load import load_bytes
-
         columns = [f.name for f in _schema().fields]
         for batch in batches:
             for path, content in zip(batch["path"], batch["content"], strict=True):
+                yield from _loaded(str(path), bytes(content), mapping, columns)
+
+    return load
+
+
+def _fetch_objects(store: ObjectStore, bucket: str,
+                   mapping: Mapping[str, str] | None) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    def load(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        columns = [f.name for f in _schema().fields]
+        client = store.client()
+        for batch in batches:
+            for path, key in zip(batch["path"], batch["key"], strict=True):
                 try:
-                    result = load_bytes(bytes(content), name=str(path), mapping=mapping)
-                except (InputFileError, WorkbenchError, ValueError) as err:
-                    # A file with no usable row (or unreadable) is one quarantined entry, line 0: nothing is lost
-                    # silently and the rest of the dataset is still scored.
-                    yield _quarantined(str(path), pd.DataFrame({"line": [0], "reason": [str(err)], "raw": ["{}"]}),
+                    response = client.get_object(bucket, key)
+                    try:
+                        content = response.read()
+                    finally:
+                        response.close()
+                        response.release_conn()
+                except Exception as err:  # minio's S3Error, urllib3's errors: the file is set aside, said why
+                    reason = f"cannot be fetched from {store.endpoint} ({type(err).__name__}: {err})"
+                    yield _quarantined(str(path), pd.DataFrame({"line": [0], "reason": [reason], "raw": ["{}"]}),
                                        columns)
                     continue
-                rows = to_rows(result.frame, str(path))
-                rows[KIND], rows[REASON], rows[RAW] = "review", None, None
-                yield rows[columns]
-                if len(result.quarantined):
-                    yield _quarantined(str(path), result.quarantined, columns)
+                yield from _loaded(str(path), content, mapping, columns)
 
     return load
 
@@ -91,14 +151,20 @@ def _quarantined(path: str, quarantined: pd.DataFrame, columns: list[str]) -> pd
     return out[columns]
 
 
-def read_dataset(spark: SparkSession, source: str, mapping: Mapping[str, str] | None = None) -> Dataset:
-    """Read `source` (file, folder of parts, ``s3a://`` URL) into canonical and quarantined rows, lazily.
+def read_dataset(spark: SparkSession, source: str, mapping: Mapping[str, str] | None = None,
+                 settings: Settings | None = None) -> Dataset:
+    """Read `source` (file, folder of parts, ``s3://`` or ``s3a://`` URL) into canonical and quarantined rows,
+    lazily; `settings` (default the environment's) say how to reach the server of an ``s3://`` URL.
 
     Raises
     ------
     InputFileError
-        No review file at `source`.
+        No review file at `source`, or its objects cannot be listed.
     """
+    if source.startswith(OBJECT_STORE):
+        from core.settings import get_settings
+
+        return _read_objects(spark, source, mapping, ObjectStore.from_settings(settings or get_settings()))
     try:
         files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(source)
                  .where(F.col("path").rlike(_REVIEW_FILES) & ~F.col("path").rlike(_SKIPPED)))
@@ -110,6 +176,41 @@ def read_dataset(spark: SparkSession, source: str, mapping: Mapping[str, str] | 
 
     loaded = (files.select("path", "content").mapInPandas(_load_files(mapping), schema=_schema())
               .persist(StorageLevel.MEMORY_AND_DISK))
+    return _dataset(loaded)
+
+
+def _dataset(loaded: DataFrame) -> Dataset:
     reviews = loaded.where(F.col(KIND) == "review").drop(KIND, REASON, RAW)
     quarantine = loaded.where(F.col(KIND) == "quarantine").select(*quarantine_columns())
     return Dataset(rows=loaded, reviews=reviews, quarantine=quarantine)
+
+
+def object_keys(store: ObjectStore, bucket: str, prefix: str) -> list[str]:
+    """The review files at ``s3://bucket/prefix``: the object itself when `prefix` names one, else every review
+    file under the folder `prefix` (recursively, skipping ``_SUCCESS``, hidden and checksum files)."""
+    client = store.client()
+    folder = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    names = [o.object_name for o in client.list_objects(bucket, prefix=prefix, recursive=True) if not o.is_dir]
+    if prefix in names and not prefix.endswith("/"):
+        return [prefix]
+    return sorted(n for n in names if n.startswith(folder) and re.search(_REVIEW_FILES, n) and not re.search(_SKIPPED, n))
+
+
+def _read_objects(spark: SparkSession, source: str, mapping: Mapping[str, str] | None, store: ObjectStore) -> Dataset:
+    from pyspark import StorageLevel
+
+    bucket, _, prefix = source[len(OBJECT_STORE):].partition("/")
+    if not bucket:
+        raise InputFileError(source, "names no bucket (expected s3://BUCKET/PREFIX)")
+    try:
+        keys = object_keys(store, bucket, prefix)
+    except Exception as err:  # minio's S3Error, urllib3's connection errors
+        raise InputFileError(source, f"cannot be listed at {store.endpoint} ({type(err).__name__}: {err}); check "
+                                     "WORKBENCH_MINIO_ENDPOINT and the access keys") from None
+    if not keys:
+        raise InputFileError(source, "holds no review file (.csv, .tsv, .json, .jsonl, .parquet, each optionally .gz)")
+    files = spark.createDataFrame([(f"{OBJECT_STORE}{bucket}/{k}", k) for k in keys], "path string, key string")
+    loaded = (files.repartition(min(len(keys), 4 * spark.sparkContext.defaultParallelism))
+              .mapInPandas(_fetch_objects(store, bucket, mapping), schema=_schema())
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    return _dataset(loaded)

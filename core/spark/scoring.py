@@ -233,7 +233,8 @@ def score_dataset(
     Parameters
     ----------
     source
-        A review file, a folder of part files (Parquet / JSONL / CSV / ..., optionally .gz) or an ``s3a://`` URL.
+        A review file, a folder of part files (Parquet / JSONL / CSV / ..., optionally .gz), an ``s3://`` URL (read
+        with the workspace's MinIO settings) or an ``s3a://`` URL (Hadoop's file system).
     out
         Output folder (replaced): the scores as a Parquet dataset with the columns of ``workbench score --out``
         plus ``source_file``; ``_quarantine/`` (Parquet: source_file, source_line, reason, raw); ``_SUMMARY.json``.
@@ -294,7 +295,7 @@ def score_dataset(
     lap("model")
 
     stage("reading", 0.0)
-    dataset = read_dataset(session, source, mapping)
+    dataset = read_dataset(session, source, mapping, s)
     n = dataset.reviews.count()
     files = dataset.rows.select(SOURCE_FILE).distinct().count()
     # Grouped by the kind of reason (each part's quoted value dropped, as `workbench ingest` reports them): a

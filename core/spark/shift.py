@@ -100,7 +100,8 @@ def _location(storage: Storage, key: str) -> str:
     from core.storage import LocalStorage, MinioStorage
 
     if isinstance(storage, MinioStorage):
-        return f"s3a://{storage.bucket}/{storage.prefix + '/' if storage.prefix else ''}{key}"
+        # Read with the minio client on the executors (`core.spark.read`): no Hadoop jar needed.
+        return f"s3://{storage.bucket}/{storage.prefix + '/' if storage.prefix else ''}{key}"
     assert isinstance(storage, LocalStorage)  # the two backends make_storage knows
     return str(storage.root / key)
 
@@ -320,7 +321,8 @@ def shift_datasets(
     Parameters
     ----------
     reference, current
-        A review file, a folder of part files, an ``s3a://`` URL or a stored batch's name.
+        A review file, a folder of part files, an ``s3://`` (workspace's MinIO settings) or ``s3a://`` URL, or a
+        stored batch's name.
     alpha
         Significance level of every verdict.
     n_permutations
@@ -382,7 +384,7 @@ def shift_datasets(
 
     session = spark or spark_session(master, s)
     sources = {REFERENCE: reference, CURRENT: current}
-    data = {side: read_dataset(session, dataset_location(src, s), mapping if Path(src).exists() else None)
+    data = {side: read_dataset(session, dataset_location(src, s), mapping if Path(src).exists() else None, s)
             for side, src in sources.items()}
     # The same seeds, in the same roles, as `core.shift.compare`: features, sample, each statistic, clusters.
     seeds = np.random.SeedSequence(s.random_state).spawn(3 + len(EMBEDDING_STATISTICS))
