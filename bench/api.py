@@ -117,6 +117,13 @@ def served(ctx: dict[str, Any]) -> Any:
 
 
 def in_process(loaded: Any, texts: list[str], repeats: int, batch_texts: dict[int, list[str]]) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # as the server runs (api.main's lifespan)
+        return _in_process(loaded, texts, repeats, batch_texts)
+
+
+def _in_process(loaded: Any, texts: list[str], repeats: int, batch_texts: dict[int, list[str]]) -> dict[str, Any]:
     from core.serving import score_requests
 
     def score(bodies: list[dict[str, object]]) -> None:
