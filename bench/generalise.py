@@ -269,7 +269,10 @@ def with_labels(model: OutlierModel, sc: Scenario, embedder: object, seed: int, 
         model.fit_labels(sc.label_batch, labels, embedder, force=True)
         forced = auroc(sc.y, model.score(sc.batch, embedder).scores["score"].to_numpy())
         model.label_scorer_ = None
-        return {"chosen": chosen, "forced": forced, "uses_label_scorer": bool(metrics.uses_label_scorer)}
+        held_out = {f"{who}_{m}": getattr(getattr(metrics, who), m, None)
+                    for who in ("unsupervised", "label_aware") for m in ("average_precision", "auroc")}
+        return {"chosen": chosen, "forced": forced, "uses_label_scorer": bool(metrics.uses_label_scorer),
+                "held_out": held_out}  # what the takeover rule compared, to replay other rules offline
 
     for budget in BUDGETS:
         k = min(budget, len(outliers))

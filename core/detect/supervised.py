@@ -359,8 +359,8 @@ class LabelAwareMixin(GroupEnsemble):
 
         The scorer is cross-validated on the labelled reviews and becomes the headline score of later
         `score` calls only when it beats the unsupervised ensemble there (higher average precision, AUROC
-        not lower by more than 0.01), and only when the labelled reviews look like a sample of the batch
-        rather than its top (`picked_from_top` on the labelled normals). Reviews labelled from the label
+        not lower by more than 0.01; the ensemble as it ranks a batch with no group in excess), and only when
+        the labelled reviews look like a sample of the batch rather than its top (`picked_from_top` on the labelled normals). Reviews labelled from the label
         queue are the ensemble's highest-ranked: within them the scorer learns to tell true outliers from the
         ensemble's false alarms, wins there, and then ranks the rest of the batch worse (see docs/model.md).
 
@@ -406,7 +406,12 @@ class LabelAwareMixin(GroupEnsemble):
             with self._threads():
                 calibrated, surprise, _ = self._raw_scores(batch, embeddings)
                 present = self.present_groups(calibrated)
-                statistic, p_value, _ = self._ensemble(surprise, present, self.group_evidence(surprise, present))
+                # Compared without this batch's evidence head starts: a labelling batch usually holds many
+                # outliers, so its groups are in excess and the ensemble ranks it well; batches scored later
+                # mostly are not, and the comparison should be with the ranking the ensemble keeps there.
+                statistic, _, _ = self._ensemble(surprise, present)
+                # Whether the labels came from the top is judged on the ranking the label queue showed.
+                _, p_value, _ = self._ensemble(surprise, present, self.group_evidence(surprise, present))
                 X = self._label_features(
                     batch[keep].reset_index(drop=True), embeddings[keep], {k: v[keep] for k, v in surprise.items()}
                 )
