@@ -242,3 +242,35 @@ def test_the_pipeline_shift_step_on_spark_stores_the_report_and_records_the_batc
     (shift,) = [r for r in runs if r.record == SHIFT]
     assert shift.rows == 150 and shift.shift_p_value == pytest.approx(outcome["p_value"])
     assert outcome["alerts"] == sum(a.batch == "current" for a in ws.monitor().alerts()) > 0
+
+
+@pytest.mark.slow
+def test_cli_shift_on_spark_of_a_stored_batch_records_it_and_prints_its_alerts(
+    spark, trained_workspace, embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from core import pipeline
+    from core.monitor import SHIFT
+    from core.pipeline import Workspace
+    from core.settings import Settings, get_settings
+    from tests.homes import copy_home
+
+    home = copy_home(trained_workspace.settings.home, tmp_path / "home")
+    settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    monkeypatch.setenv("WORKBENCH_TRACKING_URI", str(settings.tracking_uri))
+    get_settings.cache_clear()
+    undo = pipeline.share_embedder(settings, embedder)
+    try:
+        result = CliRunner().invoke(app, ["shift", "--engine", "spark", "--reference", "reference", "--current",
+                                          "current", "--out", str(tmp_path / "shift.html"), "--permutations", "200"])
+    finally:
+        undo()
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "SHIFT detected" in result.stdout
+    (run,) = [r for r in Workspace.open(settings).monitor().runs() if r.batch == "current" and r.record == SHIFT]
+    assert run.reference == "reference" and run.rows == 150 and run.shift_p_value is not None
+    assert "ALERT on current: shift" in result.stdout

@@ -33,7 +33,8 @@ class BatchContrastSignal(Signal):
     (the API), the scores are NaN and the model leaves this signal out of that batch's headline. Reference
     reviews scored again (same id and text) are not counted as batch reviews; they get their reference score.
     Its fit-time held-out scores (for the ensemble's calibration) come from the same procedure on a random
-    half-split of the reference, i.e. a batch with no change.
+    half-split of the reference, i.e. a batch with no change. The folds are drawn over the batch's reviews in
+    the order of their content (text digest, then id), so a review's score does not depend on the row order.
 
     Parameters
     ----------
@@ -120,6 +121,9 @@ class BatchContrastSignal(Signal):
         new = np.flatnonzero(own < 0)
         if new.size < self.min_batch:
             return SignalScores(np.full(n, np.nan), [""] * n)
+        # The cross-fitting's folds follow the reviews' content, not their places in the batch: the same batch
+        # in another row order (a re-export, a sorted file, Spark's partitions) gets the same scores.
+        new = new[np.argsort([f"{text_digest(texts[i])}\x00{ids[i]}" for i in new], kind="stable")]
         R = self.reference_embeddings_
         X = np.vstack([R, unit_rows(batch.embeddings[new]).astype(np.float64)])
         y = np.r_[np.zeros(len(R), dtype=int), np.ones(new.size, dtype=int)]

@@ -116,6 +116,22 @@ def test_save_and_load_give_the_same_scores(fitted, planted, embedder, tmp_path:
 
 
 @pytest.mark.slow
+def test_a_batch_in_another_row_order_gets_the_same_scores(fitted, planted, data_dir: Path, embedder) -> None:
+    """Every member, the batch-scoped signals included (the batch is large enough for batch contrast), and the
+    headline: a review's numbers do not depend on where it sits in the batch."""
+    gifts = _unique(load_path(data_dir / "amazon2018_5core" / "Gift_Cards_5.json.gz").frame)
+    batch = pd.concat([planted[1], gifts.iloc[-150:]], ignore_index=True).drop_duplicates("review_id")
+    first = fitted.score(batch, embedder).scores.set_index("review_id")
+    shuffled = batch.iloc[np.random.default_rng(4).permutation(len(batch))].reset_index(drop=True)
+    again = fitted.score(shuffled, embedder).scores.set_index("review_id").loc[first.index]
+    assert first["batch_contrast"].notna().all()
+    numeric = [c for c in first.columns if first[c].dtype.kind == "f"]
+    for column in numeric:  # float32 similarities summed in another order: ~1e-7 apart, nothing more
+        np.testing.assert_allclose(again[column], first[column], rtol=0, atol=1e-6, err_msg=column)
+    assert (again["is_outlier"] == first["is_outlier"]).all()
+
+
+@pytest.mark.slow
 def test_labels_are_measured_and_the_scorer_only_wins_on_evidence(fitted, planted, embedder) -> None:
     _, batch, y = planted
     labels = pd.Series(np.where(y == 1, "outlier", "normal"), index=batch["review_id"])

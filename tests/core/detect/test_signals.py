@@ -291,6 +291,20 @@ def test_batch_contrast_needs_a_batch_and_leaves_reference_reviews_as_they_were(
         make_signal("batch_contrast", C=0).fit(_contrast_inputs(ref, "r"))
 
 
+def test_batch_contrast_scores_a_review_alike_whatever_the_row_order() -> None:
+    """The same batch, rows shuffled: every review keeps its score (the folds follow content, not position)."""
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=(300, 16))
+    signal = make_signal("batch_contrast", min_batch=50).fit(_contrast_inputs(ref, "r"))
+    batch = _contrast_inputs(rng.normal(size=(200, 16)) + 0.3, "b")
+    order = rng.permutation(200)
+    shuffled = SignalInputs(frame=batch.frame.iloc[order].reset_index(drop=True), embeddings=batch.embeddings[order])
+    first, again = signal.score(batch), signal.score(shuffled)
+    np.testing.assert_allclose(again.raw, first.raw[order], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.sort(again.calibration), np.sort(first.calibration), rtol=1e-9, atol=1e-9)
+    assert [again.details[i] for i in np.argsort(order)] == first.details
+
+
 def test_templated_copies_are_found_by_their_words(hashing_embedder) -> None:
     # A review with two words swapped may move its embedding more than its words: the word overlap finds it.
     rng = np.random.default_rng(6)
