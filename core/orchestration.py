@@ -230,7 +230,8 @@ def shift_against_champion(
     frame = ws.batches.frame(batch)
     ws.score_with(bundle, str(champion), frame, batch=batch)  # recorded: flagged shares, excess p-values
     if engine == "spark":
-        from core.spark.shift import shift_datasets, stage_frame
+        from core.spark.read import stage_frame
+        from core.spark.shift import shift_datasets
 
         model = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in ws.settings.registered_model_name)
         reference = stage_frame(bundle.reference, f"references/{model}-v{champion}/reviews.parquet", ws.settings)

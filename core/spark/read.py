@@ -17,19 +17,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from core.errors import InputFileError, WorkbenchError
+from core.errors import InputFileError, NotFoundError, WorkbenchError
 from core.spark.frames import PRESENT, SOURCE_FILE, SOURCE_LINE, canonical_fields, to_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from core.settings import Settings
+    from core.storage import Storage
 
 KIND, REASON, RAW = "_kind", "reason", "raw"
 #: File names read as review files (each optionally .gz), as `core.io.readers` recognises them.
@@ -214,3 +216,48 @@ def _read_objects(spark: SparkSession, source: str, mapping: Mapping[str, str] |
               .mapInPandas(_fetch_objects(store, bucket, mapping), schema=_schema())
               .persist(StorageLevel.MEMORY_AND_DISK))
     return _dataset(loaded)
+
+
+def dataset_location(source: str, settings: Settings) -> str:
+    """Where Spark reads `source`: a file, a folder or a URL as given, or the Parquet object of a stored batch.
+
+    Raises
+    ------
+    NotFoundError
+        `source` is neither a path, a URL nor a stored batch.
+    """
+    if "://" in source or Path(source).exists():
+        return source
+    from core.io.batches import BatchStore
+    from core.storage import make_storage
+
+    storage = make_storage(settings)
+    store = BatchStore(storage)
+    if not store.exists(source):
+        known = ", ".join(i.name for i in store.list()) or "none"
+        raise NotFoundError(f"{source!r} is neither a file, a folder, a URL nor a stored batch (stored batches: {known})")
+    return _location(storage, f"batches/{source}/{store.info(source).version}/reviews.parquet")
+
+
+def stage_frame(frame: pd.DataFrame, key: str, settings: Settings) -> str:
+    """Write a canonical review frame (a model's reference, say) as Parquet under `key` of the workspace storage;
+    returns where Spark reads it, as `dataset_location` does for a stored batch."""
+    import io
+
+    from core.storage import make_storage
+
+    storage = make_storage(settings)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    storage.put_bytes(key, buffer.getvalue())
+    return _location(storage, key)
+
+
+def _location(storage: Storage, key: str) -> str:
+    from core.storage import LocalStorage, MinioStorage
+
+    if isinstance(storage, MinioStorage):
+        # Read with the minio client on the executors (`core.spark.read`): no Hadoop jar needed.
+        return f"s3://{storage.bucket}/{storage.prefix + '/' if storage.prefix else ''}{key}"
+    assert isinstance(storage, LocalStorage)  # the two backends make_storage knows
+    return str(storage.root / key)

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
-from core.errors import NotFoundError, ParameterError
+from core.errors import ParameterError
 from core.features import CATEGORICAL_INPUTS, NUMERIC_INPUTS, tabular_inputs
 from core.shift.counts import ValueCounts, bin_error_bounds, feature_tests_from_counts
 from core.shift.features import MISSING_LEVEL, PREDICTABILITY
 from core.spark.frames import EMBEDDING, SOURCE_FILE, SOURCE_LINE, embeddings_of, to_canonical
 from core.spark.model_ref import EmbeddingRef, worker_text_embedder
-from core.spark.read import read_dataset
+from core.spark.read import dataset_location, read_dataset
 from core.spark.results import SparkShift
 from core.spark.scoring import ROWS_PER_PARTITION
 from core.text.descriptors import DESCRIPTORS
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
     from core.settings import Settings
     from core.shift.novelty import ReviewShiftScorer
-    from core.storage import Storage
     from core.text.language_model import BigramLanguageModel
 
 SIDE, RANK, P_VALUE, NOVELTY, TEXT = "_side", "_rank", "shift_p_value", "novelty", "_text"
@@ -59,51 +58,6 @@ MAX_EXACT_VALUES = 10_000
 #: keeps (`ReviewShiftScorer.max_reference`, `compare`'s ``max_feature_samples``).
 MAX_REFERENCE = 20_000
 NUMERIC_FEATURES: tuple[str, ...] = (*NUMERIC_INPUTS, *DESCRIPTORS, PREDICTABILITY)
-
-
-def dataset_location(source: str, settings: Settings) -> str:
-    """Where Spark reads `source`: a file, a folder or a URL as given, or the Parquet object of a stored batch.
-
-    Raises
-    ------
-    NotFoundError
-        `source` is neither a path, a URL nor a stored batch.
-    """
-    if "://" in source or Path(source).exists():
-        return source
-    from core.io.batches import BatchStore
-    from core.storage import make_storage
-
-    storage = make_storage(settings)
-    store = BatchStore(storage)
-    if not store.exists(source):
-        known = ", ".join(i.name for i in store.list()) or "none"
-        raise NotFoundError(f"{source!r} is neither a file, a folder, a URL nor a stored batch (stored batches: {known})")
-    return _location(storage, f"batches/{source}/{store.info(source).version}/reviews.parquet")
-
-
-def stage_frame(frame: pd.DataFrame, key: str, settings: Settings) -> str:
-    """Write a canonical review frame (a model's reference, say) as Parquet under `key` of the workspace storage;
-    returns where Spark reads it, as `dataset_location` does for a stored batch."""
-    import io
-
-    from core.storage import make_storage
-
-    storage = make_storage(settings)
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    storage.put_bytes(key, buffer.getvalue())
-    return _location(storage, key)
-
-
-def _location(storage: Storage, key: str) -> str:
-    from core.storage import LocalStorage, MinioStorage
-
-    if isinstance(storage, MinioStorage):
-        # Read with the minio client on the executors (`core.spark.read`): no Hadoop jar needed.
-        return f"s3://{storage.bucket}/{storage.prefix + '/' if storage.prefix else ''}{key}"
-    assert isinstance(storage, LocalStorage)  # the two backends make_storage knows
-    return str(storage.root / key)
 
 
 def _finite(column: str) -> Column:

@@ -78,8 +78,7 @@ def test_an_s3_folder_reads_like_the_same_folder_on_disk(spark, gift_cards_head:
 def test_a_stored_batch_of_a_minio_workspace_is_read_on_spark(spark, subscription_path: Path, tmp_path: Path) -> None:
     """The full stack's case: batches live in the bucket, and `dataset_location` points Spark at the object."""
     from core.pipeline import Workspace
-    from core.spark.read import read_dataset
-    from core.spark.shift import dataset_location
+    from core.spark.read import dataset_location, read_dataset
 
     pd.read_csv(subscription_path).head(120).to_csv(tmp_path / "week.csv", index=False)
     with s3_server() as endpoint:

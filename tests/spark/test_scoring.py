@@ -98,3 +98,20 @@ def test_cli_scores_a_folder_of_parts_on_spark_and_sets_malformed_rows_aside(
     assert bad.source_file.endswith("day=1/part-00000.jsonl") and bad.source_line == 41
     assert "JSON" in bad.reason or "json" in bad.reason
     assert json.loads((out / "_SUMMARY.json").read_text())["rows_scored"] == 200
+
+
+def test_a_stored_batch_is_scored_on_spark_by_its_name(spark, trained_workspace, tmp_path: Path) -> None:
+    """`workbench score NAME --engine spark` reads the stored batch's Parquet object: the same reviews and flags as
+    one machine's score of that batch."""
+    from core.spark import score_dataset
+
+    ws = trained_workspace
+    out = tmp_path / "scored"
+    summary = score_dataset("current", str(out), spark=spark, settings=ws.settings)
+    assert summary.rows_scored == 150 and summary.rows_quarantined == 0 and summary.source == "current"
+    got = pd.read_parquet(out).set_index("review_id")
+    single, _ = ws.score(ws.batches.frame("current"), alias="champion")
+    want = single.frame.set_index("review_id")
+    assert sorted(got.index) == sorted(want.index)
+    assert (got.loc[want.index, "is_outlier"] == want["is_outlier"]).all()
+    assert got["source_file"].str.endswith("/reviews.parquet").all()
