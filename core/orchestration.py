@@ -233,8 +233,8 @@ def shift_against_champion(
         from core.spark.read import stage_frame
         from core.spark.shift import shift_datasets
 
-        model = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in ws.settings.registered_model_name)
-        reference = stage_frame(bundle.reference, f"references/{model}-v{champion}/reviews.parquet", ws.settings)
+        reference = stage_frame(bundle.reference, f"references/{ws.model_file_name(str(champion))}/reviews.parquet",
+                                ws.settings)
         report = shift_datasets(reference, batch, alpha=alpha, n_permutations=int(n_permutations),
                                 settings=ws.settings).report
         ws.record_shift(batch, report, model_version=str(champion))  # one history row per batch and model, as local

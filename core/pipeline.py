@@ -460,10 +460,14 @@ class Workspace:
         return self.record_run(lambda: shift_record(batch, report, self._batch_time(batch, frame),
                                                     model_version=model_version, reference=reference))
 
+    def model_file_name(self, version: str) -> str:
+        """``<registered model>-v<version>`` with only file-name-safe characters, for what is kept per version."""
+        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.settings.registered_model_name)
+        return f"{name}-v{version}"
+
     def twin_folder(self, version: str) -> Path:
         """Where the text-only twin of a registered model version is kept (see `score_with`)."""
-        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.settings.registered_model_name)
-        return self.settings.home / "text-twins" / f"{name}-v{version}"
+        return self.settings.home / "text-twins" / self.model_file_name(version)
 
     def compare(
         self,

@@ -360,9 +360,10 @@ class LabelAwareMixin(GroupEnsemble):
         The scorer is cross-validated on the labelled reviews and becomes the headline score of later
         `score` calls only when it beats the unsupervised ensemble there (higher average precision, AUROC
         not lower by more than 0.01; the ensemble as it ranks a batch with no group in excess), and only when
-        the labelled reviews look like a sample of the batch rather than its top (`picked_from_top` on the labelled normals). Reviews labelled from the label
-        queue are the ensemble's highest-ranked: within them the scorer learns to tell true outliers from the
-        ensemble's false alarms, wins there, and then ranks the rest of the batch worse (see docs/model.md).
+        the labelled reviews look like a sample of the batch rather than its top (`picked_from_top` on the
+        labelled normals). Reviews labelled from the label queue are the ensemble's highest-ranked: within them
+        the scorer learns to tell true outliers from the ensemble's false alarms, wins there, and then ranks the
+        rest of the batch worse (see docs/model.md).
 
         Parameters
         ----------

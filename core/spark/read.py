@@ -96,9 +96,7 @@ def _loaded(path: str, content: bytes, mapping: Mapping[str, str] | None, column
     try:
         result = load_bytes(content, name=path, mapping=mapping)
     except (InputFileError, WorkbenchError, ValueError) as err:
-        # A file with no usable row (or unreadable) is one quarantined entry, line 0: nothing is lost
-        # silently and the rest of the dataset is still scored.
-        yield _quarantined(path, pd.DataFrame({"line": [0], "reason": [str(err)], "raw": ["{}"]}), columns)
+        yield _unusable(path, str(err), columns)
         return
     rows = to_rows(result.frame, path)
     rows[KIND], rows[REASON], rows[RAW] = "review", None, None
@@ -132,13 +130,18 @@ def _fetch_objects(store: ObjectStore, bucket: str,
                         response.close()
                         response.release_conn()
                 except Exception as err:  # minio's S3Error, urllib3's errors: the file is set aside, said why
-                    reason = f"cannot be fetched from {store.endpoint} ({type(err).__name__}: {err})"
-                    yield _quarantined(str(path), pd.DataFrame({"line": [0], "reason": [reason], "raw": ["{}"]}),
-                                       columns)
+                    yield _unusable(str(path), f"cannot be fetched from {store.endpoint} ({type(err).__name__}: {err})",
+                                    columns)
                     continue
                 yield from _loaded(str(path), content, mapping, columns)
 
     return load
+
+
+def _unusable(path: str, reason: str, columns: list[str]) -> pd.DataFrame:
+    # A file with no usable row (unreadable, or not fetched) is one quarantined entry, line 0: nothing is lost
+    # silently and the rest of the dataset is still scored.
+    return _quarantined(path, pd.DataFrame({"line": [0], "reason": [reason], "raw": ["{}"]}), columns)
 
 
 def _quarantined(path: str, quarantined: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
