@@ -158,18 +158,25 @@ def _quarantined(path: str, quarantined: pd.DataFrame, columns: list[str]) -> pd
 
 def read_dataset(spark: SparkSession, source: str, mapping: Mapping[str, str] | None = None,
                  settings: Settings | None = None) -> Dataset:
-    """Read `source` (file, folder of parts, ``s3://`` or ``s3a://`` URL) into canonical and quarantined rows,
-    lazily; `settings` (default the environment's) say how to reach the server of an ``s3://`` URL.
+    """Read `source` (file, folder of parts, ``s3://`` or ``s3a://`` URL, or a stored batch's name) into canonical
+    and quarantined rows, lazily; `settings` (default the environment's) say where stored batches live and how to
+    reach the server of an ``s3://`` URL. `mapping` applies to files; a stored batch was mapped at ingest.
 
     Raises
     ------
     InputFileError
         No review file at `source`, or its objects cannot be listed.
+    NotFoundError
+        `source` is neither a path, a URL nor a stored batch.
     """
-    if source.startswith(OBJECT_STORE):
-        from core.settings import get_settings
+    from core.settings import get_settings
 
-        return _read_objects(spark, source, mapping, ObjectStore.from_settings(settings or get_settings()))
+    s = settings or get_settings()
+    location = dataset_location(source, s)
+    if location != source:  # a stored batch
+        source, mapping = location, None
+    if source.startswith(OBJECT_STORE):
+        return _read_objects(spark, source, mapping, ObjectStore.from_settings(s))
     try:
         files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(source)
                  .where(F.col("path").rlike(_REVIEW_FILES) & ~F.col("path").rlike(_SKIPPED)))

@@ -48,7 +48,7 @@ from core.spark.frames import (
     to_canonical,
 )
 from core.spark.model_ref import ModelRef, resolve_model, worker_bundle, worker_model
-from core.spark.read import dataset_location, read_dataset
+from core.spark.read import read_dataset
 from core.spark.results import SparkScoreSummary
 from core.text.embed import embedding_text
 
@@ -295,8 +295,7 @@ def score_dataset(
     lap("model")
 
     stage("reading", 0.0)
-    location = dataset_location(source, s)  # a stored batch's name: its Parquet object
-    dataset = read_dataset(session, location, mapping if location == source else None, s)
+    dataset = read_dataset(session, source, mapping, s)
     n = dataset.reviews.count()
     files = dataset.rows.select(SOURCE_FILE).distinct().count()
     # Grouped by the kind of reason (each part's quoted value dropped, as `workbench ingest` reports them): a

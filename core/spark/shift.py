@@ -25,7 +25,6 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -37,7 +36,7 @@ from core.shift.counts import ValueCounts, bin_error_bounds, feature_tests_from_
 from core.shift.features import MISSING_LEVEL, PREDICTABILITY
 from core.spark.frames import EMBEDDING, SOURCE_FILE, SOURCE_LINE, embeddings_of, to_canonical
 from core.spark.model_ref import EmbeddingRef, worker_text_embedder
-from core.spark.read import dataset_location, read_dataset
+from core.spark.read import read_dataset
 from core.spark.results import SparkShift
 from core.spark.scoring import ROWS_PER_PARTITION
 from core.text.descriptors import DESCRIPTORS
@@ -338,8 +337,7 @@ def shift_datasets(
 
     session = spark or spark_session(master, s)
     sources = {REFERENCE: reference, CURRENT: current}
-    data = {side: read_dataset(session, dataset_location(src, s), mapping if Path(src).exists() else None, s)
-            for side, src in sources.items()}
+    data = {side: read_dataset(session, src, mapping, s) for side, src in sources.items()}
     # The same seeds, in the same roles, as `core.shift.compare`: features, sample, each statistic, clusters.
     seeds = np.random.SeedSequence(s.random_state).spawn(3 + len(EMBEDDING_STATISTICS))
     statistic_seed = dict(zip((spec.name for spec in EMBEDDING_STATISTICS), seeds[2:-1], strict=True))
