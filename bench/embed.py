@@ -3,7 +3,9 @@
 Measured in one run, interleaved and repeated (best of ``--repeats``) because the cores are shared:
 
 * plain ``SentenceTransformer.encode`` (fp32, batch 32): the baseline;
-* the project's ``SentenceEmbedder`` (torch backend) cold, with an empty cache, then cached (the same texts again);
+* the project's ``SentenceEmbedder`` with the default ``onnx`` backend (one review per pass) cold, with an empty
+  cache, and whether its vectors are the same bits when the texts come in another order (torch's are not);
+* the ``torch`` backend cold, then cached (the same texts again);
 * the ``onnx-int8`` backend cold, with its one-off export timed apart, and its cosine to the fp32 vectors;
 * ``core.io.load.load_path`` on a 100k-row CSV built from the shared reviews.
 
@@ -198,11 +200,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         load_int8 = Timing("Embedder load + export (onnx-int8)", 1)
         timed(load_int8, int8_embedder._load)
         export_s = float(getattr(int8_embedder._encoder, "export_seconds", float("nan")))
+        onnx_embedder = SentenceEmbedder(backend="onnx", batch_size=args.batch_size, onnx_dir=tmp / "onnx")
+        onnx_embedder._load()
 
         baseline = Timing("SentenceTransformer.encode fp32", n)
         cold = Timing("Embedder torch, cold (empty cache)", n)
         cached = Timing("Embedder torch, cached (same texts)", n)
         int8 = Timing("Embedder onnx-int8, cold (empty cache)", n)
+        onnx = Timing("Embedder onnx (the default), cold (empty cache)", n)
         reference: np.ndarray | None = None
         int8_vectors: np.ndarray | None = None
         for rep in range(args.repeats):
@@ -223,19 +228,23 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             timed(cached, lambda: torch_embedder.encode(texts))
             int8_embedder.cache = EmbeddingCache(tmp / f"int8-{rep}" / "embeddings.sqlite")
             int8_vectors = timed(int8, lambda: int8_embedder.encode(texts))
+            onnx_embedder.cache = EmbeddingCache(tmp / f"onnx-{rep}" / "embeddings.sqlite")
+            onnx_vectors = timed(onnx, lambda: onnx_embedder.encode(texts))
             print(
                 f"repeat {rep + 1}/{args.repeats}: st {n / baseline.wall_s[-1]:.1f}/s, "
                 f"cold {n / cold.wall_s[-1]:.1f}/s, cached {n / cached.wall_s[-1]:.0f}/s, "
-                f"int8 {n / int8.wall_s[-1]:.1f}/s",
+                f"int8 {n / int8.wall_s[-1]:.1f}/s, onnx {n / onnx.wall_s[-1]:.1f}/s",
                 flush=True,
             )
         assert reference is not None and int8_vectors is not None
         torch_cos = np.sum(np.asarray(cold_vectors) * reference, axis=1)
         cos = np.sum(int8_vectors * reference, axis=1)
 
+        # The same texts in reverse order: other batch neighbours for torch, none for onnx (one review per pass).
+        order_moves = {name: float(np.abs(enc(texts[::-1])[::-1] - vectors).max()) for name, enc, vectors in
+                       (("torch", torch_embedder._encoder, cold_vectors), ("onnx", onnx_embedder._encoder, onnx_vectors))}
+
         # One review per call, as the API embeds a lone request: torch vs the same fp32 graph in onnxruntime.
-        onnx_embedder = SentenceEmbedder(backend="onnx", batch_size=args.batch_size, onnx_dir=tmp / "onnx")
-        onnx_embedder._load()
         single = {"torch": [], "onnx": []}
         singles = texts[: min(200, n)]
         for text in singles[:5]:
@@ -245,7 +254,6 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 start = time.perf_counter()
                 enc([text])
                 single[name].append(time.perf_counter() - start)
-        onnx_vectors = onnx_embedder._encoder(texts)
         single_ms = {k: float(np.median(v) * 1000) for k, v in single.items()}
         onnx_max_abs = float(np.abs(onnx_vectors - reference).max())
         print(f"one review: torch {single_ms['torch']:.1f} ms, onnx {single_ms['onnx']:.1f} ms; "
@@ -265,11 +273,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     ratios = {
         "embedder_cold_vs_st": cold.per_s / baseline.per_s,
+        "onnx_vs_st": onnx.per_s / baseline.per_s,
         "int8_vs_st": int8.per_s / baseline.per_s,
         "cached_vs_cold": cached.per_s / cold.per_s,
     }
     quality = {
         "onnx_fp32_max_abs_diff": onnx_max_abs,
+        "reordered_max_abs_diff": order_moves,
         "int8_mean_cosine": float(cos.mean()),
         "int8_min_cosine": float(cos.min()),
         "torch_embedder_min_cosine": float(torch_cos.min()),
@@ -297,6 +307,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             f"{ratios['embedder_cold_vs_st']:.2f}x vs ST",
             f">= 1.0x: {mark[checks['embedder_cold_vs_st']]}",
         ),
+        row(onnx, f"{ratios['onnx_vs_st']:.2f}x vs ST", "one review per pass"),
+        f"| the same texts in reverse order, max abs change of a vector: onnx / torch | "
+        f"{order_moves['onnx']:.1e} / {order_moves['torch']:.1e} | | | |",
         row(cached, f"{ratios['cached_vs_cold']:.0f}x vs cold", f">= 50x: {mark[checks['cached_vs_cold']]}"),
         row(int8, f"{ratios['int8_vs_st']:.2f}x vs ST", f">= 1.5x: {mark[checks['int8_vs_st']]}"),
         f"| onnx-int8 cosine to fp32 | mean {quality['int8_mean_cosine']:.4f}, "
@@ -325,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "timings": {
-            t.name: t.as_dict() for t in (baseline, cold, cached, int8, loading, load_torch, load_int8)
+            t.name: t.as_dict() for t in (baseline, cold, cached, int8, onnx, loading, load_torch, load_int8)
         },
         "onnx_export_s": export_s,
         "ratios": ratios,

@@ -18,6 +18,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
+from core.detect.base import project
 from core.detect.calibration import combine
 from core.detect.ensemble import GroupEnsemble
 from core.detect.signals import all_descriptors
@@ -342,7 +343,7 @@ class LabelAwareMixin(GroupEnsemble):
         descriptors = np.log1p(
             np.clip(all_descriptors(frame["text"].reset_index(drop=True)).to_numpy(), 0, None)
         )
-        parts = [np.column_stack([*members, group_stat]), descriptors, self.label_pca_.transform(embeddings)]
+        parts = [np.column_stack([*members, group_stat]), descriptors, project(self.label_pca_, embeddings)]
         if getattr(self, "label_embeddings_", False):  # models fitted before the blend keep their layout
             parts.append(np.asarray(embeddings, dtype=np.float64))
         return np.hstack(parts).astype(np.float64)

@@ -90,6 +90,20 @@ def test_use_before_fit_and_wrong_width() -> None:
         detector.decision_function(np.full((2, 48), np.nan))
 
 
+def test_the_projection_of_a_review_does_not_depend_on_the_rows_around_it() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 48)).astype(np.float32)
+    detector = make_detector("iforest", n_components=16, random_state=0).fit(X)
+    batch = rng.normal(size=(300, 48)).astype(np.float32)
+    together = detector._reduce(batch)
+    np.testing.assert_allclose(together, detector.pca_.transform(batch), rtol=0, atol=1e-5)  # PCA's own
+    assert together.dtype == np.float32
+    assert np.array_equal(np.vstack([detector._reduce(batch[:1]), detector._reduce(batch[1:])]), together)
+    # The same path lengths: no step (up to 256 rows the trees are walked directly, sums in another order).
+    np.testing.assert_allclose(detector.decision_function(batch[:5]), detector.decision_function(batch)[:5],
+                               rtol=1e-12)
+
+
 def test_isolation_forest_fast_path_matches_sklearn() -> None:
     from core.detect.detectors import make_detector
 
