@@ -13,10 +13,13 @@ Each measured run is a fresh process (a SparkSession's master is fixed for its l
   start to ``_SUMMARY.json`` (model loading in every Python worker included), reviews/s, the Python driver's
   peak RSS (``ru_maxrss``) and the JVM's (``VmHWM``; in local mode the JVM is driver and executor at once);
 * single-process ``Workspace.score`` (what ``workbench score`` runs) on the smallest size, with an empty
-  embedding cache (torch, as ``workbench score`` embeds by default): wall time and peak RSS;
+  embedding cache (the default ``onnx`` backend, as the executors embed): wall time and peak RSS;
 * the equality check: max |Spark - single| of ``score`` and ``p_value`` over the same rows, and whether
   ``is_outlier`` is identical; and its yardstick, the single process against itself on the same rows in another
-  order (a second run, fresh cache: the embedding's forward passes batch the texts differently).
+  order (a second run, fresh cache).
+
+``--data hotels`` draws distinct hotel reviews instead of the Amazon files, whose 8,033 distinct texts repeat
+about three times at 20,000 rows (see ``HOTELS``).
 
     nice -n 19 .venv/bin/python bench/spark.py                       # 20,000 and 100,000 reviews
     nice -n 19 .venv/bin/python bench/spark.py --sizes 5000,20000     # smaller, on a busy machine
@@ -58,6 +61,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("WORKBENCH_TEST_DATA", REPO.parent / "shared" / "data"))
+#: What ``--data`` draws from. The Amazon files hold 8,033 distinct texts in 18,475 rows, so 20,000 rows drawn from
+#: them repeat each text about three times: one process embeds each distinct text once, Spark once per partition.
+#: The hotel reviews are 220,000 distinct texts: every row is embedded on both sides, as in most real batches.
+HOTELS = "opinrank_hotels/reviews.jsonl.gz"
 SOURCES = [
     "amazon2018_5core/AMAZON_FASHION_5.json.gz", "amazon2018_5core/All_Beauty_5.json.gz",
     "amazon2018_5core/Appliances_5.json.gz", "amazon2018_5core/Gift_Cards_5.json.gz",
@@ -116,7 +123,7 @@ def run_single(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     ws = Workspace.open(settings)
     (path,) = sorted(Path(args.dataset).glob("*.parquet"))
-    if args.shuffle:  # the same rows in another order: another batching of the embedding's forward passes
+    if args.shuffle:  # the same rows in another order
         rows = pd.read_parquet(path)
         path = scratch / "reordered.parquet"
         rows.sample(frac=1.0, random_state=int(args.shuffle)).to_parquet(path, index=False)
@@ -130,9 +137,14 @@ def run_single(args: argparse.Namespace) -> dict:
             "flagged": int(table["is_outlier"].sum()), "group_evidence": scores.result.group_evidence}
 
 
-def _pool() -> pd.DataFrame:
-    from core.io.load import load_path
+def _pool(data: str, rows: int) -> pd.DataFrame:
+    """The reviews ``--data`` draws from: the Amazon files, or the first `rows` hotel reviews plus 10 %."""
+    from core.io.load import load_frame, load_path
 
+    if data == "hotels":
+        raw = pd.read_json(DATA / HOTELS, lines=True, nrows=int(rows * 1.1))
+        frame = load_frame(raw, name=HOTELS).frame.dropna(axis=1, how="all")  # no ratings, votes or purchases
+        return frame[[c for c in _KEEP if c in frame.columns]].reset_index(drop=True)
     frames = []
     for name in SOURCES:
         frame = load_path(DATA / name).frame
@@ -141,14 +153,15 @@ def _pool() -> pd.DataFrame:
 
 
 def _write_dataset(pool: pd.DataFrame, rows: int, part_rows: int, folder: Path, seed: int) -> None:
+    """`rows` rows of `pool`, without replacement while the pool is large enough."""
     rng = np.random.default_rng(seed)
-    sample = pool.iloc[rng.integers(0, len(pool), size=rows)].reset_index(drop=True)
+    sample = pool.iloc[rng.choice(len(pool), size=rows, replace=rows > len(pool))].reset_index(drop=True)
     folder.mkdir(parents=True, exist_ok=True)
     for i, start in enumerate(range(0, rows, part_rows)):
         sample.iloc[start:start + part_rows].to_parquet(folder / f"part-{i:05d}.parquet", index=False)
 
 
-def _train(home: Path, cache: Path | None, reference: int) -> str:
+def _train(home: Path, cache: Path | None, reference: int, data: str, pool: pd.DataFrame) -> str:
     from core.io.load import load_path
     from core.pipeline import Workspace
     from core.settings import Settings
@@ -158,7 +171,10 @@ def _train(home: Path, cache: Path | None, reference: int) -> str:
         shutil.copy(cache, home / "cache" / "embeddings.sqlite")
     settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     ws = Workspace.open(settings)
-    ref = load_path(DATA / "amazon2018_5core/All_Beauty_5.json.gz").frame.sample(reference, random_state=0)
+    if data == "hotels":  # a model of the same kind of reviews
+        ref = pool.sample(reference, random_state=1)
+    else:
+        ref = load_path(DATA / "amazon2018_5core/All_Beauty_5.json.gz").frame.sample(reference, random_state=0)
     path = home / "reference.parquet"
     ref[[c for c in _KEEP if c in ref.columns]].to_parquet(path, index=False)
     outcome = ws.train(str(path), project=False)
@@ -332,7 +348,12 @@ def main() -> None:
     parser.add_argument("--reference", type=int, default=1000, help="Reference reviews the model is trained on.")
     parser.add_argument("--cache", type=Path, default=Path("/work/bench-home/cache/embeddings.sqlite"),
                         help="Embedding cache copied into the scratch workspace (training only).")
+    parser.add_argument("--data", choices=["amazon", "hotels"], default="amazon",
+                        help="amazon: the Amazon files (each text about 3 times at 20,000 rows); hotels: distinct "
+                        "hotel reviews (about 4x longer), a model trained on 1,000 of them.")
     parser.add_argument("--skip-single", action="store_true", help="Leave out the single-process run.")
+    parser.add_argument("--skip-reordered", action="store_true",
+                        help="Leave out the yardstick (the single process again on the rows in another order).")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "spark.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shift", action="store_true", help="Benchmark `workbench shift --engine spark` against "
@@ -365,8 +386,8 @@ def main() -> None:
     args.home = str(work / "home")
     started = time.perf_counter()
     load_before = os.getloadavg()
-    version = _train(Path(args.home), args.cache, args.reference)
-    pool = _pool()
+    pool = _pool(args.data, max(sizes))
+    version = _train(Path(args.home), args.cache, args.reference, args.data, pool)
     runs: list[dict] = []
     for size in sizes:
         # The smallest as one file: `workbench score` reads one file, and review ids are derived per file (a
@@ -387,6 +408,7 @@ def main() -> None:
         runs.append({"engine": "single process", "master": "-", "size": small, **result})
         two = next(r for r in runs if r["master"] == "local[2]" and r["size"] == small)
         equality = _compare(two["output"], single_out)
+    if not args.skip_single and not args.skip_reordered:
         # The yardstick: one machine against itself, the same rows in another order (fresh embedding cache).
         reordered_out = str(work / f"single-{small}-reordered.parquet")
         again = _child("single", args, dataset=str(work / f"data-{small}"), output=reordered_out, shuffle="1")
@@ -409,7 +431,8 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},
-        "model_version": version, "reference_rows": args.reference, "sizes": sizes, "runs": runs,
+        "model_version": version, "reference_rows": args.reference, "sizes": sizes, "runs": runs, "data": args.data,
+        "distinct_texts": {size: int(pd.read_parquet(work / f"data-{size}")["text"].nunique()) for size in sizes},
         "equality": equality, "derived": derived, "total_s": round(time.perf_counter() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
