@@ -83,9 +83,23 @@ class AutoEncoderDetector(Detector):
             self.model_.fit(Z)
 
     def _score(self, Z: np.ndarray) -> np.ndarray:
-        with warnings.catch_warnings(), _torch_threads(1):
-            warnings.simplefilter("ignore")
-            return self.model_.decision_function(Z)
+        """PyOD's ``decision_function`` arithmetic, in the same row chunks, without its per-row dataset and
+        loader: one review cost 0.4 ms that way, most of this detector's share of an API request."""
+        import torch
+        from pyod.utils.stat_models import pairwise_distances_no_broadcast
+
+        ae = self.model_
+        X = np.asarray(Z)
+        if ae.preprocessing:
+            X = (X - ae.X_mean) / (ae.X_std + 1e-8)  # TorchDataset's standardisation (its eps)
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        ae.model.eval()
+        scores = []
+        with torch.no_grad(), _torch_threads(1):
+            for start in range(0, len(X), ae.batch_size):
+                chunk = torch.from_numpy(X[start : start + ae.batch_size])
+                scores.append(pairwise_distances_no_broadcast(chunk.numpy(), ae.model(chunk).numpy()))
+        return np.concatenate(scores) if scores else np.zeros(0)
 
 
 

@@ -174,7 +174,8 @@ def has_title(frame: pd.DataFrame) -> np.ndarray | None:
     """Per review, whether it has a non-empty title; None when the frame has no title column."""
     if "title" not in frame.columns:
         return None
-    return (frame["title"].astype("string").str.strip().fillna("") != "").to_numpy()
+    # Plain Python: pandas' string methods cost ~0.2 ms on the one row of an API request.
+    return np.fromiter((_clean(v) != "" for v in frame["title"].tolist()), dtype=bool, count=len(frame))
 
 
 def title_share(frame: pd.DataFrame) -> float:

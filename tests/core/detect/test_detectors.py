@@ -116,6 +116,19 @@ def test_isolation_forest_fast_path_matches_sklearn() -> None:
     assert np.allclose(fast, reference, atol=1e-9)
 
 
+def test_autoencoder_scores_are_pyods_own() -> None:
+    from core.detect.autoencoder import _torch_threads
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 48)).astype(np.float32)
+    detector = make_detector("autoencoder", n_components=16, epochs=2, batch_size=64, random_state=0).fit(X)
+    for rows in (1, 7, 150):  # one review, a micro-batch, several of PyOD's chunks of 64
+        new = rng.normal(size=(rows, 48)).astype(np.float32)
+        with _torch_threads(1):  # the detector's own setting: other thread counts round differently
+            reference = detector.model_.decision_function(detector._reduce(new))  # PyOD's dataset and loader
+        np.testing.assert_array_equal(detector.decision_function(new), reference)
+
+
 def test_mahalanobis_held_out_scores_are_exact_leave_one_out() -> None:
     from core.detect.detectors import MahalanobisDetector
 

@@ -23,6 +23,7 @@ from core.detect.signals import GROUP_COLUMN, RatingMismatchSignal, SignalInputs
 from core.detect.signals.base import plain_texts
 from core.errors import InputFileError
 from core.io.load import load_frame, load_path
+from core.text.embed import has_title
 
 REF = ModelRef(name="review-outlier", version="1")
 
@@ -162,6 +163,14 @@ def test_plain_texts_reads_missing_texts_as_empty_like_pandas() -> None:
     assert plain_texts(texts) == texts.fillna("").astype(str).tolist()
     strings = pd.Series(["Fine.", None, "ok"], dtype="string")
     assert plain_texts(strings) == strings.fillna("").astype(str).tolist() == ["Fine.", "", "ok"]
+
+
+def test_has_title_reads_titles_as_pandas_string_methods_would() -> None:
+    titles = pd.Series(["Great", None, np.nan, pd.NA, "   ", 5, " spaced ", ""], dtype=object)
+    want = (titles.astype("string").str.strip().fillna("") != "").to_numpy()
+    got = has_title(pd.DataFrame({"title": titles}))
+    assert got is not None and got.dtype == bool and got.tolist() == want.tolist()
+    assert has_title(pd.DataFrame({"text": ["no title column"]})) is None
 
 
 def test_the_predicted_rating_is_ridges_prediction(hashing_embedder) -> None:
