@@ -404,7 +404,7 @@ class SentenceEmbedder:
         if missing:
             self._load()
             assert self._encoder is not None
-            # Sorting by length keeps padding small, which is most of the speed on CPU.
+            # Sorted by length: torch pads each batch to its longest text (the onnx backends pad nothing).
             missing.sort(key=lambda h: len(unique[h]))
             chunk = max(self.batch_size * 8, 256)
             for start in range(0, total, chunk):

@@ -212,7 +212,6 @@ class OnnxEncoder:
         _check_pipeline(st_model)
         self.tokenizer = st_model.tokenizer
         self.max_seq_length = int(st_model.max_seq_length or self.tokenizer.model_max_length)
-        self.pad_token_id = int(self.tokenizer.pad_token_id or 0)
         self.input_names = tuple(n for n in _INPUT_ORDER if n in self.tokenizer.model_input_names)
         self.source_digest = source_digest
         self.fingerprint = model_fingerprint(st_model, source_digest)
