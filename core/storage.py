@@ -33,6 +33,10 @@ class Storage(Protocol):
 
     def describe(self) -> str: ...
 
+    def location(self, key: str) -> str:
+        """Where a reader outside this process (a Spark executor) finds `key`: a file path or an ``s3://`` URL."""
+        ...
+
 
 def _check_key(key: str) -> str:
     parts = key.split("/")
@@ -101,6 +105,9 @@ class LocalStorage:
     def describe(self) -> str:
         return f"local folder {self.root}"
 
+    def location(self, key: str) -> str:
+        return str(self._path(key))
+
 
 class MinioStorage:
     """Objects in one bucket of a MinIO / S3 server; the bucket is created when missing."""
@@ -127,6 +134,10 @@ class MinioStorage:
 
     def describe(self) -> str:
         return f"bucket {self.bucket!r} at {self.endpoint}"
+
+    def location(self, key: str) -> str:
+        # Spark reads s3:// with the minio client on the executors (`core.spark.read`): no Hadoop jar needed.
+        return f"s3://{self.bucket}/{self._name(key)}"
 
     def _error(self, action: str, err: Exception) -> StorageError:
         from minio.error import S3Error

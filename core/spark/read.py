@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from core.settings import Settings
-    from core.storage import Storage
 
 KIND, REASON, RAW = "_kind", "reason", "raw"
 #: File names read as review files (each optionally .gz), as `core.io.readers` recognises them.
@@ -246,7 +245,7 @@ def dataset_location(source: str, settings: Settings) -> str:
     if not store.exists(source):
         known = ", ".join(i.name for i in store.list()) or "none"
         raise NotFoundError(f"{source!r} is neither a file, a folder, a URL nor a stored batch (stored batches: {known})")
-    return _location(storage, f"batches/{source}/{store.info(source).version}/reviews.parquet")
+    return storage.location(f"batches/{source}/{store.info(source).version}/reviews.parquet")
 
 
 def stage_frame(frame: pd.DataFrame, key: str, settings: Settings) -> str:
@@ -260,14 +259,5 @@ def stage_frame(frame: pd.DataFrame, key: str, settings: Settings) -> str:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     storage.put_bytes(key, buffer.getvalue())
-    return _location(storage, key)
+    return storage.location(key)
 
-
-def _location(storage: Storage, key: str) -> str:
-    from core.storage import LocalStorage, MinioStorage
-
-    if isinstance(storage, MinioStorage):
-        # Read with the minio client on the executors (`core.spark.read`): no Hadoop jar needed.
-        return f"s3://{storage.bucket}/{storage.prefix + '/' if storage.prefix else ''}{key}"
-    assert isinstance(storage, LocalStorage)  # the two backends make_storage knows
-    return str(storage.root / key)
