@@ -40,6 +40,7 @@ from core.spark.frames import (
     EMBEDDING,
     SOURCE_FILE,
     SOURCE_LINE,
+    by_embedded_text,
     canonical_fields,
     embedding_field,
     embeddings_of,
@@ -126,9 +127,10 @@ def _batch_scoped(ref: ModelRef, names: list[str]) -> Callable[[pd.DataFrame], p
         rows = rows.sort_values([SOURCE_FILE, SOURCE_LINE], kind="stable").reset_index(drop=True)
         batch = _batch(rows, model)
         embeddings = embeddings_of(rows, model.reference_embeddings_.shape[1])
-        # One vector per distinct text, as one machine embeds each distinct text once: copies embedded in
-        # different partitions differ in the last float bits, which would break the ties among equally near
-        # copies (and name another review as "the" near copy) differently from the single-machine path.
+        # One vector per distinct text, as one machine embeds each distinct text once: texts that differ only
+        # in the whitespace the embedder trims land in different partitions, and a batched backend (torch, the
+        # fallback) would give them vectors that differ in the last bits, breaking the ties among equally near
+        # copies (naming another review as "the" near copy) differently from the single-machine path.
         texts = pd.Series(embedding_text(batch, model.embed_fields))
         first = pd.Series(np.arange(len(texts))).groupby(texts.to_numpy(), sort=False).transform("first")
         embeddings = embeddings[first.to_numpy()]
@@ -318,7 +320,7 @@ def score_dataset(
     n_parts = partitions or max(2 * session.sparkContext.defaultParallelism, math.ceil(n / ROWS_PER_PARTITION))
     stage("embedding and member scores", 0.0)
     schema_one = _schema_with(canonical_fields() + member_fields(per_review) + [embedding_field()], MISSING)
-    first = (dataset.reviews.repartition(n_parts)
+    first = (by_embedded_text(dataset.reviews, outlier.embed_fields, n_parts)
              .mapInPandas(_pass_one(ref, per_review), schema=schema_one)
              .persist(StorageLevel.MEMORY_AND_DISK))
     first.count()

@@ -34,7 +34,14 @@ from core.errors import ParameterError
 from core.features import CATEGORICAL_INPUTS, NUMERIC_INPUTS, tabular_inputs
 from core.shift.counts import ValueCounts, bin_error_bounds, feature_tests_from_counts
 from core.shift.features import MISSING_LEVEL, PREDICTABILITY
-from core.spark.frames import EMBEDDING, SOURCE_FILE, SOURCE_LINE, embeddings_of, to_canonical
+from core.spark.frames import (
+    EMBEDDING,
+    SOURCE_FILE,
+    SOURCE_LINE,
+    by_embedded_text,
+    embeddings_of,
+    to_canonical,
+)
 from core.spark.model_ref import EmbeddingRef, worker_text_embedder
 from core.spark.read import read_dataset
 from core.spark.results import SparkShift
@@ -387,7 +394,7 @@ def shift_datasets(
                                  strict=True)),
                          set(zip(current_keys[SOURCE_FILE], current_keys[SOURCE_LINE].astype(int), strict=True))))
     schema = _per_review_schema()
-    per_review = (rows.repartition(n_parts)
+    per_review = (by_embedded_text(rows, embedded, n_parts)
                   .mapInPandas(_per_review(embedding_ref, embedded, models, keys, [f.name for f in schema.fields]),
                                schema=schema)
                   .persist(StorageLevel.MEMORY_AND_DISK))

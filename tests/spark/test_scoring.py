@@ -104,3 +104,19 @@ def test_a_stored_batch_is_scored_on_spark_by_its_name(spark, trained_workspace,
     assert sorted(got.index) == sorted(want.index)
     assert (got.loc[want.index, "is_outlier"] == want["is_outlier"]).all()
     assert got["source_file"].str.endswith("/reviews.parquet").all()
+
+
+def test_every_copy_of_a_text_lands_in_one_partition_so_it_is_embedded_once(spark) -> None:
+    from pyspark.sql import functions as F
+
+    from core.spark.frames import by_embedded_text
+
+    texts = [(f"title {i % 7}" if i % 3 else None, f"review {i % 40}") for i in range(2_000)]
+    rows = spark.createDataFrame(texts, "title string, text string").repartition(8)  # copies spread round-robin
+    spread = by_embedded_text(rows, ("title", "text"), 8).withColumn("part", F.spark_partition_id())
+
+    per_text = spread.groupBy("title", "text").agg(F.countDistinct("part").alias("parts")).collect()
+    assert len(per_text) == len(set(texts))
+    assert max(r["parts"] for r in per_text) == 1
+    assert spread.select("part").distinct().count() > 4  # still spread over the partitions
+    assert spread.rdd.getNumPartitions() == 8
