@@ -142,7 +142,9 @@ def by_embedded_text(reviews: DataFrame, fields: Sequence[str], partitions: int)
     A partition embeds each of its distinct texts once (`SentenceEmbedder.encode`), so hashing on the embedded
     fields embeds each distinct text once over the whole dataset, as one machine does; round-robin partitions
     embed a text once per partition that holds a copy (20,000 resampled Amazon reviews with 5,931 distinct texts:
-    ~3 times the embedding work on 8 partitions).
+    ~3 times the embedding work on 8 partitions). The price is balance: a partition holds every copy of its
+    texts, so one text posted 100,000 times puts 100,000 rows in one partition (embedded once, scored row by row
+    there, ~150 MB of vectors).
     """
     columns = [c for c in fields if c in reviews.columns]
     return reviews.repartition(partitions, *columns)
