@@ -173,9 +173,10 @@ def label_metrics(version: str, settings: Settings | None = None) -> dict[str, f
     if not batches:
         return {}
     bundle, _ = ws.registry().load(str(version))
+    embedder = ws.embedder_for(bundle, f"model version {version}")
     by_id: dict[str, float] = {}
     for batch in batches:  # each labelled review scored within its batch, as it was when it was labelled
-        scores = bundle.score(batch, ws.embedder()).frame
+        scores = bundle.score(batch, embedder).frame
         column = "unsupervised_score" if "unsupervised_score" in scores.columns else "score"
         for review_id, value in zip(scores["review_id"].astype(str), scores[column], strict=True):
             by_id.setdefault(review_id, float(value))

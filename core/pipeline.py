@@ -166,6 +166,22 @@ class Workspace:
             _EMBEDDERS[key] = make_embedder(s)
         return _EMBEDDERS[key]
 
+    def embedder_for(self, bundle: ModelBundle, what: str = "this model") -> Embedder:
+        """An embedder that gives `bundle`'s own vectors: the workspace's when they match, else the fastest
+        backend that does (a model trained on ``onnx-int8`` vectors scores with ``onnx-int8`` whatever
+        ``WORKBENCH_EMBEDDING_BACKEND`` says), loaded once per process.
+
+        Raises
+        ------
+        EncoderMismatchError
+            One line: no backend here gives those vectors (another embedding model).
+        """
+        embedder = self.embedder()
+        if getattr(embedder, "model_key", None) == bundle.embedding_key:
+            return embedder
+        backend = bundle.serving_backend(self.settings.embedding_model, what)
+        return Workspace(self.settings.model_copy(update={"embedding_backend": backend}), self.storage).embedder()
+
     def fast_embedder(self) -> Embedder:
         """The lowest-latency embedder that gives the configured backend's vectors (what the API serves with).
 
@@ -359,8 +375,9 @@ class Workspace:
         ``WORKBENCH_HOME/text-twins`` (`core.bundle.ModelBundle.text_twin`), so later batches and restarts
         reuse it. With `batch` (the stored batch `frame` holds) the score is recorded in the run history.
         """
+        embedder = self.embedder_for(bundle, f"model version {version}")
         if not bundle.lacks_titles(frame):
-            scores = bundle.score(frame, self.embedder(), progress=progress, project=project)
+            scores = bundle.score(frame, embedder, progress=progress, project=project)
             self.record_score(batch, scores, version, frame)
             return scores
         with _TWIN_LOCK:
@@ -369,9 +386,9 @@ class Workspace:
                 if progress:
                     progress("fitting the text-only twin (this batch has no titles)", 0.0)
                 _TWINS.clear()
-                _TWINS[key] = bundle.text_twin(self.embedder(), folder=self.twin_folder(version), progress=progress)
+                _TWINS[key] = bundle.text_twin(embedder, folder=self.twin_folder(version), progress=progress)
             twin = _TWINS[key]
-        scores = replace(twin.score(frame, self.embedder(), progress=progress, project=project), text_only_twin=True)
+        scores = replace(twin.score(frame, embedder, progress=progress, project=project), text_only_twin=True)
         self.record_score(batch, scores, version, frame)
         return scores
 

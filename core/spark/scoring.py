@@ -28,6 +28,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -290,6 +291,9 @@ def score_dataset(
     used_master = str(session.sparkContext.master)
     ref = resolve_model(model, s)
     bundle: ModelBundle = _load_bundle(ref)  # the driver needs the groups and calibrators, not the embedder
+    # The executors embed with the backend that gives the model's own vectors (int8 for an int8-trained model),
+    # and a model whose vectors cannot be computed here is refused now, in one line, not in every task.
+    ref = replace(ref, embedding_backend=bundle.serving_backend(ref.embedding_model, f"model {ref.uri}"))
     outlier = bundle.outlier
     members = [*outlier.detector_names_, *outlier.signal_names_]
     scoped = [m for m in outlier.signal_names_ if m in BATCH_SCOPED_SIGNALS]
@@ -398,8 +402,6 @@ def _text_twin(ref: ModelRef, bundle: ModelBundle, settings: Settings,
     """The model's text-only twin for a dataset without titles, as `Workspace.score_with` uses on one machine:
     fitted once per version on the driver (on the model's own reference, a few thousand reviews) and kept under
     ``WORKBENCH_HOME/text-twins``, from where the executors load it (a folder all of them can read)."""
-    from dataclasses import replace
-
     from core.pipeline import Workspace
 
     if ref.version is None:
@@ -408,7 +410,7 @@ def _text_twin(ref: ModelRef, bundle: ModelBundle, settings: Settings,
             "registered model (its text-only twin is fitted and kept per version) or map titles with --map title=COLUMN")
     ws = Workspace.open(settings)
     folder = ws.twin_folder(ref.version)
-    twin = bundle.text_twin(ws.embedder(), folder=folder, progress=stage)
+    twin = bundle.text_twin(ws.embedder_for(bundle, f"model {ref.uri}"), folder=folder, progress=stage)
     return replace(ref, uri=str(folder.resolve()), tracking_uri=None), twin
 
 

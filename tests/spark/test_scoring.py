@@ -120,3 +120,28 @@ def test_every_copy_of_a_text_lands_in_one_partition_so_it_is_embedded_once(spar
     assert max(r["parts"] for r in per_text) == 1
     assert spread.select("part").distinct().count() > 4  # still spread over the partitions
     assert spread.rdd.getNumPartitions() == 8
+
+
+def test_a_model_trained_on_int8_vectors_is_scored_with_int8_whatever_the_configured_backend(
+    spark, trained_workspace, gift_cards_head: Path, subscription_path: Path, tmp_path: Path
+) -> None:
+    """The executors embed with the model's own vectors (the workspace is left at the default backend), and the
+    scores equal one machine's with the embedder the model was trained with."""
+    from core.bundle import ModelBundle
+    from core.io.load import load_path
+    from core.spark import score_dataset
+    from core.text.embed import SentenceEmbedder
+
+    settings = trained_workspace.settings
+    int8 = SentenceEmbedder(backend="onnx-int8", onnx_dir=settings.onnx_dir, cache=None)
+    bundle = ModelBundle.fit(load_path(subscription_path).frame.head(120), int8, detectors=("knn",), project=False)
+    folder = bundle.save(tmp_path / "int8-model")
+
+    out = tmp_path / "scored"
+    summary = score_dataset(str(gift_cards_head), str(out), model=str(folder), spark=spark, settings=settings,
+                            partitions=4)
+    assert summary.embedding_backend == "onnx-int8"
+    want = bundle.score(load_path(gift_cards_head).frame, int8).frame.set_index("review_id")
+    got = pd.read_parquet(out).set_index("review_id").loc[want.index]
+    assert (got["score"] - want["score"]).abs().max() <= 1e-6
+    assert (got["is_outlier"] == want["is_outlier"]).all()

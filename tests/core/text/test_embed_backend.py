@@ -169,28 +169,36 @@ def test_missing_onnxruntime_says_what_to_install(monkeypatch: pytest.MonkeyPatc
         OnnxEncoder(object(), tmp_path)
 
 
+@pytest.fixture(scope="module")
+def int8_model(onnx_dir: Path, encoder, tmp_path_factory: pytest.TempPathFactory, subscription_path: Path):
+    """A model trained with WORKBENCH_EMBEDDING_BACKEND=onnx-int8, and the embedder it was trained with."""
+    from core.bundle import ModelBundle
+    from core.io.load import load_path
+    from core.text.embed import EmbeddingCache, SentenceEmbedder
+
+    cache = EmbeddingCache(tmp_path_factory.mktemp("int8-train") / "train-cache.sqlite")
+    trained_with = SentenceEmbedder(backend="onnx-int8", onnx_dir=onnx_dir, cache=cache)
+    bundle = ModelBundle.fit(load_path(subscription_path).frame.head(120), trained_with, detectors=("knn",),
+                             project=False)
+    assert bundle.meta["embedding_model"].endswith("|onnx-int8")
+    return bundle, trained_with
+
+
 @pytest.mark.slow
-def test_a_model_trained_on_int8_vectors_is_served_with_int8(
-    onnx_dir: Path, encoder, tmp_path: Path, subscription_path: Path
-) -> None:
+def test_a_model_trained_on_int8_vectors_is_served_with_int8(onnx_dir: Path, int8_model, tmp_path: Path) -> None:
     """Trained with WORKBENCH_EMBEDDING_BACKEND=onnx-int8, served by an API left at the default backend: the API
     embeds with int8 (the model's own vectors), and scores as the training embedder would."""
     from types import SimpleNamespace
 
     from api.serving import ServedModel, score_jobs
-    from core.bundle import ModelBundle
     from core.errors import ParameterError
-    from core.io.load import load_path, load_records
+    from core.io.load import load_records
     from core.pipeline import Workspace
     from core.settings import Settings
-    from core.text.embed import EmbeddingCache, SentenceEmbedder
+    from core.text.embed import SentenceEmbedder
 
+    bundle, trained_with = int8_model
     settings = Settings(home=tmp_path / "home", onnx_dir=onnx_dir)  # embedding_backend: the default, torch
-    cache = EmbeddingCache(tmp_path / "train-cache.sqlite")
-    trained_with = SentenceEmbedder(backend="onnx-int8", onnx_dir=onnx_dir, cache=cache)
-    bundle = ModelBundle.fit(load_path(subscription_path).frame.head(120), trained_with, detectors=("knn",),
-                             project=False)
-    assert bundle.meta["embedding_model"].endswith("|onnx-int8")
     ws = Workspace.open(settings)
     version = SimpleNamespace(version="1", aliases=["champion"])
     ws.registry = lambda: SimpleNamespace(name="m", champion_version=lambda: "1")  # type: ignore[method-assign]
@@ -206,3 +214,31 @@ def test_a_model_trained_on_int8_vectors_is_served_with_int8(
     # model at every request (before anything is embedded, so this embedder is never loaded).
     with pytest.raises(ParameterError, match="onnx-int8"):
         bundle.score(load_records([review]), SentenceEmbedder(backend="onnx", onnx_dir=onnx_dir))
+
+
+@pytest.mark.slow
+def test_the_workspace_scores_an_int8_model_with_int8_whatever_its_configured_backend(
+    onnx_dir: Path, int8_model, tmp_path: Path, giftcards_path: Path
+) -> None:
+    """`workbench score`, the DAG and Spark's driver pick the model's own vectors, as the API does; a model of
+    another embedding model is refused in one line that says what to do."""
+    from core.io.load import load_path
+    from core.pipeline import Workspace
+    from core.settings import Settings
+    from core.text.embed import EncoderMismatchError
+
+    bundle, trained_with = int8_model
+    ws = Workspace.open(Settings(home=tmp_path / "home", onnx_dir=onnx_dir))  # the default backend
+    assert ws.embedder().model_key != bundle.embedding_key
+
+    frame = load_path(giftcards_path).frame.head(40)
+    scores = ws.score_with(bundle, "1", frame)
+    expected = bundle.score(frame, trained_with)
+    assert scores.frame["score"].tolist() == expected.frame["score"].tolist()
+    assert ws.embedder_for(bundle).model_key == bundle.embedding_key
+
+    stranger = copy.copy(bundle)
+    stranger.outlier = copy.copy(bundle.outlier)
+    stranger.outlier.embedding_model_ = "someone/else-model|fp32"
+    with pytest.raises(EncoderMismatchError, match="WORKBENCH_EMBEDDING_MODEL"):
+        ws.embedder_for(stranger)
