@@ -108,7 +108,7 @@ class ServedModel:
         backend = bundle.serving_backend(settings.embedding_model, what)
         workspace = self.workspace
         if backend != FASTEST_EQUIVALENT[settings.embedding_backend]:
-            workspace = Workspace(settings.model_copy(update={"embedding_backend": backend}), workspace.storage)
+            workspace = workspace.with_backend(backend)
         embedder = workspace.fast_embedder()
         try:
             _ = embedder.dim  # loads (or exports once) now, not in the first request

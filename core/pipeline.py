@@ -179,8 +179,14 @@ class Workspace:
         embedder = self.embedder()
         if getattr(embedder, "model_key", None) == bundle.embedding_key:
             return embedder
-        backend = bundle.serving_backend(self.settings.embedding_model, what)
-        return Workspace(self.settings.model_copy(update={"embedding_backend": backend}), self.storage).embedder()
+        return self.with_backend(bundle.serving_backend(self.settings.embedding_model, what)).embedder()
+
+    def with_backend(self, backend: str) -> Workspace:
+        """This workspace with another embedding backend (same home and storage): its embedders are loaded once
+        per process like this one's."""
+        if backend == self.settings.embedding_backend:
+            return self
+        return Workspace(self.settings.model_copy(update={"embedding_backend": backend}), self.storage)
 
     def fast_embedder(self) -> Embedder:
         """The lowest-latency embedder that gives the configured backend's vectors (what the API serves with).
