@@ -390,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     parser.add_argument(
+        "--first-seed", type=int, default=0,
+        help="seeds run from this one on (default 0): a confirmation on seeds no earlier run has seen",
+    )
+    parser.add_argument(
         "--out", type=Path, default=REPO / "bench" / "results" / "detect.json", help="JSON results path"
     )
     parser.add_argument(
@@ -422,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     runs: dict[str, list[dict]] = {b: [] for b in args.benchmarks}
     per_run: list[dict] = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for bench in args.benchmarks:
             rng = np.random.default_rng(1000 * seed + BENCHMARKS.index(bench))
             share = float(rng.uniform(0.03, 0.06))
@@ -483,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor() or platform.machine(),
         },
         "seeds": args.seeds,
+        "first_seed": args.first_seed,
         "embedding_backend": settings.embedding_backend,
         "embedding_vectors": embedder.model_key,
         "wall_seconds": round(time.perf_counter() - started, 1),

@@ -23,9 +23,10 @@ c. slow drift: the new category's share is 2 % in week 4 and rises 2 % a week (1
 d. a burst of duplicated spam in week 8: 10 % of the batch are copies of a few machine-generated reviews
    (fake_reviews_salminen_dev), 5 copies of each.
 
-The new category cycles through the four other 2018 categories, one per sequence. Weeks before the onset (and
-(d)'s weeks after the burst) are (a)'s batches of the same sequence, so each scenario's sequence has the right
-distribution and the scenarios are paired; only the changed batches are scored again. The shift check (a
+The new category cycles through the four other 2018 categories (or those named with ``--new-categories``), one
+per sequence. Weeks before the onset (and (d)'s weeks after the burst) are (a)'s batches of the same sequence, so
+each scenario's sequence has the right distribution and the scenarios are paired; only the changed batches are
+scored again. The shift check (a
 separate permutation test the DAG runs) is not run: its member of the alert family stays at p = 1, as for a
 batch that was only scored.
 
@@ -104,8 +105,10 @@ def _distinct(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[keep].reset_index(drop=True)
 
 
-def load_pools(data: Path, n_reference: int, seed: int, embedder: object, log: Callable[[str], None]) -> Pools:
-    frames = {name: _distinct(load_path(data / path).frame) for name, path in CATEGORIES.items()}
+def load_pools(data: Path, n_reference: int, seed: int, embedder: object, log: Callable[[str], None],
+               newcomers: list[str] | None = None) -> Pools:
+    chosen = {BASE, *(newcomers or CATEGORIES)}
+    frames = {name: _distinct(load_path(data / path).frame) for name, path in CATEGORIES.items() if name in chosen}
     spam = load_path(data / SPAM_FILE).frame
     spam = _distinct(spam[spam["label"] == "computer_generated"].reset_index(drop=True))
     base = frames.pop(BASE)
@@ -418,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop drawing sequences after this many minutes of scoring (0 = no limit)")
     parser.add_argument("--threads", type=int, default=0, help="BLAS/OpenMP threads (0 = library default)")
     parser.add_argument("--quick", action="store_true", help="a 400-review reference (smoke run)")
+    parser.add_argument("--new-categories", nargs="+", default=None, choices=[c for c in CATEGORIES if c != BASE],
+                        help="the categories that take turns as the new one (all four when not given)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "monitor.json")
     args = parser.parse_args(argv)
@@ -437,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     sequential = settings.alert_sequential
     t0 = time.perf_counter()
     embedder = make_embedder(settings)
-    pools = load_pools(args.data, args.reference, settings.random_state, embedder, log)
+    pools = load_pools(args.data, args.reference, settings.random_state, embedder, log, args.new_categories)
 
     def refit(split: int) -> tuple[ModelBundle, Pools, float, dict[str, dict[str, float]]]:
         """A fresh random reference/held-out split, the model fitted on it, and its member calibration check."""

@@ -92,6 +92,10 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _counted(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 MapOption = Annotated[
     list[str] | None,
     typer.Option("--map", help="Column mapping for unrecognised layouts, CANONICAL=SOURCE; repeatable."),
@@ -564,10 +568,15 @@ def monitor(
                       "-" if b.shift_p_value is None else f"{b.shift_p_value:.2g}",
                       "-" if b.drift is None else ("yes" if b.drift else "no"))
     out.print(table)
-    out.print(f"{len(history.batches)} batches; {len(history.alerts)} alerts at a false-alarm level of "
-              f"{history.level:g} per batch", highlight=False)
+    out.print(f"{_counted(len(history.batches), 'batch', 'batches')}; {_counted(len(history.alerts), 'alert')} "
+              f"at a false-alarm level of {history.level:g} per batch", highlight=False)
     for c in history.champions:
         out.print(f"champion: version {c.version} {c.event} {c.at:%Y-%m-%d %H:%M} UTC", highlight=False, markup=False)
+    from core.settings import get_settings
+
+    if history.alerts and not get_settings().alert_webhook_url:
+        out.print("alerts are stored only: set WORKBENCH_ALERT_WEBHOOK_URL to have them POSTed as JSON",
+                  highlight=False, markup=False)
     for a in history.alerts:
         sent = "delivered" if a.delivered else (f"not delivered ({a.last_error})" if a.attempts else "not sent")
         out.print(f"ALERT {a.batch}: {a.kind} ({a.rule} rule, p {a.p_value:.2g} <= {a.level:.2g}); {sent}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pandas as pd
@@ -21,6 +22,7 @@ ALL = "flagged: all"
 SHIFT = "shift p-value"
 _RED, _ORANGE, _GREY = "#E45756", "#F58518", "#888888"
 _SMALLEST_P = 1e-12  # alerts beyond it are drawn at it (a log axis has no 0)
+_SINGLE_DAY_PAD = timedelta(days=3)  # either side of a history that spans less than a day
 VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.4.1.json"  # the version Streamlit draws
 
 
@@ -73,7 +75,11 @@ def timeline_chart(history: History, kinds: Sequence[str], batch_level: float, f
     objects took about 0.4 s of every page run; tests validate this spec against Vega-Lite's schema instead.
     """
     data = timeline_frames(history, kinds, batch_level, family)
-    x = {"field": "time", "type": "temporal", "title": "batch time (review dates, else ingest time)"}
+    x: dict[str, Any] = {"field": "time", "type": "temporal", "title": "batch time (review dates, else ingest time)"}
+    starts = [p.start for p in history.batches]
+    if starts and max(starts) - min(starts) < timedelta(days=1):
+        # One batch (or several from the same day) would get an axis a few seconds wide, ticked in seconds.
+        x["scale"] = {"domain": [(min(starts) - _SINGLE_DAY_PAD).isoformat(), (max(starts) + _SINGLE_DAY_PAD).isoformat()]}
     lowest = min([_SMALLEST_P if data["p_values"].empty else float(data["p_values"]["p"].min()),
                   float(data["levels"]["p"].min()) / 10,
                   *([] if data["alerts"].empty else [float(data["alerts"]["p"].min())])])

@@ -229,6 +229,7 @@ def test_cli_monitor_prints_the_history_and_alerts(home: Path) -> None:
     assert [b["batch"] for b in body["batches"]] == [f"w{w:02d}" for w in range(6)] and len(body["alerts"]) == 2
     text = runner.invoke(app, ["monitor"])
     assert text.exit_code == 0 and "ALERT w05: novelty" in text.stdout and "6 batches; 2 alerts" in text.stdout
+    assert "set WORKBENCH_ALERT_WEBHOOK_URL" in text.stdout, "without a webhook the CLI says how to get alerts sent"
 
 
 def test_api_monitor_needs_the_key_and_answers_the_history(tmp_path: Path) -> None:

@@ -168,3 +168,21 @@ def test_the_timeline_is_valid_vega_lite_holding_those_tables(seeded: tuple[str,
     frames = timeline_frames(history, KINDS, batch_level=0.005, family=len(KINDS) + 1)
     assert len(shares) == len(frames["shares"]) and len(alerts) == len(frames["alerts"])
     assert shares[0]["time"] == frames["shares"]["time"].iloc[0].isoformat()
+
+
+def test_a_history_within_one_day_gets_a_timeline_some_days_wide(tmp_path: Path) -> None:
+    """One recorded batch: the time axis spans days either side of it (not the few seconds Vega would pick,
+    ticked in seconds), and the spec still passes Vega-Lite's schema."""
+    import altair as alt
+
+    from workbench.charts import timeline_chart
+
+    url = f"sqlite:///{tmp_path / 'labels.db'}"
+    seed_history(url, weeks=1)
+    spec = timeline_chart(MonitorStore(url).history(0.01), KINDS, batch_level=0.005, family=len(KINDS) + 1)
+    alt.LayerChart.from_dict(spec, validate=True)
+    lo, hi = (datetime.fromisoformat(t) for t in spec["layer"][0]["layer"][0]["encoding"]["x"]["scale"]["domain"])
+    assert lo < T0 < hi and hi - lo == timedelta(days=6)
+    seed_history(url, weeks=3)
+    wide = timeline_chart(MonitorStore(url).history(0.01), KINDS, batch_level=0.005, family=len(KINDS) + 1)
+    assert "scale" not in wide["layer"][0]["layer"][0]["encoding"]["x"], "weeks of batches keep Vega's own axis"
