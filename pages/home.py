@@ -80,6 +80,9 @@ with errors_shown():
         steps.append("Look at the most unusual reviews on **Explore** and label them on **Label**.")
     if batches and state.current and not last:
         steps.append("Compare the current batch with the reference on **Shift**.")
+    if champion:
+        steps.append("Follow every scored batch and its alerts over time on **Monitor**: a batch joins the timeline "
+                     "when it is scored (on **Explore**, by `workbench score` or by the pipeline) or shift-checked.")
     if champion and len(cached.versions()) > 1:
         steps.append("Compare model versions and promote or roll back on **Models**.")
     for step in steps:

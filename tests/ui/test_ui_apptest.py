@@ -108,6 +108,7 @@ def test_home_shows_batches_and_champion(trained_home: Path) -> None:
     assert "Champion **v1**" in shown
     assert {m.value for m in at.metric} >= {"2", "reference", "current", "v1"}
     assert set(at.dataframe[0].value["batch"]) == {"reference", "current"}
+    assert "**Monitor**" in shown, "with a model serving, the next steps point at the timeline"
 
 
 def test_data_page_lists_batches_with_roles_and_preview(trained_home: Path) -> None:
