@@ -26,9 +26,8 @@ d. a burst of duplicated spam in week 8: 10 % of the batch are copies of a few m
 The new category cycles through the four other 2018 categories (or those named with ``--new-categories``), one
 per sequence. Weeks before the onset (and (d)'s weeks after the burst) are (a)'s batches of the same sequence, so
 each scenario's sequence has the right distribution and the scenarios are paired; only the changed batches are
-scored again. The shift check (a
-separate permutation test the DAG runs) is not run: its member of the alert family stays at p = 1, as for a
-batch that was only scored.
+scored again. The shift check (a separate permutation test the DAG runs) is not run: its member of the alert
+family stays at p = 1, as for a batch that was only scored.
 
     WORKBENCH_HOME=/work/bench-home nice -n 19 .venv/bin/python bench/monitor.py              # 200 sequences
     WORKBENCH_HOME=/work/bench-home .venv/bin/python bench/monitor.py --sequences 4 --quick   # smoke run

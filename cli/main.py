@@ -553,6 +553,7 @@ def monitor(
 ) -> None:
     """Run history of stored batches in time order (scores and shift checks) and the alerts raised on them."""
     from core.pipeline import Workspace
+    from core.settings import get_settings
 
     history = Workspace.open().monitor_history(deliver=deliver)
     if as_json:
@@ -572,8 +573,6 @@ def monitor(
               f"at a false-alarm level of {history.level:g} per batch", highlight=False)
     for c in history.champions:
         out.print(f"champion: version {c.version} {c.event} {c.at:%Y-%m-%d %H:%M} UTC", highlight=False, markup=False)
-    from core.settings import get_settings
-
     if history.alerts and not get_settings().alert_webhook_url:
         out.print("alerts are stored only: set WORKBENCH_ALERT_WEBHOOK_URL to have them POSTed as JSON",
                   highlight=False, markup=False)
