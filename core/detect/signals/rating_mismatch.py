@@ -114,7 +114,7 @@ class RatingMismatchSignal(Signal):
         predicted = self.predicted_rating(batch.embeddings)
         raw = self._raw(rating, predicted)
         details = [
-            "" if not np.isfinite(r) else f"rated {r:g} stars, the text reads like {p:.1f}"
+            "" if not np.isfinite(r) else f"rated {r:g} star{'' if r == 1 else 's'}, the text reads like {p:.1f}"
             for r, p in zip(rating, predicted, strict=True)
         ]
         return SignalScores(raw, details)

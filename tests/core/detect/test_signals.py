@@ -134,6 +134,8 @@ def test_flipped_ratings_rank_high(beauty, embedder) -> None:
     assert roc_auc_score(y, result.raw) > 0.75  # chance is 0.5; 8-10 planted of ~90 is a small sample
     top = int(np.argmax(result.raw))
     assert "rated 5 stars, the text reads like" in result.details[top]
+    one_star = batch.assign(rating=1.0)
+    assert signal.score(_inputs(one_star, embedder)).details[0].startswith("rated 1 star, the text reads like")
 
 
 def test_duplicate_calibration_pools_the_reference_with_the_batch(hashing_embedder) -> None:
