@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -365,6 +366,7 @@ def score(
     if not as_json:
         for line in resolved.load_lines():
             out.print(line, highlight=False, markup=False)
+    started = datetime.now(UTC)
     with progress_bar(not as_json) as update:
         scores, version = ws.score(resolved.frame, alias=model, progress=_stage_progress(update),
                                    batch=source if resolved.report is None else None)  # stored: recorded
@@ -397,7 +399,7 @@ def score(
         out.print(f"not in this batch (signals that need them were left out): {', '.join(scores.missing)}",
                   highlight=False)
     if resolved.report is None:  # a stored batch: recorded in the run history, where alerts may have fired
-        _print_alerts(ws, source)
+        _print_alerts(ws, source, started)
     if scores.text_only_twin:
         out.print(f"this batch has no titles and version {version.version} embeds title + text: scored with its "
                   "text-only twin (the same detectors refitted on the same reference, kept under WORKBENCH_HOME/"
@@ -467,6 +469,7 @@ def shift(
         if not as_json:
             for line in sides[role].load_lines():
                 out.print(f"{role}: {line}", highlight=False, markup=False)
+    started = datetime.now(UTC)
     with progress_bar(not as_json) as update:
         report = ws.compare(sides["reference"].frame, sides["current"].frame, alpha=alpha,
                             n_permutations=permutations, progress=lambda d, t: update("shift tests", d, t),
@@ -490,7 +493,7 @@ def shift(
     if "title" not in report.embedded_fields:
         out.print("titles left out of the embeddings: only one batch has them", highlight=False)
     if sides["current"].report is None:  # a stored batch: recorded in the run history
-        _print_alerts(ws, current)
+        _print_alerts(ws, current, started)
 
 
 def _shift_on_spark(reference: str, current: str, out_path: Path, alpha: float, permutations: int,
@@ -509,6 +512,7 @@ def _shift_on_spark(reference: str, current: str, out_path: Path, alpha: float, 
     write_report(report, out_path)
     ws = Workspace.open()
     batch = ws.stored_batch(current)
+    started = datetime.now(UTC)
     if batch:  # a stored batch: recorded in the run history, as the local engine does
         ws.record_shift(batch, report, reference=reference)
     if as_json:
@@ -529,17 +533,21 @@ def _shift_on_spark(reference: str, current: str, out_path: Path, alpha: float, 
         out.print("not tested: " + "; ".join(f"{k} ({v})" for k, v in report.skipped_features.items()),
                   highlight=False)
     if batch:
-        _print_alerts(ws, batch)
+        _print_alerts(ws, batch, started)
 
 
-def _print_alerts(ws: Any, batch: str) -> None:
-    """The alerts the run history holds on a stored batch just scored or compared."""
+def _print_alerts(ws: Any, batch: str, since: datetime) -> None:
+    """The alerts this run raised on a stored batch just scored or compared, and how many it already had."""
     try:
         alerts = [a for a in ws.monitor().alerts() if a.batch == batch]
     except WorkbenchError as err:  # the output is written; the history is reported, not fatal
         console.print(f"run history unavailable: {escape(str(err))}", highlight=False)
         return
-    for a in alerts:
+    fresh = [a for a in alerts if a.created >= since]
+    if len(fresh) < len(alerts):
+        out.print(f"{_counted(len(alerts) - len(fresh), 'earlier alert')} on {batch}: see `workbench monitor`",
+                  highlight=False, markup=False)
+    for a in fresh:
         out.print(f"ALERT on {batch}: {a.kind} ({a.rule} rule, p {a.p_value:.2g} <= {a.level:.2g}); "
                   "see `workbench monitor`", highlight=False, markup=False)
 

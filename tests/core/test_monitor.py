@@ -301,6 +301,10 @@ def test_cli_score_and_the_dag_task_record_the_batch_and_deliver_alerts(
             result = CliRunner().invoke(app, ["score", "current", "--out", str(tmp_path / "scored.csv")])
             assert result.exit_code == 0, result.output
             assert "ALERT on current: novelty" in result.stdout
+            again = CliRunner().invoke(app, ["score", "current", "--out", str(tmp_path / "scored.csv")])
+            assert again.exit_code == 0, again.output
+            # The same batch scored again with the same model raises nothing new: its alerts are counted, not repeated.
+            assert "ALERT on" not in again.stdout and "earlier alerts on current" in again.stdout
             outcome = orchestration.shift_against_champion("current", "1", n_permutations=100, settings=settings)
         finally:
             undo()
