@@ -754,6 +754,22 @@ def stack(
     raise typer.Exit(code)
 
 
+def _score_demo_batch(ws: Any, current: str | None, progress: Any) -> list[str]:
+    """Score the demo's current batch once (not again on later runs), so Monitor has its first point."""
+    if not current:
+        return []
+    try:
+        if any(r.batch == current for r in ws.monitor().runs()):
+            return []
+    except WorkbenchError as err:  # the demo stands without its first score
+        return [f"{current} not scored: run history unavailable ({err})"]
+    console.print(f"scoring {current} with the champion ...", highlight=False)
+    scores, version = ws.score(current, progress=progress)
+    flagged = int(scores.frame["is_outlier"].sum())
+    return [f"{current} scored with version {version.version}: {flagged} of {len(scores.frame)} reviews flagged; "
+            "the first point on Monitor"]
+
+
 @app.command()
 @handle_errors
 def demo(
@@ -777,6 +793,7 @@ def demo(
             summary.notes.append(f"model version {outcome.record.version} trained and serving (champion)")
         else:
             summary.notes.append(f"champion version {ws.registry().champion_version()} already trained")
+        summary.notes.extend(_score_demo_batch(ws, state.current, _stage_progress(update)))
     for line in summary.lines():
         out.print(line, highlight=False)
     if serve:

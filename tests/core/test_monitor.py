@@ -314,3 +314,32 @@ def test_cli_score_and_the_dag_task_record_the_batch_and_deliver_alerts(
     assert outcome["alerts"] == len(ws.monitor().alerts()) > 0
     assert all(a.delivered for a in ws.monitor().alerts())
     assert len(receiver.bodies) == len(ws.monitor().alerts()) + 1  # one retried
+
+
+def test_the_demo_scores_its_current_batch_once_so_monitor_has_a_first_point(
+    home: Path, tmp_path: Path, hashing_embedder, subscription_path: Path, vgames_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from core import pipeline
+    from core.demo import DEMO_FILES
+    from core.pipeline import Workspace
+    from core.settings import get_settings
+
+    data = tmp_path / "data"
+    for (_, rel, _), path, rows in zip(DEMO_FILES, (subscription_path, vgames_path), (250, 150), strict=True):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        pd.read_csv(path).head(rows).to_csv(data / rel, index=False)
+    settings = get_settings()
+    undo = pipeline.share_embedder(settings, hashing_embedder)
+    try:
+        first = CliRunner().invoke(app, ["demo", "--data", str(data), "--no-serve"])
+        again = CliRunner().invoke(app, ["demo", "--data", str(data), "--no-serve"])
+    finally:
+        undo()
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    assert "video-games scored with version 1" in first.stdout and "first point on Monitor" in first.stdout
+    assert "scored with version" not in again.stdout, "a second demo run leaves the recorded score alone"
+    runs = Workspace.open(settings).monitor().runs()
+    assert [(r.batch, r.record, r.model_version) for r in runs] == [("video-games", SCORE, "1")]
