@@ -561,9 +561,9 @@ def monitor(
 ) -> None:
     """Run history of stored batches in time order (scores and shift checks) and the alerts raised on them."""
     from core.pipeline import Workspace
-    from core.settings import get_settings
 
-    history = Workspace.open().monitor_history(deliver=deliver)
+    ws = Workspace.open()
+    history = ws.monitor_history(deliver=deliver)
     if as_json:
         _print_json(history.as_json())
         return
@@ -581,7 +581,7 @@ def monitor(
               f"at a false-alarm level of {history.level:g} per batch", highlight=False)
     for c in history.champions:
         out.print(f"champion: version {c.version} {c.event} {c.at:%Y-%m-%d %H:%M} UTC", highlight=False, markup=False)
-    if history.alerts and not get_settings().alert_webhook_url:
+    if history.alerts and not ws.settings.alert_webhook_url:
         out.print("alerts are stored only: set WORKBENCH_ALERT_WEBHOOK_URL to have them POSTed as JSON",
                   highlight=False, markup=False)
     for a in history.alerts:
