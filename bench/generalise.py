@@ -25,6 +25,8 @@ them): the ranking must not get worse than with no labels.
 
     WORKBENCH_HOME=/work/bench-home nice -n 19 .venv/bin/python bench/generalise.py                 # both halves
     WORKBENCH_HOME=/work/bench-home .venv/bin/python bench/generalise.py --half confirm --no-labels  # headline only
+    # every scenario drawn four times, with a table of which gaps repeat on every draw
+    WORKBENCH_HOME=/work/bench-home .venv/bin/python bench/generalise.py --no-labels --seed 0 1 2 3
 
 Prints markdown tables and writes JSON (machine, command, every number) to ``--out``.
 """
@@ -381,6 +383,63 @@ def markdown(rows: list[dict], split: dict[str, list[str]], summaries: dict[str,
     return "\n".join(lines)
 
 
+def across_seeds(rows: list[dict], half: list[str], seeds: list[int]) -> dict:
+    """Per scenario of `half`, the headline's gap to its best member on each seed, and what holds on all of them.
+
+    One draw plants 5-10 anomalies in many scenarios, and its best member is the largest of ten noisy AUROCs:
+    a gap that shows on one seed only is that draw's, one that shows on every seed is the ensemble's.
+    """
+    scored = [r for r in rows if r["scenario"] in half and r.get("headline") is not None]
+    scenarios: dict[str, dict] = {}
+    for name in [n for n in half if any(r["scenario"] == n for r in scored)]:
+        mine = {r["seed"]: r for r in scored if r["scenario"] == name}
+        gaps = {seed: mine[seed]["gap_to_best"] for seed in seeds if seed in mine}
+        scenarios[name] = {
+            "gaps": gaps, "anomalies": {seed: mine[seed]["anomalies"] for seed in gaps},
+            "within_on": int(sum(g >= -NEAR_BEST for g in gaps.values())), "seeds": len(gaps),
+            "mean_gap": float(np.mean(list(gaps.values()))),
+        }
+    per_seed = {seed: int(sum(s["gaps"].get(seed, -1.0) >= -NEAR_BEST for s in scenarios.values())) for seed in seeds}
+    return {
+        "scenarios": scenarios, "within_0.02_per_seed": per_seed,
+        "within_0.02_on_every_seed": int(sum(s["within_on"] == s["seeds"] for s in scenarios.values())),
+        "mean_gap_within_0.02": int(sum(s["mean_gap"] >= -NEAR_BEST for s in scenarios.values())),
+        "headline_mean_per_seed": {seed: float(np.mean([r["headline"] for r in scored if r["seed"] == seed]))
+                                   for seed in seeds if any(r["seed"] == seed for r in scored)},
+        "kind_mean_per_seed": {
+            kind: {seed: float(np.mean(of)) for seed in seeds
+                   if (of := [r["headline"] for r in scored if r["seed"] == seed and r["scenario"].endswith("/" + kind)])}
+            for kind in sorted({r["scenario"].split("/")[1] for r in scored})
+        },
+    }
+
+
+def across_markdown(across: dict[str, dict], seeds: list[int]) -> str:
+    lines = ["| half | scenarios | within 0.02 of the best member, per seed | on every seed | mean gap over seeds "
+             "within 0.02 | headline mean per seed |", "|---|---|---|---|---|---|"]
+    for half, a in across.items():
+        n = len(a["scenarios"])
+        if not n:
+            continue
+        per = ", ".join(f"{a['within_0.02_per_seed'][s]}" for s in seeds)
+        means = ", ".join(f"{v:.3f}" for v in a["headline_mean_per_seed"].values())
+        lines.append(f"| {half} | {n} | {per} of {n} | {a['within_0.02_on_every_seed']} of {n} | "
+                     f"{a['mean_gap_within_0.02']} of {n} | {means} |")
+    lines += ["", "| half | kind | " + " | ".join(f"seed {s}: headline mean" for s in seeds) + " |",
+              "|---|---|" + "---|" * len(seeds)]
+    for half, a in across.items():
+        for kind, means in a["kind_mean_per_seed"].items():
+            lines.append(f"| {half} | {kind} | " + " | ".join(f"{means[s]:.3f}" if s in means else "–" for s in seeds) + " |")
+    lines += ["", "| scenario | half | " + " | ".join(f"seed {s}: gap (anomalies)" for s in seeds) + " | mean gap |",
+              "|---|---|" + "---|" * (len(seeds) + 1)]
+    for half, a in across.items():
+        for name, sc in a["scenarios"].items():
+            cells = [f"{sc['gaps'][s]:+.3f}{'' if sc['gaps'][s] >= -NEAR_BEST else ' **x**'} ({sc['anomalies'][s]})"
+                     if s in sc["gaps"] else "–" for s in seeds]
+            lines.append(f"| {name} | {half} | " + " | ".join(cells) + f" | {sc['mean_gap']:+.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -388,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-labels", action="store_true", help="skip the label-efficiency part")
     parser.add_argument("--dump", type=Path, default=None,
                         help="folder for each scenario's member surprises, evidence and truth (.npz), to try rules")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="draws of every scenario; with several, a table across them says which gaps repeat")
     parser.add_argument("--only", nargs="*", default=None, help="scenario names (source/kind) to run")
     parser.add_argument("--budget-minutes", type=float, default=0.0, help="stop starting scenarios after this")
     parser.add_argument("--data", type=Path, default=DATA)
@@ -410,35 +470,44 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(chosen)} scenarios ({args.half}); sources " + ", ".join(f"{k} {len(v)}" for k, v in pools.items()))
     rows: list[dict] = []
     load_start = os.getloadavg()
-    for i, name in enumerate(chosen):
-        if args.budget_minutes and time.perf_counter() - started > 60 * args.budget_minutes:
-            log(f"budget spent after {i} scenarios")
-            break
-        t0 = time.perf_counter()
-        try:
-            sc = build(name, pools, fake, args.seed)
-        except ValueError as err:
-            rows.append({"scenario": name, "skipped": str(err)})
-            log(f"{name}: skipped ({err})")
-            continue
-        model, row = unsupervised(sc, embedder, args.seed, args.dump)
-        row["scenario"] = name
-        if not args.no_labels:
-            row["labels"] = with_labels(model, sc, embedder, args.seed, row["headline"])
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        rows.append(row)
-        log(f"{i + 1}/{len(chosen)} {name}: headline {row['headline']:.3f}, best member {row['best_member']} "
-            f"{row['best_member_auroc']:.3f} ({row['seconds']:.0f} s, load {os.getloadavg()[0]:.1f})")
-    summaries = {half: summarise(rows, split[half]) for half in ("design", "confirm")}
-    table = markdown(rows, split, summaries)
+    for seed in args.seed:
+        for i, name in enumerate(chosen):
+            if args.budget_minutes and time.perf_counter() - started > 60 * args.budget_minutes:
+                log(f"budget spent after {i} scenarios of seed {seed}")
+                break
+            t0 = time.perf_counter()
+            try:
+                sc = build(name, pools, fake, seed)
+            except ValueError as err:
+                rows.append({"scenario": name, "seed": seed, "skipped": str(err)})
+                log(f"{name}: skipped ({err})")
+                continue
+            dump = None if args.dump is None else args.dump if len(args.seed) == 1 else args.dump / f"seed-{seed}"
+            model, row = unsupervised(sc, embedder, seed, dump)
+            row["scenario"], row["seed"] = name, seed
+            if not args.no_labels:
+                row["labels"] = with_labels(model, sc, embedder, seed, row["headline"])
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            rows.append(row)
+            log(f"seed {seed} {i + 1}/{len(chosen)} {name}: headline {row['headline']:.3f}, best member "
+                f"{row['best_member']} {row['best_member_auroc']:.3f} ({row['seconds']:.0f} s, "
+                f"load {os.getloadavg()[0]:.1f})")
+    per_seed = {seed: [r for r in rows if r["seed"] == seed] for seed in args.seed}
+    summaries = {half: summarise(per_seed[args.seed[0]], split[half]) for half in ("design", "confirm")}
+    table = markdown(per_seed[args.seed[0]], split, summaries)
+    across = None
+    if len(args.seed) > 1:
+        across = {half: across_seeds(rows, split[half], args.seed) for half in ("design", "confirm")}
+        table = (f"Seed {args.seed[0]}:\n\n{table}\n\nAcross seeds {', '.join(map(str, args.seed))}:\n\n"
+                 + across_markdown(across, args.seed))
     print(table)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_start": load_start, "load_average_end": os.getloadavg()},
-        "settings": {"seed": args.seed, "half": args.half, "reference": REFERENCE, "batch": BATCH,
+        "settings": {"seeds": args.seed, "half": args.half, "reference": REFERENCE, "batch": BATCH,
                      "budgets": BUDGETS, "normals_per_outlier": NORMALS_PER_OUTLIER, "hotel_sample": HOTEL_SAMPLE},
-        "split": split, "summaries": summaries, "scenarios": rows, "table": table,
+        "split": split, "summaries": summaries, "across_seeds": across, "scenarios": rows, "table": table,
         "seconds_total": round(time.perf_counter() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
