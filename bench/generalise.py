@@ -411,6 +411,12 @@ def across_seeds(rows: list[dict], half: list[str], seeds: list[int]) -> dict:
                    if (of := [r["headline"] for r in scored if r["seed"] == seed and r["scenario"].endswith("/" + kind)])}
             for kind in sorted({r["scenario"].split("/")[1] for r in scored})
         },
+        # The machine-written label target, read per draw: (label-aware as chosen, plain regression) at 50 labels.
+        "machine_50_labels_per_seed": {
+            name: {r["seed"]: (r["labels"]["50"]["chosen"], r["labels"]["50"]["logistic"])
+                   for r in scored if r["scenario"] == name and r.get("labels")}
+            for name in sorted({r["scenario"] for r in scored if r["scenario"].startswith(MACHINE) and r.get("labels")})
+        },
     }
 
 
@@ -430,6 +436,13 @@ def across_markdown(across: dict[str, dict], seeds: list[int]) -> str:
     for half, a in across.items():
         for kind, means in a["kind_mean_per_seed"].items():
             lines.append(f"| {half} | {kind} | " + " | ".join(f"{means[s]:.3f}" if s in means else "–" for s in seeds) + " |")
+    machine = [(half, name, by_seed) for half, a in across.items() for name, by_seed in a["machine_50_labels_per_seed"].items()]
+    if machine:
+        lines += ["", "| scenario, 50 labels | half | " + " | ".join(f"seed {s}: label-aware / logistic" for s in seeds)
+                  + " |", "|---|---|" + "---|" * len(seeds)]
+        for half, name, by_seed in machine:
+            lines.append(f"| {name} | {half} | " + " | ".join(
+                f"{by_seed[s][0]:.3f} / {by_seed[s][1]:.3f}" if s in by_seed else "–" for s in seeds) + " |")
     lines += ["", "| scenario | half | " + " | ".join(f"seed {s}: gap (anomalies)" for s in seeds) + " | mean gap |",
               "|---|---|" + "---|" * (len(seeds) + 1)]
     for half, a in across.items():
