@@ -83,6 +83,11 @@ SPLIT_SEED = 20_261_202
 NEAR_BEST = 0.02
 
 
+def near_best(gap: float) -> bool:
+    """Whether a headline `gap` to the scenario's best member meets issue 24's target (within `NEAR_BEST`)."""
+    return gap >= -NEAR_BEST
+
+
 # -- data --------------------------------------------------------------------------------------------
 def _words(frame: pd.DataFrame) -> np.ndarray:
     return frame["text"].fillna("").str.split().str.len().to_numpy()
@@ -305,7 +310,7 @@ def summarise(rows: list[dict], half: list[str]) -> dict:
         "best_member_mean": float(np.mean([r["best_member_auroc"] for r in mine])),
         "worst": {"scenario": worst["scenario"], "headline": worst["headline"],
                   "best_member": worst["best_member"], "best_member_auroc": worst["best_member_auroc"]},
-        "within_0.02_of_best": int(sum(g >= -NEAR_BEST for g in gaps)),
+        "within_0.02_of_best": int(sum(map(near_best, gaps))),
         "largest_shortfall": {"scenario": min(mine, key=lambda r: r["gap_to_best"])["scenario"], "gap": min(gaps)},
         "member_means": {m: float(np.mean([r["members"][m] for r in mine if m in r["members"]]))
                          for m in sorted({m for r in mine for m in r["members"]})},
@@ -396,14 +401,15 @@ def across_seeds(rows: list[dict], half: list[str], seeds: list[int]) -> dict:
         gaps = {seed: mine[seed]["gap_to_best"] for seed in seeds if seed in mine}
         scenarios[name] = {
             "gaps": gaps, "anomalies": {seed: mine[seed]["anomalies"] for seed in gaps},
-            "within_on": int(sum(g >= -NEAR_BEST for g in gaps.values())), "seeds": len(gaps),
+            "within_on": int(sum(map(near_best, gaps.values()))), "seeds": len(gaps),
             "mean_gap": float(np.mean(list(gaps.values()))),
         }
-    per_seed = {seed: int(sum(s["gaps"].get(seed, -1.0) >= -NEAR_BEST for s in scenarios.values())) for seed in seeds}
+    per_seed = {seed: int(sum(seed in s["gaps"] and near_best(s["gaps"][seed]) for s in scenarios.values()))
+                for seed in seeds}
     return {
         "scenarios": scenarios, "within_0.02_per_seed": per_seed,
         "within_0.02_on_every_seed": int(sum(s["within_on"] == s["seeds"] for s in scenarios.values())),
-        "mean_gap_within_0.02": int(sum(s["mean_gap"] >= -NEAR_BEST for s in scenarios.values())),
+        "mean_gap_within_0.02": int(sum(near_best(s["mean_gap"]) for s in scenarios.values())),
         "headline_mean_per_seed": {seed: float(np.mean([r["headline"] for r in scored if r["seed"] == seed]))
                                    for seed in seeds if any(r["seed"] == seed for r in scored)},
         "kind_mean_per_seed": {
@@ -447,7 +453,7 @@ def across_markdown(across: dict[str, dict], seeds: list[int]) -> str:
               "|---|---|" + "---|" * (len(seeds) + 1)]
     for half, a in across.items():
         for name, sc in a["scenarios"].items():
-            cells = [f"{sc['gaps'][s]:+.3f}{'' if sc['gaps'][s] >= -NEAR_BEST else ' **x**'} ({sc['anomalies'][s]})"
+            cells = [f"{sc['gaps'][s]:+.3f}{'' if near_best(sc['gaps'][s]) else ' **x**'} ({sc['anomalies'][s]})"
                      if s in sc["gaps"] else "–" for s in seeds]
             lines.append(f"| {name} | {half} | " + " | ".join(cells) + f" | {sc['mean_gap']:+.3f} |")
     return "\n".join(lines)
@@ -484,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     load_start = os.getloadavg()
     for seed in args.seed:
+        # One seed dumps into --dump itself (as before seeds could be several); several get a folder each.
+        dump = args.dump if args.dump is None or len(args.seed) == 1 else args.dump / f"seed-{seed}"
         for i, name in enumerate(chosen):
             if args.budget_minutes and time.perf_counter() - started > 60 * args.budget_minutes:
                 log(f"budget spent after {i} scenarios of seed {seed}")
@@ -495,7 +503,6 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"scenario": name, "seed": seed, "skipped": str(err)})
                 log(f"{name}: skipped ({err})")
                 continue
-            dump = None if args.dump is None else args.dump if len(args.seed) == 1 else args.dump / f"seed-{seed}"
             model, row = unsupervised(sc, embedder, seed, dump)
             row["scenario"], row["seed"] = name, seed
             if not args.no_labels:
