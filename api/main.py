@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from threadpoolctl import threadpool_limits
 
-from api.routes import health, monitor, predict, shift
+from api.routes import campaigns, health, monitor, predict, shift
 from api.serving import MicroBatcher, ServedModel
 from core.errors import (
     InputFileError,
@@ -175,5 +175,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(shift.router)
     app.include_router(monitor.router)
+    app.include_router(campaigns.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     return app

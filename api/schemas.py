@@ -247,3 +247,49 @@ class MonitorOut(BaseModel):
     batches: list[MonitorBatchOut] = Field(description="In time order.")
     alerts: list[MonitorAlertOut] = Field(description="Oldest first.")
     champion_changes: list[MonitorChampionOut] = Field(default_factory=list, description="Oldest first.")
+
+
+class CampaignCoverageOut(BaseModel):
+    reviews: int
+    with_reviewer: int = Field(description="Reviews with a reviewer id.")
+    with_product_time: int = Field(description="Reviews with a product id and a date.")
+    summary: str
+
+
+class CampaignProductOut(BaseModel):
+    product_id: str
+    reviews: int = Field(description="Reviews of the product in the batch.")
+    score: float | None = Field(description="Highest campaign score (0-1, calibrated) of its reviews; null "
+                                            "without a champion model that reads behaviour.")
+    windows: int = Field(description="Burst windows found for the product.")
+    daily_rate: float | None = Field(description="The product's usual reviews per day.")
+
+
+class CampaignWindowOut(BaseModel):
+    product_id: str
+    start: str
+    end: str
+    reviews: int
+    ratings: dict[str, int] = Field(description="Reviews in the window per star rating.")
+    new_accounts: int = Field(description="Reviews from accounts with no other review.")
+    p_value: float = Field(description="Poisson tail p-value against the product's own rate and rating mix.")
+    expected: float | None = Field(description="Reviews the product's usual rate predicts in 48 hours.")
+    review_ids: list[str]
+    user_ids: list[str]
+    summary: str
+
+
+class CampaignGroupOut(BaseModel):
+    user_ids: list[str]
+    product_ids: list[str]
+    review_ids: list[str]
+    reviews: int
+    summary: str
+
+
+class CampaignsOut(BaseModel):
+    batch: str
+    coverage: CampaignCoverageOut
+    products: list[CampaignProductOut] = Field(description="Ranked by campaign evidence, strongest first.")
+    windows: list[CampaignWindowOut] = Field(description="Burst windows, strongest first.")
+    groups: list[CampaignGroupOut] = Field(description="Groups of accounts, largest first.")

@@ -801,3 +801,6 @@ def demo(
 
         out.print("starting the workbench at http://127.0.0.1:8501 (Ctrl+C to stop)")
         run_ui()
+
+
+import cli.campaigns  # noqa: E402,F401  registers `workbench campaigns` on `app`

@@ -168,6 +168,12 @@ class ModelBundle:
             table["x"], table["y"] = coords[:, 0], coords[:, 1]
         return BundleScores(result=result, frame=table)
 
+    @property
+    def uses_behaviour(self) -> bool:
+        """Whether the model scores reviewer, product and timing evidence (the reference had it): batches are
+        then read against the review history before scoring."""
+        return "campaign" in getattr(self.outlier, "signal_names_", ())
+
     def lacks_titles(self, frame: pd.DataFrame) -> bool:
         """True when this model embeds title + text, its reference had titles, and `frame` has none."""
         return len(frame) > 0 and "title" in self.outlier.feature_pipeline_.missing_columns(frame)

@@ -106,7 +106,7 @@ def ingest_batch(
         total = result.report.rows_read
         share = info.quarantined / total if total else 1.0
         if share > max_quarantine_share:
-            ws.batches.delete(name)
+            ws.delete_batch(name)
             raise SchemaError(
                 f"{info.quarantined} of {total} rows of {key} were quarantined ({share:.0%}); "
                 f"at most {max_quarantine_share:.0%} is accepted"

@@ -39,6 +39,8 @@ if TYPE_CHECKING:  # these pull in torch, MLflow or SQLAlchemy: imported when fi
 
     from core.alerts import Delivery
     from core.bundle import BundleScores, ModelBundle
+    from core.campaigns.campaigns import CampaignReport
+    from core.campaigns.history import HistoryStore
     from core.consistency import StoreReport
     from core.labels import LabelStore
     from core.monitor import Alert, History, MonitorStore, RunRecord
@@ -89,6 +91,7 @@ class Workspace:
         self.storage = storage
         self.batches = BatchStore(storage)
         self._monitor: MonitorStore | None = None  # opened on first use (`monitor`)
+        self._history: HistoryStore | None = None  # opened and synced on first use (`history`)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Workspace:
@@ -104,8 +107,12 @@ class Workspace:
         (`core.consistency.check_store`); `repair` removes both."""
         from core.consistency import DEFAULT_MIN_AGE_SECONDS, check_store
 
-        return check_store(self.storage, repair=repair,
-                           min_age=DEFAULT_MIN_AGE_SECONDS if min_age is None else min_age)
+        report = check_store(self.storage, repair=repair,
+                             min_age=DEFAULT_MIN_AGE_SECONDS if min_age is None else min_age)
+        if repair:
+            self._history = None  # synced again on next use: removed batches leave the history too
+            self._sync_history()
+        return report
 
     # State ---------------------------------------------------------------------------------
     def state(self) -> WorkspaceState:
@@ -132,12 +139,65 @@ class Workspace:
     ) -> tuple[BatchInfo, LoadResult]:
         """Load, validate and store a file; nothing is stored when the file cannot be read."""
         result = load_path(path, mapping=mapping, encoding=encoding)
-        return self.batches.save(name, result), result
+        info = self.batches.save(name, result)
+        self._add_to_history(info, result.frame)
+        return info, result
 
     def ingest_bytes(
         self, data: bytes, filename: str, name: str, mapping: Mapping[str, str] | None = None
     ) -> tuple[BatchInfo, LoadResult]:
-        return self.batches.ingest_bytes(name, data, filename, mapping=mapping)
+        info, result = self.batches.ingest_bytes(name, data, filename, mapping=mapping)
+        self._add_to_history(info, result.frame)
+        return info, result
+
+    def delete_batch(self, name: str) -> None:
+        """Remove a stored batch and its reviews from the review history."""
+        self.batches.delete(name)
+        try:
+            self.history().remove_batch(name)
+        except WorkbenchError as err:  # the next `history()` of any process removes them
+            log.warning("batch %r is deleted but still in the review history: %s", name, err)
+
+    # Review history ------------------------------------------------------------------------
+    def history(self) -> HistoryStore:
+        """Who reviewed what and when over every stored batch (`core.campaigns.history`), in the label store's
+        database; brought in line with the stored batches when first opened in a process."""
+        from core.campaigns.history import HistoryStore
+
+        if self._history is None:
+            store = HistoryStore(self.settings.resolved_labels_url)
+            store.sync({i.name: i.version for i in self.batches.list()}, self.batches.frame)
+            self._history = store
+        return self._history
+
+    def _sync_history(self) -> None:
+        try:
+            self.history()
+        except WorkbenchError as err:
+            log.warning("the review history could not be brought in line with the stored batches: %s", err)
+
+    def _add_to_history(self, info: BatchInfo, frame: pd.DataFrame) -> None:
+        """A failure is logged, not raised: the batch is stored, and the next `history()` adds it."""
+        try:
+            if self._history is None:
+                self.history()  # the first sync reads this batch with the others
+            else:
+                self._history.add_batch(info.name, frame, version=info.version)
+        except WorkbenchError as err:
+            self._history = None
+            log.warning("batch %r is stored but not in the review history yet: %s", info.name, err)
+
+    def with_behaviour(self, frame: pd.DataFrame, batch: str | None = None) -> pd.DataFrame:
+        """`frame` with its reviews' behavioural columns, read against the review history
+        (`core.campaigns.history.with_behaviour`); without the history when it cannot be read."""
+        from core.campaigns.history import with_behaviour
+
+        try:
+            history: HistoryStore | None = self.history()
+        except WorkbenchError as err:
+            log.warning("scoring without the review history: %s", err)
+            history = None
+        return with_behaviour(frame, history, batch or "")
 
     def resolve_frame(self, source: str | Path) -> pd.DataFrame:
         """A stored batch by name, or a review file by path."""
@@ -156,6 +216,34 @@ class Workspace:
             return Resolved(frame=self.batches.frame(text))
         known = ", ".join(i.name for i in self.batches.list()) or "none"
         raise NotFoundError(f"{text!r} is neither a file nor a stored batch (stored batches: {known})")
+
+    def campaigns(self, source: str | Path, level: float | None = None) -> CampaignReport:
+        """Campaign evidence of a stored batch or a file (`core.campaigns.campaigns.campaign_report`): burst
+        windows, groups of accounts, products ranked by the champion's campaign score when it has one.
+
+        Nothing is recorded: opening a batch's campaigns is not a run.
+        """
+        from core.campaigns.campaigns import DEFAULT_LEVEL, campaign_report
+        from core.campaigns.history import history_rows
+
+        batch = self.stored_batch(source) or ""
+        frame = self.with_behaviour(self.resolve_frame(source), batch=batch)
+        scores = None
+        try:
+            bundle, version = self.model(CHAMPION)
+        except WorkbenchError:
+            bundle = None
+        if bundle is not None and bundle.uses_behaviour:
+            scored = self.score_with(bundle, version.version, frame).frame
+            if "kind_campaign" in scored.columns:
+                scores = scored["kind_campaign"]
+        rows = history_rows(frame, batch)
+        context = self.history().lookup(rows["user_id"].dropna(), rows["product_id"].dropna())
+        from core.campaigns.behaviour import pool_of
+
+        pool, _ = pool_of(rows, context)
+        return campaign_report(batch or str(source), frame, pool, scores,
+                               level=DEFAULT_LEVEL if level is None else level)
 
     # Shared resources ----------------------------------------------------------------------
     def embedder(self) -> Embedder:
@@ -300,8 +388,8 @@ class Workspace:
         from core.bundle import ModelBundle
 
         start = time.perf_counter()
-        frame = self.resolve_frame(reference)
         name = str(reference) if self.batches.exists(str(reference)) else Path(str(reference)).name
+        frame = self.with_behaviour(self.resolve_frame(reference), batch=name)
         bundle = ModelBundle.fit(
             frame, self.embedder(), detectors=tuple(detectors),
             contamination=contamination if contamination is not None else self.settings.contamination,
@@ -315,6 +403,7 @@ class Workspace:
             if labelled:
                 if progress:
                     progress("learning from labels", 0.0)
+                labelled = [self.with_behaviour(f) for f in labelled]
                 result = bundle.outlier.fit_labels(labelled, labels, self.embedder())
                 label_note = result.note
                 for prefix, m in (("labels_unsupervised", result.unsupervised), ("labels_label_aware", result.label_aware)):
@@ -382,6 +471,8 @@ class Workspace:
         reuse it. With `batch` (the stored batch `frame` holds) the score is recorded in the run history.
         """
         embedder = self.embedder_for(bundle, f"model version {version}")
+        if bundle.uses_behaviour:
+            frame = self.with_behaviour(frame, batch=batch)
         if not bundle.lacks_titles(frame):
             scores = bundle.score(frame, embedder, progress=progress, project=project)
             self.record_score(batch, scores, version, frame)

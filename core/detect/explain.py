@@ -19,6 +19,7 @@ GROUP_LABELS: dict[str, str] = {
     "text_form": "unusual text form or machine-like wording",
     "unusual_wording": "wording unusual for this reference",
     "batch_contrast": "stands apart from the reference with others of this batch",
+    "campaign": "reviewer, product and timing look organised",
 }
 
 #: A calibrated score from which a group is named as a reason (more unusual than 90 % of the reference).

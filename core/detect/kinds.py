@@ -4,7 +4,7 @@ The headline ranks every kind together; an analyst cleaning out duplicates or ch
 wants that kind alone, most certain first. Each kind's score is calibrated like the headline: the share of
 reference reviews (held out when their scorers were fitted) less unusual in that respect, so 0.99 means "more
 unusual than 99 % of the reference" whatever the kind. A group kind (novelty, rating mismatch, duplicates,
-text form) is its members' mean surprise ``-log p`` (the statistic the ensemble uses) calibrated against the same
+text form, campaign) is its members' mean surprise ``-log p`` (the statistic the ensemble uses) calibrated against the same
 mean over the reference's held-out surprises of the members this batch has; machine-written is the predictable
 wording signal alone, already calibrated.
 """
@@ -29,6 +29,7 @@ KIND_LABELS: dict[str, str] = {
     "duplicate": "duplicates and templates",
     MACHINE_WRITTEN: "machine-written wording",
     "text_form": "text form (quality, wording)",
+    "campaign": "campaign (reviewer, product, timing)",
 }
 PREFIX = "kind_"
 

@@ -346,6 +346,9 @@ class LabelAwareMixin(GroupEnsemble):
         parts = [np.column_stack([*members, group_stat]), descriptors, project(self.label_pca_, embeddings)]
         if getattr(self, "label_embeddings_", False):  # models fitted before the blend keep their layout
             parts.append(np.asarray(embeddings, dtype=np.float64))
+        campaign = getattr(self, "signals_", {}).get("campaign")
+        if campaign is not None:  # the reviewer, product and timing evidence, feature by feature
+            parts.append(campaign.feature_surprises(frame))
         return np.hstack(parts).astype(np.float64)
 
     def fit_labels(

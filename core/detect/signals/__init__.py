@@ -1,7 +1,7 @@
 """The named signals beyond "unusual embedding", one module each, and the registry that makes them by name.
 
-rating/text mismatch, duplicates, text quality, predictable and unusual wording, and reviews that stand apart
-from the reference together with the rest of their batch. What a signal is and gives: `base.Signal`.
+rating/text mismatch, duplicates, text quality, predictable and unusual wording, reviews that stand apart
+from the reference together with the rest of their batch, and reviewer/product/timing evidence of campaigns. What a signal is and gives: `base.Signal`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from core.detect.signals.base import (
     text_digest,
 )
 from core.detect.signals.batch_contrast import BatchContrastSignal
+from core.detect.signals.campaign import CampaignSignal
 from core.detect.signals.duplicate import DuplicateSignal
 from core.detect.signals.predictable_text import PredictableTextSignal
 from core.detect.signals.rating_mismatch import RatingMismatchSignal
@@ -37,6 +38,7 @@ SIGNALS: tuple[str, ...] = (
     "predictable_text",
     "unusual_wording",
     "batch_contrast",
+    "campaign",
 )
 
 _REGISTRY: dict[str, type[Signal]] = {
@@ -46,6 +48,7 @@ _REGISTRY: dict[str, type[Signal]] = {
     "predictable_text": PredictableTextSignal,
     "unusual_wording": UnusualWordingSignal,
     "batch_contrast": BatchContrastSignal,
+    "campaign": CampaignSignal,
 }
 
 
@@ -65,6 +68,7 @@ __all__ = [
     "SIGNALS",
     "STYLE_DESCRIPTORS",
     "BatchContrastSignal",
+    "CampaignSignal",
     "DuplicateSignal",
     "PredictableTextSignal",
     "RatingMismatchSignal",
