@@ -19,6 +19,7 @@ from core.detect.signals.base import Signal, SignalInputs, SignalScores
 
 #: A feature whose tail p-value is at most this is named in the review's detail line.
 DETAIL_LEVEL = 0.05
+BURST = "burst_surprise"
 
 
 def _plural(n: float, word: str) -> str:
@@ -98,10 +99,16 @@ class CampaignSignal(Signal):
         keep = [FEATURES.index(f) for f in self.features_]
         self.reference_ = [np.sort(values[np.isfinite(values[:, j]), j]) for j in keep]
         held = -np.log(self._tail_p(values[:, keep], leave_one_out=True))
+        if self._burst_index is not None:
+            held[:, self._burst_index] = values[:, keep][:, self._burst_index]
         self.surprise_mean_ = np.nanmean(held, axis=0)
         self.surprise_sd_ = np.maximum(np.nanstd(held, axis=0), 1e-6)
         self._held_out = self._raw(values[:, keep], leave_one_out=True)
         return self
+
+    @property
+    def _burst_index(self) -> int | None:
+        return self.features_.index(BURST) if BURST in self.features_ else None
 
     def _tail_p(self, values: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
         """Per feature, the share of reference reviews at least as suspicious (conformal, with ties counted)."""
@@ -118,10 +125,18 @@ class CampaignSignal(Signal):
         return p
 
     def _raw(self, values: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
-        # Each feature's surprise standardised by the reference's before averaging: a yes/no feature ("only
-        # review") never reaches the surprise of a continuous one with rare extremes, and would count for
-        # nothing in a plain mean of -log p (measured on the Yelp filter's labels: 0.70 against 0.77 AUROC).
-        z = (-np.log(self._tail_p(values, leave_one_out)) - self.surprise_mean_) / self.surprise_sd_
+        """The mean over the review's features of its surprise standardised by the reference's.
+
+        Standardised, because a yes/no feature ("only review") never reaches the surprise of a continuous one
+        with rare extremes, and would count for nothing in a plain mean of -log p (measured on the Yelp filter's
+        labels: 0.70 against 0.77 AUROC). The burst's surprise is its own Poisson -log p, not its rank among the
+        reference's: a rank caps it at log(reference size), and one burst by ordinary-looking accounts would
+        never outweigh their ordinary profile.
+        """
+        surprise = -np.log(self._tail_p(values, leave_one_out))
+        if self._burst_index is not None:
+            surprise[:, self._burst_index] = values[:, self._burst_index]
+        z = (surprise - self.surprise_mean_) / self.surprise_sd_
         counted = np.isfinite(z).sum(axis=1)
         return np.where(counted > 0, np.nansum(z, axis=1) / np.maximum(counted, 1), np.nan)
 
