@@ -17,11 +17,13 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from api.schemas import ContributionOut, ModelRef, NeighbourOut, PredictionOut
 from core.bundle import ModelBundle
@@ -44,6 +46,8 @@ class Loaded:
     version: Any  # core.tracking.VersionInfo
     ref: ModelRef
     embedder: Embedder  # gives the vectors `bundle` was trained on, with the fastest backend that does
+    #: Adds the stored history of a request's reviewers and products, for a model that reads them.
+    prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 
 
 class ServedModel:
@@ -92,7 +96,7 @@ class ServedModel:
                     self._reason = f"the champion model could not be loaded: {err}"
                 return self._loaded
             self._loaded = Loaded(bundle, version, ModelRef(name=registry.name, version=str(version.version)),
-                                  embedder)
+                                  embedder, self.workspace.with_behaviour if bundle.uses_behaviour else None)
             self._reason = None
             log.info("serving %s version %s, embedding with %s", registry.name, version.version,
                      getattr(embedder, "backend", type(embedder).__name__))
@@ -184,7 +188,7 @@ def _predictions(scores: Any, ref: ModelRef, positions: list[int], missing: list
 
 def score_jobs(loaded: Loaded, embedder: Embedder, jobs: list[list[dict[str, Any]]]) -> list[list[PredictionOut] | Exception]:
     """Score several requests as one batch (`core.serving.score_requests`) and map each to its response rows."""
-    outcomes = score_requests(loaded.bundle, embedder, jobs)
+    outcomes = score_requests(loaded.bundle, embedder, jobs, prepare=loaded.prepare)
     # Requests scored together share one result, read in one pass; each request keeps what it lacked.
     shared: dict[int, tuple[Any, list[RequestScores]]] = {}
     for outcome in outcomes:

@@ -224,7 +224,6 @@ class Workspace:
         Nothing is recorded: opening a batch's campaigns is not a run.
         """
         from core.campaigns.campaigns import DEFAULT_LEVEL, campaign_report
-        from core.campaigns.history import history_rows
 
         batch = self.stored_batch(source) or ""
         frame = self.with_behaviour(self.resolve_frame(source), batch=batch)
@@ -237,13 +236,25 @@ class Workspace:
             scored = self.score_with(bundle, version.version, frame).frame
             if "kind_campaign" in scored.columns:
                 scores = scored["kind_campaign"]
+        return campaign_report(batch or str(source), frame, self.review_pool(frame, batch), scores,
+                               level=DEFAULT_LEVEL if level is None else level)
+
+    def review_pool(self, frame: pd.DataFrame, batch: str = "") -> pd.DataFrame:
+        """History rows of `frame` and every stored review of its reviewers and products, each review once."""
+        from core.campaigns.behaviour import pool_of
+        from core.campaigns.history import history_rows
+
         rows = history_rows(frame, batch)
         context = self.history().lookup(rows["user_id"].dropna(), rows["product_id"].dropna())
-        from core.campaigns.behaviour import pool_of
+        return pool_of(rows, context)[0]
 
-        pool, _ = pool_of(rows, context)
-        return campaign_report(batch or str(source), frame, pool, scores,
-                               level=DEFAULT_LEVEL if level is None else level)
+    def product_timeline(self, source: str | Path, product: str) -> pd.DataFrame:
+        """Reviews of `product` per day and rating, this batch and every stored one together
+        (`core.campaigns.campaigns.daily_reviews`)."""
+        from core.campaigns.campaigns import daily_reviews
+
+        batch = self.stored_batch(source) or ""
+        return daily_reviews(self.review_pool(self.resolve_frame(source), batch), product)
 
     # Shared resources ----------------------------------------------------------------------
     def embedder(self) -> Embedder:

@@ -8,6 +8,7 @@ flags per request); when that fails, one by one, so only the bad request fails.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +37,13 @@ def canonical_request(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def score_requests(
-    bundle: ModelBundle, embedder: Embedder, requests: list[list[dict[str, Any]]]
+    bundle: ModelBundle, embedder: Embedder, requests: list[list[dict[str, Any]]],
+    prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> list[RequestScores | Exception]:
     """Score several requests (each a list of review records) in one `bundle.score` call.
 
+    `prepare` adds what the model reads beyond the records (the reviewers' and products' stored history), one
+    request at a time: requests scored together never see each other's reviews.
     Returns one entry per request, in order: its scores, or the exception that request alone raised.
     """
     results: list[RequestScores | Exception | None] = [None] * len(requests)
@@ -59,6 +63,9 @@ def score_requests(
         combined = pd.concat([frame for _, frame in frames], ignore_index=True)
         valid = [k for k, _ in frames]
     combined[GROUP_COLUMN] = np.repeat(valid, [len(requests[k]) for k in valid])
+    if prepare is not None:
+        combined = pd.concat([prepare(part.reset_index(drop=True)) for _, part in
+                              combined.groupby(GROUP_COLUMN, sort=False)], ignore_index=True)
     bounds = np.cumsum([0] + [len(requests[k]) for k in valid])
     slices = [slice(int(bounds[i]), int(bounds[i + 1])) for i in range(len(valid))]
     try:

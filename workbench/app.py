@@ -25,6 +25,7 @@ navigation = st.navigation(
         st.Page(str(PAGES / "train.py"), title="Train", icon="🏋️", url_path="train"),
         st.Page(str(PAGES / "explore.py"), title="Explore", icon="🗺️", url_path="explore"),
         st.Page(str(PAGES / "label.py"), title="Label", icon="🏷️", url_path="label"),
+        st.Page(str(PAGES / "campaigns.py"), title="Campaigns", icon="🕸️", url_path="campaigns"),
         st.Page(str(PAGES / "shift.py"), title="Shift", icon="📈", url_path="shift"),
         st.Page(str(PAGES / "monitor.py"), title="Monitor", icon="🛰️", url_path="monitor"),
         st.Page(str(PAGES / "models.py"), title="Models", icon="📦", url_path="models"),

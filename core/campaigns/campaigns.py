@@ -241,3 +241,14 @@ def campaign_report(batch: str, frame: pd.DataFrame, pool: pd.DataFrame, scores:
         batch=batch, coverage=coverage(frame), products=product_evidence(frame, scores, windows), windows=windows,
         groups=account_groups(pool, batch_ids),
     )
+
+
+def daily_reviews(pool: pd.DataFrame, product: str) -> pd.DataFrame:
+    """Reviews of `product` per day and star rating over `pool` (history rows): ``day``, ``rating``, ``reviews``."""
+    rows = pool[(pool["product_id"].astype("string") == product) & pool["posted"].notna()]
+    if rows.empty:
+        return pd.DataFrame({"day": pd.Series(dtype="datetime64[ns, UTC]"), "rating": [], "reviews": []})
+    days = pd.to_datetime(np.floor(rows["posted"] / DAY) * DAY, unit="s", utc=True)
+    rating = rows["rating"].map(lambda r: "no rating" if pd.isna(r) else f"{r:g} stars")
+    counts = pd.DataFrame({"day": days, "rating": rating}).value_counts().rename("reviews").reset_index()
+    return counts.sort_values(["day", "rating"]).reset_index(drop=True)

@@ -25,7 +25,8 @@ from tests.servers import free_port, stop, wait_http
 
 SEED = {"text": "Sample review text", "rating": 5, "verified_purchase": True}
 DETECTORS = ("knn", "lof", "iforest")
-SIGNALS = ("rating_mismatch", "duplicate", "text_quality", "predictable_text", "unusual_wording", "batch_contrast")
+SIGNALS = ("rating_mismatch", "duplicate", "text_quality", "predictable_text", "unusual_wording", "batch_contrast",
+           "campaign")  # the reference has reviewer ids, products and dates
 
 
 @pytest.fixture(scope="module")
@@ -442,3 +443,15 @@ def test_a_named_batch_is_recorded_in_the_run_history_and_shown_by_monitor(train
     assert any(a["batch"] == "api-week-10" for a in body["alerts"])
     # The first registered version became champion when the session's home was trained: on the timeline too.
     assert [(c["version"], c["event"]) for c in body["champion_changes"]] == [("1", "promoted")]
+
+
+@pytest.mark.slow
+def test_predict_reads_the_stored_history_of_the_reviewer_and_product(client, trained_workspace):
+    stored = trained_workspace.batches.frame("reference").dropna(subset=["user_id", "product_id", "timestamp"]).iloc[0]
+    review = {"text": "Arrived quickly, works as described.", "rating": 5, "user_id": str(stored["user_id"]),
+              "product_id": str(stored["product_id"]), "timestamp": str(stored["timestamp"])}
+    known = client.post("/predict", json=review)
+    assert known.status_code == 200, known.text
+    assert known.json()["signal_scores"]["campaign"] is not None
+    alone = client.post("/predict", json={"text": review["text"], "rating": 5})
+    assert alone.json()["signal_scores"]["campaign"] is None  # no reviewer, product or date: absent, not guessed
