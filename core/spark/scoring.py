@@ -70,8 +70,36 @@ DEFAULT_BLOCK_ROWS = 50_000
 ROWS_PER_PARTITION = 5_000
 
 
+def _behaviour_in(rows: pd.DataFrame) -> list[str]:
+    from core.campaigns.behaviour import PREFIX
+
+    return [c for c in rows.columns if str(c).startswith(PREFIX)]
+
+
 def _batch(rows: pd.DataFrame, model: OutlierModel) -> pd.DataFrame:
-    return model._canonical(to_canonical(rows), "the batch")
+    batch = model._canonical(to_canonical(rows), "the batch")
+    extra = _behaviour_in(rows)
+    if extra:  # reviewer, product and timing features computed on the driver (`_with_behaviour`)
+        batch = pd.concat([batch, rows[extra].reset_index(drop=True)], axis=1)
+    return batch
+
+
+def _with_behaviour(session: SparkSession, reviews: Any, settings: Settings) -> Any:
+    """`reviews` with the behavioural columns of a model that reads them: the id, rating and date columns (a
+    few bytes a review) are collected on the driver and read against the workspace's review history exactly
+    as `Workspace.with_behaviour` reads one machine's batch, then joined back by source file and line."""
+    from core.campaigns.behaviour import behaviour_columns
+    from core.pipeline import Workspace
+
+    wanted = [c for c in ("review_id", "user_id", "product_id", "rating", "timestamp") if c in reviews.columns]
+    keys = reviews.select(SOURCE_FILE, SOURCE_LINE, *wanted).toPandas()
+    if "timestamp" in keys.columns:
+        keys["timestamp"] = pd.to_datetime(keys["timestamp"], utc=True)
+    features = Workspace.open(settings).with_behaviour(keys.drop(columns=[SOURCE_FILE, SOURCE_LINE]))
+    table = features[behaviour_columns()].astype(np.float64)
+    table.insert(0, SOURCE_LINE, keys[SOURCE_LINE].to_numpy())
+    table.insert(0, SOURCE_FILE, keys[SOURCE_FILE].to_numpy())
+    return reviews.join(session.createDataFrame(table), on=[SOURCE_FILE, SOURCE_LINE], how="left")
 
 
 def _members_frame(rows: pd.DataFrame, scores: MemberScores, names: list[str]) -> pd.DataFrame:
@@ -110,7 +138,7 @@ def _pass_one(ref: ModelRef, per_review: list[str]) -> Callable[[Iterator[pd.Dat
                 (0, model.reference_embeddings_.shape[1]), dtype=np.float32)
             with model._threads():
                 scores = model.member_scores(batch, embeddings, members=per_review)
-            out = pd.concat([rows, _members_frame(rows, scores, per_review)], axis=1)
+            out = pd.concat([rows.drop(columns=_behaviour_in(rows)), _members_frame(rows, scores, per_review)], axis=1)
             out[EMBEDDING] = list(embeddings)
             missing = model.feature_pipeline_.missing_columns(batch) if len(batch) else []
             out[MISSING] = ",".join(missing)
@@ -324,7 +352,8 @@ def score_dataset(
     n_parts = partitions or max(2 * session.sparkContext.defaultParallelism, math.ceil(n / ROWS_PER_PARTITION))
     stage("embedding and member scores", 0.0)
     schema_one = _schema_with(canonical_fields() + member_fields(per_review) + [embedding_field()], MISSING)
-    first = (by_embedded_text(dataset.reviews, outlier.embed_fields, n_parts)
+    reviews = _with_behaviour(session, dataset.reviews, s) if bundle.uses_behaviour else dataset.reviews
+    first = (by_embedded_text(reviews, outlier.embed_fields, n_parts)
              .mapInPandas(_pass_one(ref, per_review), schema=schema_one)
              .persist(StorageLevel.MEMORY_AND_DISK))
     first.count()
