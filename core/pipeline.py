@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # these pull in torch, MLflow or SQLAlchemy: imported when fi
     from core.alerts import Delivery
     from core.bundle import BundleScores, ModelBundle
     from core.campaigns.campaigns import CampaignReport
-    from core.campaigns.history import HistoryStore
+    from core.campaigns.history import HistoryStore, WorkspaceHistory
     from core.consistency import StoreReport
     from core.labels import LabelStore
     from core.monitor import Alert, History, MonitorStore, RunRecord
@@ -91,7 +91,7 @@ class Workspace:
         self.storage = storage
         self.batches = BatchStore(storage)
         self._monitor: MonitorStore | None = None  # opened on first use (`monitor`)
-        self._history: HistoryStore | None = None  # opened and synced on first use (`history`)
+        self._history: WorkspaceHistory | None = None  # opened and synced on first use (`history`)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Workspace:
@@ -109,9 +109,8 @@ class Workspace:
 
         report = check_store(self.storage, repair=repair,
                              min_age=DEFAULT_MIN_AGE_SECONDS if min_age is None else min_age)
-        if repair:
-            self._history = None  # synced again on next use: removed batches leave the history too
-            self._sync_history()
+        if repair:  # removed batches leave the history too
+            self._review_history().resync()
         return report
 
     # State ---------------------------------------------------------------------------------
@@ -140,64 +139,38 @@ class Workspace:
         """Load, validate and store a file; nothing is stored when the file cannot be read."""
         result = load_path(path, mapping=mapping, encoding=encoding)
         info = self.batches.save(name, result)
-        self._add_to_history(info, result.frame)
+        self._review_history().added(info, result.frame)
         return info, result
 
     def ingest_bytes(
         self, data: bytes, filename: str, name: str, mapping: Mapping[str, str] | None = None
     ) -> tuple[BatchInfo, LoadResult]:
         info, result = self.batches.ingest_bytes(name, data, filename, mapping=mapping)
-        self._add_to_history(info, result.frame)
+        self._review_history().added(info, result.frame)
         return info, result
 
     def delete_batch(self, name: str) -> None:
         """Remove a stored batch and its reviews from the review history."""
         self.batches.delete(name)
-        try:
-            self.history().remove_batch(name)
-        except WorkbenchError as err:  # the next `history()` of any process removes them
-            log.warning("batch %r is deleted but still in the review history: %s", name, err)
+        self._review_history().removed(name)
 
     # Review history ------------------------------------------------------------------------
+    def _review_history(self) -> WorkspaceHistory:
+        from core.campaigns.history import WorkspaceHistory
+
+        if self._history is None:
+            self._history = WorkspaceHistory(self.settings.resolved_labels_url, self.batches)
+        return self._history
+
     def history(self) -> HistoryStore:
         """Who reviewed what and when over every stored batch (`core.campaigns.history`), in the label store's
         database; brought in line with the stored batches when first opened in a process."""
-        from core.campaigns.history import HistoryStore
-
-        if self._history is None:
-            store = HistoryStore(self.settings.resolved_labels_url)
-            store.sync({i.name: i.version for i in self.batches.list()}, self.batches.frame)
-            self._history = store
-        return self._history
-
-    def _sync_history(self) -> None:
-        try:
-            self.history()
-        except WorkbenchError as err:
-            log.warning("the review history could not be brought in line with the stored batches: %s", err)
-
-    def _add_to_history(self, info: BatchInfo, frame: pd.DataFrame) -> None:
-        """A failure is logged, not raised: the batch is stored, and the next `history()` adds it."""
-        try:
-            if self._history is None:
-                self.history()  # the first sync reads this batch with the others
-            else:
-                self._history.add_batch(info.name, frame, version=info.version)
-        except WorkbenchError as err:
-            self._history = None
-            log.warning("batch %r is stored but not in the review history yet: %s", info.name, err)
+        return self._review_history().store()
 
     def with_behaviour(self, frame: pd.DataFrame, batch: str | None = None) -> pd.DataFrame:
         """`frame` with its reviews' behavioural columns, read against the review history
-        (`core.campaigns.history.with_behaviour`); without the history when it cannot be read."""
-        from core.campaigns.history import with_behaviour
-
-        try:
-            history: HistoryStore | None = self.history()
-        except WorkbenchError as err:
-            log.warning("scoring without the review history: %s", err)
-            history = None
-        return with_behaviour(frame, history, batch or "")
+        (`core.campaigns.history.read_behaviour`); without the history when it cannot be read."""
+        return self._review_history().read(frame, batch or "").frame
 
     def resolve_frame(self, source: str | Path) -> pd.DataFrame:
         """A stored batch by name, or a review file by path."""
@@ -226,27 +199,17 @@ class Workspace:
         from core.campaigns.campaigns import DEFAULT_LEVEL, campaign_report
 
         batch = self.stored_batch(source) or ""
-        frame = self.with_behaviour(self.resolve_frame(source), batch=batch)
+        read = self._review_history().read(self.resolve_frame(source), batch)
         scores = None
         try:
             bundle, version = self.model(CHAMPION)
         except WorkbenchError:
             bundle = None
         if bundle is not None and bundle.uses_behaviour:
-            scored = self.score_with(bundle, version.version, frame).frame
-            if "kind_campaign" in scored.columns:
-                scores = scored["kind_campaign"]
-        return campaign_report(batch or str(source), frame, self.review_pool(frame, batch), scores,
+            scored = self.score_with(bundle, version.version, read.frame).frame
+            scores = scored["kind_campaign"] if "kind_campaign" in scored.columns else None
+        return campaign_report(batch or str(source), read.frame, read.pool, scores,
                                level=DEFAULT_LEVEL if level is None else level)
-
-    def review_pool(self, frame: pd.DataFrame, batch: str = "") -> pd.DataFrame:
-        """History rows of `frame` and every stored review of its reviewers and products, each review once."""
-        from core.campaigns.behaviour import pool_of
-        from core.campaigns.history import history_rows
-
-        rows = history_rows(frame, batch)
-        context = self.history().lookup(rows["user_id"].dropna(), rows["product_id"].dropna())
-        return pool_of(rows, context)[0]
 
     def product_timeline(self, source: str | Path, product: str) -> pd.DataFrame:
         """Reviews of `product` per day and rating, this batch and every stored one together
@@ -254,7 +217,7 @@ class Workspace:
         from core.campaigns.campaigns import daily_reviews
 
         batch = self.stored_batch(source) or ""
-        return daily_reviews(self.review_pool(self.resolve_frame(source), batch), product)
+        return daily_reviews(self._review_history().read(self.resolve_frame(source), batch).pool, product)
 
     # Shared resources ----------------------------------------------------------------------
     def embedder(self) -> Embedder:
@@ -481,8 +444,10 @@ class Workspace:
         ``WORKBENCH_HOME/text-twins`` (`core.bundle.ModelBundle.text_twin`), so later batches and restarts
         reuse it. With `batch` (the stored batch `frame` holds) the score is recorded in the run history.
         """
+        from core.campaigns.behaviour import has_behaviour
+
         embedder = self.embedder_for(bundle, f"model version {version}")
-        if bundle.uses_behaviour:
+        if bundle.uses_behaviour and not has_behaviour(frame):  # not read twice (`campaigns` reads it first)
             frame = self.with_behaviour(frame, batch=batch)
         if not bundle.lacks_titles(frame):
             scores = bundle.score(frame, embedder, progress=progress, project=project)

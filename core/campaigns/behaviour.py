@@ -48,6 +48,11 @@ def behaviour_columns() -> list[str]:
     return [PREFIX + c for c in (*FEATURES, *CONTEXT_COLUMNS)]
 
 
+def has_behaviour(frame: pd.DataFrame) -> bool:
+    """Whether `frame` already carries every behavioural column (it was read against the history)."""
+    return all(c in frame.columns for c in behaviour_columns())
+
+
 @dataclass(frozen=True)
 class Coverage:
     """How many reviews had the inputs of the reviewer and of the product evidence."""
@@ -94,9 +99,11 @@ def pool_of(batch: pd.DataFrame, context: pd.DataFrame) -> tuple[pd.DataFrame, n
     """The batch's history rows followed by the stored rows that are not the same reviews, and the positions
     of the batch's rows in it (the first ``len(batch)``)."""
     if len(context):
-        seen = set(zip(batch["review_id"], batch["user_id"].fillna(""), batch["product_id"].fillna(""), strict=True))
-        keys = zip(context["review_id"], context["user_id"].fillna(""), context["product_id"].fillna(""), strict=True)
-        keep = np.fromiter((k not in seen for k in keys), dtype=bool, count=len(context))
+        def keys(rows: pd.DataFrame) -> pd.MultiIndex:
+            return pd.MultiIndex.from_arrays([rows["review_id"].astype(str), rows["user_id"].fillna("").astype(str),
+                                              rows["product_id"].fillna("").astype(str)])
+
+        keep = ~keys(context).isin(keys(batch))
         pool = pd.concat([batch, context[keep]], ignore_index=True)
     else:
         pool = batch.reset_index(drop=True)
@@ -121,8 +128,12 @@ def behaviour_features(batch: pd.DataFrame, context: pd.DataFrame,
     -------
     One row per review of `batch`, columns `behaviour_columns()`.
     """
-    pool, target = pool_of(batch, context)
-    n = len(batch)
+    return pool_features(pool_of(batch, context)[0], len(batch), product_means)
+
+
+def pool_features(pool: pd.DataFrame, n: int, product_means: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`behaviour_features` of the first `n` rows of `pool` (`pool_of`: the batch, then the stored reviews)."""
+    target = np.arange(n)
     out = {c: np.full(n, np.nan) for c in (*FEATURES, *CONTEXT_COLUMNS)}
     if n == 0:
         return pd.DataFrame({PREFIX + k: v for k, v in out.items()})
@@ -209,24 +220,26 @@ def _product_features(rows: np.ndarray, rating: np.ndarray, posted: np.ndarray, 
     new_account = np.concatenate([[0], np.cumsum(reviews_of[rows] == 1)])
     rating_sum = np.concatenate([[0.0], np.cumsum(np.where(rated, r, 0.0))])
     rating_n = np.concatenate([[0], np.cumsum(rated)])
-    for i in np.flatnonzero(target_set[rows]):
-        pos = rows[i]
-        lo, hi = left[i], right[i]
-        others = in_window[i] - 1
-        expected = rate[i] * window_days
-        if rated[i] and len(levels):
-            same = cumulative[r[i]][hi] - cumulative[r[i]][lo]
-            share_outside = (cumulative[r[i]][n] - same + 1.0) / (outside[i] + len(levels))
-            p = poisson.sf(same - 2, expected * share_outside)  # P(X >= same - 1): the other same-rated reviews
-            out["burst_same_rating"][pos] = same
-        else:
-            p = poisson.sf(others - 1, expected)
-        out["burst_surprise"][pos] = -np.log(max(float(p), 1e-300))
-        out["burst_reviews"][pos] = in_window[i]
-        out["burst_new_accounts"][pos] = new_account[hi] - new_account[lo]
-        out["product_daily_rate"][pos] = rate[i]
-        out["product_reviews"][pos] = n
-        out["product_rank"][pos] = i + 1
-        earlier = rating_n[i]
-        if rated[i] and earlier:
-            out["rating_deviation"][pos] = abs(r[i] - rating_sum[i] / earlier)
+    i = np.flatnonzero(target_set[rows])  # the batch's reviews, by their place in the product's life
+    pos, lo, hi = rows[i], left[i], right[i]
+    expected = rate[i] * window_days
+    ri, rated_i = r[i], rated[i]
+    same = np.full(len(i), np.nan)
+    share_outside = np.ones(len(i))
+    for lv in levels:
+        of_level = rated_i & (ri == lv)
+        same[of_level] = cumulative[lv][hi[of_level]] - cumulative[lv][lo[of_level]]
+        share_outside[of_level] = (cumulative[lv][n] - same[of_level] + 1.0) / (outside[i][of_level] + len(levels))
+    # P(X >= same - 1): the other same-rated reviews; without a rating, the other reviews of any rating.
+    p = np.where(rated_i, poisson.sf(np.nan_to_num(same) - 2, expected * share_outside),
+                 poisson.sf(in_window[i] - 2, expected))
+    out["burst_same_rating"][pos] = same
+    out["burst_surprise"][pos] = -np.log(np.maximum(p, 1e-300))
+    out["burst_reviews"][pos] = in_window[i]
+    out["burst_new_accounts"][pos] = new_account[hi] - new_account[lo]
+    out["product_daily_rate"][pos] = rate[i]
+    out["product_reviews"][pos] = n
+    out["product_rank"][pos] = i + 1
+    earlier = rating_n[i]
+    known = rated_i & (earlier > 0)
+    out["rating_deviation"][pos[known]] = np.abs(ri[known] - rating_sum[i][known] / earlier[known])

@@ -10,6 +10,7 @@ itself is kept verbatim beside it.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.database import Database, one_line
 from core.detect.signals.base import normalise_text, plain_texts
-from core.errors import StorageError
+from core.errors import StorageError, WorkbenchError
+from core.io.batches import BatchInfo, BatchStore
+
+log = logging.getLogger(__name__)
 
 #: Columns of a history frame, as `HistoryStore.lookup` and `history_rows` give them.
 HISTORY_COLUMNS: tuple[str, ...] = ("batch", "review_id", "user_id", "product_id", "rating", "posted", "fingerprint")
@@ -216,7 +220,9 @@ class HistoryStore:
                 for column, keys in ((table.c.user_key, users), (table.c.product_key, products)):
                     for start in range(0, len(keys), _CHUNK):
                         query = select(table.c.id, *columns).where(column.in_(keys[start:start + _CHUNK]))
-                        parts.append(pd.DataFrame(conn.execute(query).all(), columns=["id", *HISTORY_COLUMNS]))
+                        # Plain tuples: pandas probes every SQLAlchemy Row for attributes (3 s per 300k rows).
+                        found = [tuple(r) for r in conn.execute(query)]
+                        parts.append(pd.DataFrame(found, columns=["id", *HISTORY_COLUMNS]))
         except SQLAlchemyError as err:
             raise StorageError(f"could not read the review history in {self.where}: {one_line(err)}") from err
         parts = [p for p in parts if len(p)]
@@ -245,23 +251,104 @@ class HistoryStore:
         return pd.DataFrame(parts, columns=["product_id", "reviews", "mean_rating"])
 
 
-def with_behaviour(frame: pd.DataFrame, history: HistoryStore | None, batch: str = "") -> pd.DataFrame:
+@dataclass(frozen=True)
+class BehaviourRead:
+    """A frame read against the review history: the frame with its behavioural columns, and the pool they were
+    computed over (`core.campaigns.behaviour.pool_of`: the frame's history rows, then the stored reviews of its
+    reviewers and products)."""
+
+    frame: pd.DataFrame
+    pool: pd.DataFrame
+
+
+def read_behaviour(frame: pd.DataFrame, history: HistoryStore | None, batch: str = "") -> BehaviourRead:
     """`frame` with the behavioural columns (`core.campaigns.behaviour.behaviour_columns`) added, computed over
     the frame and every stored review of its reviewers and products (none when `history` is None).
 
     Columns of the same names already in `frame` are replaced: they are always recomputed from the history.
     """
-    from core.campaigns.behaviour import behaviour_columns, behaviour_features
+    from core.campaigns.behaviour import behaviour_columns, pool_features, pool_of
 
     rows = history_rows(frame, batch)
     has_ids = rows["user_id"].notna().any() or rows["product_id"].notna().any()
+    means = None
     if history is not None and has_ids:
         context = history.lookup(rows["user_id"].dropna(), rows["product_id"].dropna())
         products = context["product_id"].dropna().unique() if len(context) else []
         means = history.product_means(list(products)) if len(products) else None
+        pool = pool_of(rows, context)[0]
     else:
-        context, means = history_rows(pd.DataFrame({"text": []})), None
-    features = behaviour_features(rows, context, means) if has_ids else pd.DataFrame(
+        pool = rows
+    features = pool_features(pool, len(rows), means) if has_ids else pd.DataFrame(
         {c: np.full(len(frame), np.nan) for c in behaviour_columns()})
     out = frame.drop(columns=[c for c in behaviour_columns() if c in frame.columns]).reset_index(drop=True)
-    return pd.concat([out, features.reset_index(drop=True)], axis=1)
+    return BehaviourRead(frame=pd.concat([out, features.reset_index(drop=True)], axis=1), pool=pool)
+
+
+def with_behaviour(frame: pd.DataFrame, history: HistoryStore | None, batch: str = "") -> pd.DataFrame:
+    """`read_behaviour(frame, history, batch).frame`."""
+    return read_behaviour(frame, history, batch).frame
+
+
+class WorkspaceHistory:
+    """The review history of one workspace, kept in line with its stored batches.
+
+    Opened and synced with `batches` on first use in a process. Following a batch that was just stored or
+    removed never fails the caller: the batch is stored (or gone) either way, a failure is logged, and the next
+    sync catches up. Reading behaviour without a reachable history gives the frame's own evidence only.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy URL of the workspace's database.
+    batches
+        The workspace's stored batches.
+    """
+
+    def __init__(self, url: str, batches: BatchStore) -> None:
+        self.url = url
+        self.batches = batches
+        self._store: HistoryStore | None = None
+
+    def store(self) -> HistoryStore:
+        """The history, synced with the stored batches when first opened."""
+        if self._store is None:
+            store = HistoryStore(self.url)
+            store.sync({i.name: i.version for i in self.batches.list()}, self.batches.frame)
+            self._store = store
+        return self._store
+
+    def resync(self) -> None:
+        """Sync again (after batches were removed behind the workspace's back, e.g. by a repair)."""
+        self._store = None
+        try:
+            self.store()
+        except WorkbenchError as err:
+            log.warning("the review history could not be brought in line with the stored batches: %s", err)
+
+    def added(self, info: BatchInfo, frame: pd.DataFrame) -> None:
+        """Follow a batch just stored as `info` holding `frame`."""
+        try:
+            if self._store is None:
+                self.store()  # the first sync reads this batch with the others
+            else:
+                self._store.add_batch(info.name, frame, version=info.version)
+        except WorkbenchError as err:
+            self._store = None
+            log.warning("batch %r is stored but not in the review history yet: %s", info.name, err)
+
+    def removed(self, name: str) -> None:
+        """Follow the removal of batch `name`."""
+        try:
+            self.store().remove_batch(name)
+        except WorkbenchError as err:
+            log.warning("batch %r is deleted but still in the review history: %s", name, err)
+
+    def read(self, frame: pd.DataFrame, batch: str = "") -> BehaviourRead:
+        """`read_behaviour` against this history, or against nothing when it cannot be read."""
+        try:
+            history: HistoryStore | None = self.store()
+        except WorkbenchError as err:
+            log.warning("reading behaviour without the review history: %s", err)
+            history = None
+        return read_behaviour(frame, history, batch)
