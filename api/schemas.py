@@ -267,14 +267,15 @@ class CampaignProductOut(BaseModel):
 
 class CampaignWindowOut(BaseModel):
     product_id: str
-    start: str
-    end: str
-    reviews: int
-    ratings: dict[str, int] = Field(description="Reviews in the window per star rating.")
-    new_accounts: int = Field(description="Reviews from accounts with no other review.")
-    p_value: float = Field(description="Poisson tail p-value against the product's own rate and rating mix.")
-    expected: float | None = Field(description="Reviews the product's usual rate predicts in 48 hours.")
-    review_ids: list[str]
+    rating: str | None = Field(description="The star rating of the burst's reviews (null: reviews without one).")
+    peak: str = Field(description="Time of the burst's strongest review.")
+    reviews: int = Field(description="Stored reviews of that rating within 48 hours around the peak.")
+    expected: float | None = Field(description="What the product's local rate and rating mix predict there.")
+    new_accounts: int = Field(description="Of those, reviews from accounts with no other review.")
+    p_value: float = Field(description="Poisson tail p-value at the peak.")
+    start: str = Field(description="First of the batch's reviews in the burst.")
+    end: str = Field(description="Last of the batch's reviews in the burst.")
+    review_ids: list[str] = Field(description="The batch's reviews in the burst.")
     user_ids: list[str]
     summary: str
 

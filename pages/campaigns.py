@@ -53,9 +53,10 @@ with errors_shown():
 
     st.subheader(f"Burst windows ({len(report.windows)})")
     if report.windows:
-        windows = pd.DataFrame([{"product": w.product_id, "from": w.start, "to": w.end, "reviews": w.reviews,
-                                 "new accounts": w.new_accounts, "expected": w.expected, "p-value": w.p_value}
-                                for w in report.windows])
+        windows = pd.DataFrame([{"product": w.product_id, "rating": w.rating, "peak": w.peak,
+                                 "reviews in 48 h": w.reviews, "expected": w.expected,
+                                 "from accounts with no other review": w.new_accounts, "p-value": w.p_value,
+                                 "in this batch": len(w.review_ids)} for w in report.windows])
         st.dataframe(windows, hide_index=True, width="stretch")
         choice = st.selectbox("Window", range(len(report.windows)),
                               format_func=lambda i: report.windows[i].line()[:160], key="campaigns.window")

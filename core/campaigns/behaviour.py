@@ -4,9 +4,11 @@ Computed for the reviews of a batch over a pool: the batch itself plus every sto
 products (`core.campaigns.history`). A feature needs its inputs: without a reviewer id the reviewer features
 are NaN, without a product id or a date the product and burst features are; nothing is guessed.
 
-The product-burst test asks whether the product's reviews within `window` around a review (of the same rating)
-are more than the product's own rate and rating mix predict, as a Poisson upper-tail p-value: the product's
-rate is measured on its reviews outside the window, so a burst does not hide itself.
+The product-burst test asks whether the product's reviews within 24 hours either side of a review (of the same
+rating) are more than the product's own rate and rating mix predict, as a Poisson upper-tail p-value. The rate
+is the product's local one: its reviews within `BASELINE_DAYS` either side, outside the window (so a burst does
+not hide itself), over the days the product was on sale then. A lifetime rate would call every busy season of
+a popular product a burst (measured: nine "bursts" of a gift card in one autumn of Amazon's video games).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from scipy.stats import poisson
 DAY = 86_400.0
 #: Half-width of the burst window around a review: reviews within 24 h either side, "within 48 hours".
 BURST_HALF_WIDTH = DAY
+#: Half-width of the period around a review whose other reviews give the product's local rate.
+BASELINE_DAYS = 30.0
 #: Each scored feature with the direction in which it is suspicious (+1: larger is suspicious, -1: smaller is),
 #: fixed from the literature (Mukherjee et al. 2013; Rayana & Akoglu 2015), never fitted to labels.
 FEATURE_DIRECTIONS: dict[str, int] = {
@@ -37,7 +41,7 @@ FEATURES: tuple[str, ...] = tuple(FEATURE_DIRECTIONS)
 #: Columns added for the reasons and the Campaigns page, not scored themselves (measured on the Yelp filter's
 #: labels: most reviews in one day and the rank in the product's life point the wrong way or nowhere there).
 CONTEXT_COLUMNS: tuple[str, ...] = ("reviewer_max_day", "reviewer_extreme_share", "product_rank", "burst_reviews",
-                                    "burst_same_rating", "burst_new_accounts", "product_daily_rate",
+                                    "burst_same_rating", "burst_expected", "burst_new_accounts", "product_daily_rate",
                                     "product_reviews")
 BURSTINESS_DAYS = 28.0
 PREFIX = "behaviour_"
@@ -206,18 +210,23 @@ def _product_features(rows: np.ndarray, rating: np.ndarray, posted: np.ndarray, 
     t = posted[rows]
     r = rating[rows]
     n = len(rows)
-    span_days = max((t[-1] - t[0]) / DAY, 1.0)
     left = np.searchsorted(t, t - BURST_HALF_WIDTH, side="left")
     right = np.searchsorted(t, t + BURST_HALF_WIDTH, side="right")
     in_window = right - left
     window_days = 2 * BURST_HALF_WIDTH / DAY
-    # The rate outside the window (a burst must not raise its own baseline), never below one review per span.
+    # The local rate outside the window, over the part of the baseline period in which the product had reviews;
+    # one review more than seen, so a quiet baseline never predicts none.
+    horizon = BASELINE_DAYS * DAY
+    local = np.searchsorted(t, t + horizon, side="right") - np.searchsorted(t, t - horizon, side="left")
+    covered_days = (np.minimum(t + horizon, t[-1]) - np.maximum(t - horizon, t[0])) / DAY
+    rate = (local - in_window + 1) / np.maximum(covered_days - window_days, window_days)
     outside = np.maximum(n - in_window, 1)
-    rate = outside / np.maximum(span_days - window_days, window_days)
     rated = np.isfinite(r)
     levels = np.unique(r[rated]) if rated.any() else np.zeros(0)
     cumulative = {lv: np.concatenate([[0], np.cumsum(r == lv)]) for lv in levels}
-    new_account = np.concatenate([[0], np.cumsum(reviews_of[rows] == 1)])
+    single = reviews_of[rows] == 1
+    new_account = np.concatenate([[0], np.cumsum(single)])
+    new_of_level = {lv: np.concatenate([[0], np.cumsum(single & (r == lv))]) for lv in levels}
     rating_sum = np.concatenate([[0.0], np.cumsum(np.where(rated, r, 0.0))])
     rating_n = np.concatenate([[0], np.cumsum(rated)])
     i = np.flatnonzero(target_set[rows])  # the batch's reviews, by their place in the product's life
@@ -226,17 +235,20 @@ def _product_features(rows: np.ndarray, rating: np.ndarray, posted: np.ndarray, 
     ri, rated_i = r[i], rated[i]
     same = np.full(len(i), np.nan)
     share_outside = np.ones(len(i))
+    new_accounts = (new_account[hi] - new_account[lo]).astype(np.float64)
     for lv in levels:
         of_level = rated_i & (ri == lv)
         same[of_level] = cumulative[lv][hi[of_level]] - cumulative[lv][lo[of_level]]
         share_outside[of_level] = (cumulative[lv][n] - same[of_level] + 1.0) / (outside[i][of_level] + len(levels))
+        new_accounts[of_level] = new_of_level[lv][hi[of_level]] - new_of_level[lv][lo[of_level]]
     # P(X >= same - 1): the other same-rated reviews; without a rating, the other reviews of any rating.
     p = np.where(rated_i, poisson.sf(np.nan_to_num(same) - 2, expected * share_outside),
                  poisson.sf(in_window[i] - 2, expected))
     out["burst_same_rating"][pos] = same
     out["burst_surprise"][pos] = -np.log(np.maximum(p, 1e-300))
     out["burst_reviews"][pos] = in_window[i]
-    out["burst_new_accounts"][pos] = new_account[hi] - new_account[lo]
+    out["burst_expected"][pos] = expected * share_outside
+    out["burst_new_accounts"][pos] = new_accounts  # of the same rating as the review, when it has one
     out["product_daily_rate"][pos] = rate[i]
     out["product_reviews"][pos] = n
     out["product_rank"][pos] = i + 1

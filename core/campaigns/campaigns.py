@@ -33,24 +33,30 @@ def _iso(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class BurstWindow:
-    """Reviews of one product within a burst: when, how many, which ratings, from whom."""
+    """A burst of one product's reviews of one rating: the test at its peak, and the batch's reviews in it.
+
+    `reviews`, `expected`, `new_accounts` and `p_value` are those of the strongest review's 48 hours, counted
+    over every stored review of the product; `review_ids` and `user_ids` are the batch's reviews of that rating
+    within 24 hours of any review of the burst (what an analyst labels).
+    """
 
     product_id: str
-    start: str
-    end: str
+    rating: str | None
+    peak: str
     reviews: int
-    ratings: dict[str, int]
+    expected: float
     new_accounts: int
     p_value: float
-    expected: float
+    start: str
+    end: str
     review_ids: tuple[str, ...]
     user_ids: tuple[str, ...]
 
     def line(self) -> str:
-        mix = ", ".join(f"{n} x {r} stars" for r, n in sorted(self.ratings.items(), reverse=True))
-        return (f"{self.reviews} reviews of {self.product_id} between {self.start[:16]} and {self.end[:16]} "
-                f"({mix}), {self.new_accounts} from accounts with no other review; "
-                f"about {self.expected:.2g} expected, p = {self.p_value:.1e}")
+        what = f"{self.rating}-star reviews" if self.rating else "reviews"
+        return (f"{self.reviews} {what} of {self.product_id} within 48 hours around {self.peak[:16]}, where about "
+                f"{self.expected:.2g} were expected (p = {self.p_value:.1e}); {self.new_accounts} from accounts with "
+                f"no other review; {len(self.review_ids)} in this batch, {self.start[:16]} to {self.end[:16]}")
 
 
 @dataclass(frozen=True)
@@ -114,24 +120,26 @@ def burst_windows(frame: pd.DataFrame, level: float = DEFAULT_LEVEL) -> list[Bur
         return []
     from core.campaigns.history import posted_seconds
 
+    def column(name: str) -> np.ndarray:
+        return pd.to_numeric(frame[PREFIX + name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
     data = pd.DataFrame({
         "review_id": frame["review_id"].astype(str).to_numpy(),
         "user_id": frame["user_id"].to_numpy() if "user_id" in frame.columns else None,
         "product_id": frame["product_id"].to_numpy(),
         "rating": pd.to_numeric(frame["rating"], errors="coerce").to_numpy() if "rating" in frame.columns else np.nan,
         "posted": posted_seconds(frame),
-        "surprise": pd.to_numeric(frame[PREFIX + "burst_surprise"], errors="coerce").to_numpy(),
-        "rate": pd.to_numeric(frame.get(PREFIX + "product_daily_rate"), errors="coerce"),
-        "single": pd.to_numeric(frame.get(PREFIX + "reviewer_reviews"), errors="coerce") == 1,
+        "surprise": column("burst_surprise"),
+        "count": np.where(np.isfinite(column("burst_same_rating")), column("burst_same_rating"),
+                          column("burst_reviews")),
+        "expected": column("burst_expected"),
+        "new": column("burst_new_accounts"),
     }).dropna(subset=["product_id", "posted", "surprise"])
     windows: list[BurstWindow] = []
     for product, rows in data.groupby("product_id", sort=False):
         rows = rows.sort_values("posted")
         days = max(int(np.unique(np.floor(rows["posted"] / DAY)).size), 1)
-        cut = -np.log(level / days)
-        hot = rows[rows["surprise"] >= cut]
-        if hot.empty:
-            continue
+        hot = rows[rows["surprise"] >= -np.log(level / days)]
         # Merge the 48-hour windows of the reviews found in a burst, per rating.
         for rating, same in hot.groupby(hot["rating"].fillna(-1), sort=False):
             same = same.sort_values("posted")
@@ -139,19 +147,16 @@ def burst_windows(frame: pd.DataFrame, level: float = DEFAULT_LEVEL) -> list[Bur
             ends = same["posted"].to_numpy() + BURST_HALF_WIDTH
             cluster = np.concatenate([[0], np.cumsum(starts[1:] > np.maximum.accumulate(ends)[:-1])])
             for c in np.unique(cluster):
-                lo, hi = starts[cluster == c].min(), ends[cluster == c].max()
-                inside = rows[(rows["posted"] >= lo) & (rows["posted"] <= hi)]
+                members = same[cluster == c]
+                peak = members.loc[members["surprise"].idxmax()]
+                inside = rows[(rows["posted"] >= starts[cluster == c].min()) & (rows["posted"] <= ends[cluster == c].max())]
                 if rating >= 0:
                     inside = inside[inside["rating"] == rating]
-                p = float(np.exp(-same["surprise"][cluster == c].max()))
-                rate = float(inside["rate"].median()) if inside["rate"].notna().any() else float("nan")
                 windows.append(BurstWindow(
-                    product_id=str(product), start=_iso(inside["posted"].min()), end=_iso(inside["posted"].max()),
-                    reviews=len(inside),
-                    ratings={f"{r:g}": int(n) for r, n in inside["rating"].value_counts().items()},
-                    new_accounts=int(inside["single"].sum()), p_value=p,
-                    expected=rate * 2 * BURST_HALF_WIDTH / DAY,
-                    review_ids=tuple(inside["review_id"]),
+                    product_id=str(product), rating=f"{rating:g}" if rating >= 0 else None, peak=_iso(peak["posted"]),
+                    reviews=int(peak["count"]), expected=float(peak["expected"]), new_accounts=int(peak["new"]),
+                    p_value=float(np.exp(-peak["surprise"])), start=_iso(inside["posted"].min()),
+                    end=_iso(inside["posted"].max()), review_ids=tuple(inside["review_id"]),
                     user_ids=tuple(str(u) for u in inside["user_id"].dropna()),
                 ))
     return sorted(windows, key=lambda w: (w.p_value, -w.reviews))

@@ -59,7 +59,7 @@ def _phrase(feature: str, row: pd.Series) -> str:
             line += f", {int(new)} of them from accounts with no other review"
         rate = row.get(PREFIX + "product_daily_rate")
         if pd.notna(rate):
-            line += f"; this product usually gets {rate:.2g} reviews a day"
+            line += f"; this product got about {rate:.2g} reviews a day in the month around it"
         return line
     return ""
 

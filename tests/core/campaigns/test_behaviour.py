@@ -51,17 +51,35 @@ def test_earlier_history_counts_as_the_batch_own() -> None:
     assert out[PREFIX + "product_rank"].iloc[0] == 2
 
 
-def test_a_burst_of_five_star_reviews_is_a_window_and_steady_products_give_none() -> None:
+def test_steady_products_give_windows_at_no_more_than_the_level() -> None:
+    steady = steady_reviews(n_products=60, days=200, seed=1)
+    windows = burst_windows(_with_features(steady), level=0.01)
+    # At most the level per product: 0.6 false windows expected over 60 products; more than 3 has p < 0.004.
+    assert len({w.product_id for w in windows}) <= 3
+
+
+def test_a_busy_season_is_not_a_burst_but_a_campaign_inside_it_is() -> None:
+    quiet = steady_reviews(n_products=1, days=300, per_day=0.5, seed=8)
+    season = steady_reviews(n_products=1, days=40, per_day=6.0, seed=9, prefix="s")
+    season["product_id"] = "p0"
+    season["timestamp"] = season["timestamp"] + pd.Timedelta(days=150)  # ten times busier for 40 days
+    frame = pd.concat([quiet, season], ignore_index=True)
+    assert burst_windows(_with_features(frame)) == []
+    campaign = planted_campaign("p0", accounts=25, at_day=170, hours=12)
+    windows = burst_windows(_with_features(pd.concat([frame, campaign], ignore_index=True)))
+    assert windows and set(campaign["review_id"]) <= set(windows[0].review_ids)
+
+
+def test_a_burst_of_five_star_reviews_is_a_window() -> None:
     steady = steady_reviews(seed=1)
-    assert burst_windows(_with_features(steady)) == []
     batch = pd.concat([steady, planted_campaign("p2")], ignore_index=True)
     windows = burst_windows(_with_features(batch))
     assert windows, "the planted burst was not found"
     top = windows[0]
-    assert top.product_id == "p2" and top.ratings.get("5", 0) >= 8
+    assert top.product_id == "p2" and top.rating == "5" and top.reviews >= 8 and top.expected < 2
     assert {f"c{a}-0" for a in range(8)} <= set(top.review_ids)
     assert top.new_accounts >= 8 and top.p_value < 1e-4
-    assert "reviews of p2 between" in top.line()
+    assert "5-star reviews of p2 within 48 hours around" in top.line()
 
 
 def test_accounts_that_review_the_same_products_together_form_a_group() -> None:
