@@ -41,12 +41,15 @@ def campaigns(
         return
     out.print(f"{escape(report.batch)}: {report.coverage.line()}", highlight=False)
     if report.products:
-        table = Table("product", "reviews", "campaign score", "burst windows", "reviews a day")
+        table = Table("product", "reviews", "campaign score", "burst windows", "reviews a day (month around)")
         for p in report.products[:top]:
             table.add_row(escape(p.product_id[:60]), str(p.reviews),
                           "-" if p.score != p.score else f"{p.score:.2f}", str(p.windows),
                           "-" if p.daily_rate != p.daily_rate else f"{p.daily_rate:.2g}")
         out.print(table)
+        if all(p.score != p.score for p in report.products):
+            out.print("no campaign score: the champion model does not read reviewer, product and timing evidence "
+                      "(train one on a reference with reviewer ids, products and dates)", highlight=False)
     out.print(f"{len(report.windows)} burst window(s), {len(report.groups)} group(s) of accounts", highlight=False)
     for w in report.windows[:top]:
         out.print("window: " + w.line(), highlight=False, markup=False)

@@ -37,16 +37,22 @@ with errors_shown():
     if report.products:
         st.subheader("Products by campaign evidence")
         products = pd.DataFrame([{"product": p.product_id, "reviews": p.reviews, "campaign score": p.score,
-                                  "burst windows": p.windows, "usual reviews a day": p.daily_rate}
+                                  "burst windows": p.windows, "reviews a day (month around)": p.daily_rate}
                                  for p in report.products])
         st.dataframe(products, hide_index=True, width="stretch")  # cells are shown as text, never interpreted
+        if products["campaign score"].isna().all():
+            st.caption("No campaign score: the serving model does not read reviewer, product and timing evidence "
+                       "(train one on a reference with reviewer ids, products and dates); products are ranked by "
+                       "their burst windows.")
         product = st.selectbox("Timeline of product", products["product"].tolist(), key="campaigns.product")
         daily = ws.product_timeline(batch, product)
         figure = go.Figure()
         for rating, rows in daily.groupby("rating"):
             figure.add_bar(x=rows["day"], y=rows["reviews"], name=str(rating))
         for w in (w for w in report.windows if w.product_id == product):
+            # A line at the peak as well: a two-day band is a hairline on a timeline of years.
             figure.add_vrect(x0=w.start, x1=w.end, fillcolor="red", opacity=0.15, line_width=0)
+            figure.add_vline(x=pd.Timestamp(w.peak).value / 1e6, line_color="red", line_dash="dot")
         figure.update_layout(barmode="stack", height=320, margin={"t": 10, "b": 10},
                              yaxis_title="reviews per day", legend_title="rating")
         st.plotly_chart(figure, width="stretch")
